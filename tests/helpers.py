@@ -1,0 +1,45 @@
+"""Finite-difference references computed in the backend under test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import xderiv as xd
+
+
+def fd_jacobian(net: Any, x: Any, backend: Any, eps: float = 1e-5) -> np.ndarray:
+    """Central differences of the value: ``(f(x + eps e_i) - f(x - eps e_i)) / 2 eps``, shape ``(n, m, d)``.
+
+    ``x`` has shape ``(n, d)``; the network output is reshaped to ``(n, m)``.
+    """
+    xn = backend.to_numpy(x)
+    n, d = xn.shape
+    shifted = xn[:, None, :] + eps * np.eye(d)[None]
+    back = xn[:, None, :] - eps * np.eye(d)[None]
+    fp = backend.to_numpy(net(backend.asarray(shifted, str(xn.dtype)))).reshape(n, d, -1)
+    fm = backend.to_numpy(net(backend.asarray(back, str(xn.dtype)))).reshape(n, d, -1)
+    return np.transpose((fp - fm) / (2 * eps), (0, 2, 1))
+
+
+def fd_hessian(net: Any, x: Any, backend: Any, eps: float = 1e-5) -> np.ndarray:
+    """Central differences of xderiv's Jacobian, symmetrised, shape ``(n, m, d, d)``."""
+    xn = backend.to_numpy(x)
+    n, d = xn.shape
+
+    def jac(points: np.ndarray) -> np.ndarray:
+        j = backend.to_numpy(xd.jacobian(net, backend.asarray(points, str(xn.dtype)), mode="backward"))
+        return j.reshape(n, d, -1, d)  # (n, i, m, j)
+
+    jp = jac(xn[:, None, :] + eps * np.eye(d)[None])
+    jm = jac(xn[:, None, :] - eps * np.eye(d)[None])
+    h = np.transpose((jp - jm) / (2 * eps), (0, 2, 1, 3))  # (n, m, i, j)
+    return 0.5 * (h + np.swapaxes(h, -1, -2))
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute difference relative to the largest magnitude of ``b``."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(float(np.max(np.abs(b))), 1e-30) if b.size else 1.0
+    return float(np.max(np.abs(a - b))) / scale if a.size else 0.0

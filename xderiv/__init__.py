@@ -1,0 +1,36 @@
+"""xderiv: exact input derivatives of neural networks on any Array API backend.
+
+>>> import numpy as np, xderiv as xd
+>>> net = xd.mlp([2, 20, 20, 20, 1], activation="sigmoid", output_activation="sigmoid", seed=0)
+>>> xd.hessian(net, np.array([0.15, 0.1])).shape
+(1, 2, 2)
+"""
+
+from .activations import Activation, available_activations, get_activation, register_activation
+from .derivatives import Derivatives, derivatives, gradient, hessian, jacobian, laplacian, value
+from .layers import Dense, Residual
+from .networks import Potential, Sequential, mlp, potential, resnet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "Dense",
+    "Derivatives",
+    "Potential",
+    "Residual",
+    "Sequential",
+    "available_activations",
+    "derivatives",
+    "get_activation",
+    "gradient",
+    "hessian",
+    "jacobian",
+    "laplacian",
+    "mlp",
+    "potential",
+    "register_activation",
+    "resnet",
+    "value",
+    "__version__",
+]

@@ -1,0 +1,193 @@
+"""Array-namespace glue: the one place that talks to ``array-api-compat``.
+
+Everything else in the core receives ``xp`` (an Array API namespace) from
+here and never asks which library it is.  Backend-tuned primitives, if any,
+are chosen here once per namespace; the recursions stay written once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+
+Array = Any
+"""Any array of an Array API compliant namespace."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Namespace, working dtype and device of one public call.
+
+    Resolved once at entry (:func:`resolve_call`) and threaded through the
+    recursions so that no recursion re-derives them.
+    """
+
+    xp: Any
+    dtype: Any
+    device: Any
+
+
+def describe(a: object) -> str:
+    """Short human description of an array for error messages."""
+    kind = f"{type(a).__module__}.{type(a).__qualname__}"
+    shape = getattr(a, "shape", None)
+    dtype = getattr(a, "dtype", None)
+    if shape is None:
+        return kind
+    return f"{kind} of shape {tuple(shape)} and dtype {dtype}"
+
+
+def is_array(a: object) -> bool:
+    """True for an array of any namespace array-api-compat recognises."""
+    return array_api_compat.is_array_api_obj(a)
+
+
+def namespace_of_weights(arrays: list[Array], owner: str) -> tuple[Any, Any]:
+    """Common namespace and device of a network's weights.
+
+    Parameters
+    ----------
+    arrays : list of arrays
+        All weights of one network.
+    owner : str
+        Name used in error messages (e.g. ``"Sequential"``).
+
+    Returns
+    -------
+    xp, device
+
+    Raises
+    ------
+    TypeError
+        If the weights come from different array libraries.
+    ValueError
+        If the weights live on different devices.
+    """
+    try:
+        xp = array_api_compat.array_namespace(*arrays)
+    except TypeError as exc:
+        kinds = sorted({describe(a).split(" of shape")[0] for a in arrays})
+        raise TypeError(
+            f"{owner}: weights come from different array libraries ({', '.join(kinds)}); "
+            "build every layer's weights in one namespace"
+        ) from exc
+    devices = [array_api_compat.device(a) for a in arrays]
+    for dev in devices[1:]:
+        if dev != devices[0]:
+            raise ValueError(
+                f"{owner}: weights live on different devices ({devices[0]} and {dev}); "
+                "move them to one device first (xderiv never copies silently)"
+            )
+    return xp, devices[0]
+
+
+def check_real_floating(xp: Any, a: Array, name: str) -> None:
+    """Raise ``TypeError`` unless ``a`` has a real floating dtype."""
+    if not xp.isdtype(a.dtype, "real floating"):
+        raise TypeError(f"{name} must have a real floating dtype, got {a.dtype}")
+
+
+def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tuple[Context, Array]:
+    """Validate the input of a public call and cast it once.
+
+    Parameters
+    ----------
+    x : array or nested sequence of numbers
+        The input points, shape ``(..., d)``.  A Python sequence is converted
+        with the network's own namespace and device.
+    net_xp, net_device, weight_dtype
+        Namespace, device and (promoted) floating dtype of the network weights.
+
+    Returns
+    -------
+    ctx : Context
+        Namespace, working dtype ``result_type(x.dtype, weight_dtype)`` (or
+        ``weight_dtype`` for integer ``x``) and device.
+    x : array
+        The input cast to the working dtype (no copy when already there).
+
+    Raises
+    ------
+    TypeError
+        ``x`` from another array library than the weights, complex or boolean ``x``.
+    ValueError
+        ``x`` on another device than the weights.
+    """
+    if not is_array(x):
+        x = net_xp.asarray(x, device=net_device)
+        if net_xp.isdtype(x.dtype, "integral"):
+            x = net_xp.astype(x, weight_dtype)
+    try:
+        xp = array_api_compat.array_namespace(x)
+    except TypeError as exc:  # pragma: no cover - is_array was True
+        raise TypeError(f"x: unsupported array type {describe(x)}") from exc
+    if xp is not net_xp:
+        raise TypeError(
+            f"x is a {describe(x)} but the network's weights belong to "
+            f"{getattr(net_xp, '__name__', net_xp)}; convert one of them explicitly "
+            "(xderiv never copies between libraries or devices)"
+        )
+    device = array_api_compat.device(x)
+    if device != net_device:
+        raise ValueError(
+            f"x is on device {device} but the network's weights are on {net_device}; "
+            "move one of them explicitly (xderiv never copies between devices)"
+        )
+    if xp.isdtype(x.dtype, "bool") or xp.isdtype(x.dtype, "complex floating"):
+        raise TypeError(f"x must be real (floating or integer), got dtype {x.dtype}")
+    if xp.isdtype(x.dtype, "integral"):
+        dtype = weight_dtype
+    else:
+        dtype = xp.result_type(x.dtype, weight_dtype)
+    if x.dtype != dtype:
+        x = xp.astype(x, dtype)
+    return Context(xp=xp, dtype=dtype, device=device), x
+
+
+def flatten_batch(x: Array, in_features: int, xp: Any) -> tuple[Array, tuple[int, ...]]:
+    """Reshape ``x`` of shape ``(..., d)`` to ``(n, d)``; return it and the batch shape."""
+    if x.ndim == 0 or x.shape[-1] != in_features:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}, but the network takes inputs of shape "
+            f"(..., {in_features}): the trailing dimension must be {in_features}"
+        )
+    batch = tuple(x.shape[:-1])
+    n = math.prod(batch)
+    if x.ndim != 2:
+        x = xp.reshape(x, (n, in_features))
+    return x, batch
+
+
+def matmul_last(a: Array, w: Array, xp: Any) -> Array:
+    """``a @ w`` contracting the last axis of ``a`` (shape ``(..., k)``) with ``w`` (``(k, j)``).
+
+    Stacks of matrices are flattened to one 2-D product so that every backend
+    issues a single GEMM instead of one per leading index.
+    """
+    if a.ndim <= 2:
+        return a @ w
+    lead = tuple(a.shape[:-1])
+    out = xp.reshape(a, (math.prod(lead), a.shape[-1])) @ w
+    return xp.reshape(out, lead + (w.shape[-1],))
+
+
+def sum_squares(a: Array, axis: int, xp: Any) -> Array:
+    """Sum of squares of ``a`` along ``axis``."""
+    return xp.sum(a * a, axis=axis)
+
+
+def trace(a: Array, xp: Any, ctx: Context) -> Array:
+    """Trace over the last two (square) axes, without the ``linalg`` extension."""
+    k = a.shape[-1]
+    eye = xp.eye(k, dtype=a.dtype, device=ctx.device)
+    return xp.sum(xp.sum(a * eye, axis=-1), axis=-1)
+
+
+def materialize(a: Array, shape: tuple[int, ...], xp: Any) -> Array:
+    """Return ``a`` broadcast to ``shape`` as a fresh array (not a read-only view)."""
+    if tuple(a.shape) == tuple(shape):
+        return a
+    return xp.zeros(shape, dtype=a.dtype, device=array_api_compat.device(a)) + a

@@ -1,0 +1,318 @@
+r"""Networks built from layers: :class:`Sequential`, :class:`Potential`, and seeded factories.
+
+A network is an immutable description (references to weight arrays plus
+architecture); evaluating it or any of its derivatives goes through
+:mod:`xderiv.derivatives`, which holds no per-call state on the network, so one
+network may be used from several threads at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+
+from ._namespace import Array, check_real_floating, is_array, namespace_of_weights
+from .activations import Activation
+from .layers import Dense, Residual
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the recursions see of any network.
+
+    ``y = layers(x) [+ 1/2 x^T A x + c^T x]`` with ``A = quadratic`` and
+    ``c = linear`` (both optional); ``scalar`` drops the single output axis.
+    """
+
+    layers: tuple[Dense, ...]
+    quadratic: Array | None
+    linear: Array | None
+    scalar: bool
+
+
+class _Network:
+    """Common behaviour: namespace/device/dtype bookkeeping and evaluation."""
+
+    plan: Plan
+    xp: Any
+    device: Any
+    dtype: Any
+
+    def _bind(self, plan: Plan, owner: str) -> None:
+        arrays = [a for layer in plan.layers for a in layer.arrays()]
+        arrays += [a for a in (plan.quadratic, plan.linear) if a is not None]
+        self.plan = plan
+        self.xp, self.device = namespace_of_weights(arrays, owner)
+        self.dtype = self.xp.result_type(*[a.dtype for a in arrays])
+
+    @property
+    def layers(self) -> tuple[Dense, ...]:
+        """The layers, first to last (for a Potential: trunk layers, then the head)."""
+        return self.plan.layers
+
+    @property
+    def in_features(self) -> int:
+        """Input dimension ``d``."""
+        return self.plan.layers[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        """Number of outputs ``m`` (1 for a Potential)."""
+        return self.plan.layers[-1].out_features
+
+    def __call__(self, x: Array) -> Array:
+        """Evaluate the network: ``x`` of shape ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
+        from .derivatives import value
+
+        return value(self, x)
+
+
+def _check_chain(layers: tuple[Dense, ...], owner: str) -> None:
+    for i, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
+        if a.out_features != b.in_features:
+            raise ValueError(
+                f"{owner}: layer {i} ({a!r}) outputs {a.out_features} features but layer "
+                f"{i + 1} ({b!r}) takes {b.in_features}; widths must chain"
+            )
+
+
+class Sequential(_Network):
+    """A chain of layers :math:`x \\mapsto L_k(\\cdots L_1(x))`.
+
+    Parameters
+    ----------
+    *layers : Dense or Residual or Sequential
+        Layers in order; nested Sequentials are flattened.
+
+    Examples
+    --------
+    >>> import numpy as np, xderiv as xd
+    >>> net = xd.Sequential(xd.Dense(np.ones((2, 3)), activation="tanh"), xd.Dense(np.ones((3, 1))))
+    >>> net(np.zeros(2)).shape
+    (1,)
+    """
+
+    def __init__(self, *layers: Dense | Sequential):
+        flat: list[Dense] = []
+        for layer in layers:
+            if isinstance(layer, Sequential):
+                flat.extend(layer.layers)
+            elif isinstance(layer, Dense):
+                flat.append(layer)
+            else:
+                raise TypeError(f"Sequential: expected Dense/Residual layers, got {type(layer).__name__}")
+        if not flat:
+            raise ValueError("Sequential: needs at least one layer")
+        _check_chain(tuple(flat), "Sequential")
+        self._bind(Plan(tuple(flat), None, None, scalar=False), "Sequential")
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential(\n  {inner}\n)"
+
+
+class Potential(_Network):
+    r"""Scalar potential :math:`\Phi(s) = N(s) \cdot w + \tfrac12 s^\top A s + c^\top s + b`.
+
+    Parameters
+    ----------
+    trunk : Sequential
+        The network :math:`N`, mapping ``d`` inputs to ``k`` features.
+    w : array, shape (k,) or (k, 1)
+        Weights of the linear read-out of the trunk.
+    A : array, shape (d, d), optional
+        Quadratic term; need not be symmetric (its Hessian contribution is
+        :math:`\tfrac12 (A + A^\top)`, its Laplacian contribution :math:`\mathrm{tr} A`).
+    c : array, shape (d,), optional
+        Linear term.
+    b : array of shape () or (1,), or float, default 0
+        Constant offset.
+
+    Notes
+    -----
+    Evaluates to shape ``(...,)`` for ``s`` of shape ``(..., d)``; the gradient
+    has the shape of ``s``.
+    """
+
+    def __init__(self, trunk: Sequential, w: Array, A: Array | None = None, c: Array | None = None, b: Any = 0.0):
+        if isinstance(trunk, Dense):
+            trunk = Sequential(trunk)
+        if not isinstance(trunk, Sequential):
+            raise TypeError(f"Potential: trunk must be a Sequential, got {type(trunk).__name__}")
+        xp = trunk.xp
+        k, d = trunk.out_features, trunk.in_features
+        if not is_array(w) or tuple(w.shape) not in ((k,), (k, 1)):
+            raise ValueError(
+                f"Potential: w must have shape ({k},) or ({k}, 1) to read out the trunk's "
+                f"{k} features, got {getattr(w, 'shape', type(w).__name__)}"
+            )
+        check_real_floating(array_api_compat.array_namespace(w), w, "Potential: w")
+        w = xp.reshape(w, (k, 1))
+        if not is_array(b):
+            b = xp.asarray([float(b)], dtype=w.dtype, device=trunk.device)
+        if math.prod(b.shape) != 1:
+            raise ValueError(f"Potential: b must be a scalar, got shape {tuple(b.shape)}")
+        b = xp.reshape(b, (1,))
+        if A is not None and (not is_array(A) or tuple(A.shape) != (d, d)):
+            raise ValueError(f"Potential: A must have shape ({d}, {d}), got {getattr(A, 'shape', type(A).__name__)}")
+        if c is not None and (not is_array(c) or tuple(c.shape) != (d,)):
+            raise ValueError(f"Potential: c must have shape ({d},), got {getattr(c, 'shape', type(c).__name__)}")
+        for name, a in (("A", A), ("c", c)):
+            if a is not None:
+                check_real_floating(array_api_compat.array_namespace(a), a, f"Potential: {name}")
+        self.trunk = trunk
+        head = Dense(w, b)
+        self._bind(Plan(trunk.layers + (head,), A, c, scalar=True), "Potential")
+
+    @property
+    def w(self) -> Array:
+        """Read-out weights, shape ``(k, 1)``."""
+        return self.plan.layers[-1].weight
+
+    @property
+    def b(self) -> Array:
+        """Constant offset, shape ``(1,)``."""
+        return self.plan.layers[-1].bias
+
+    @property
+    def A(self) -> Array | None:
+        """Quadratic term."""
+        return self.plan.quadratic
+
+    @property
+    def c(self) -> Array | None:
+        """Linear term."""
+        return self.plan.linear
+
+    def __repr__(self) -> str:
+        return f"Potential(trunk={self.trunk!r}, quadratic={self.A is not None}, linear={self.c is not None})"
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def _sampler(seed: int | None, xp: Any, device: Any, dtype: Any) -> Any:
+    from .interop._random import WeightSampler
+
+    return WeightSampler(seed, xp=xp, device=device, dtype=dtype)
+
+
+def _dense(s: Any, n_in: int, n_out: int, activation: str | Activation, cls: type = Dense, **kw: Any) -> Dense:
+    """Glorot-normal weights, N(0, 0.1^2) biases (nonzero, so tests see every term)."""
+    w = s.normal((n_in, n_out), math.sqrt(2.0 / (n_in + n_out)))
+    b = s.normal((n_out,), 0.1)
+    return cls(w, b, activation=activation, **kw)
+
+
+def mlp(
+    sizes: list[int],
+    activation: str | Activation = "tanh",
+    output_activation: str | Activation = "identity",
+    *,
+    xp: Any = None,
+    device: Any = None,
+    dtype: Any = None,
+    seed: int | None = 0,
+) -> Sequential:
+    """Multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer widths, input first, at least two entries.
+    activation, output_activation : str or Activation
+        Activation of the hidden layers and of the last layer.
+    xp, device, dtype
+        Namespace (module such as ``numpy`` or ``torch``; NumPy when None),
+        device and dtype (float64 when None) of the weights.
+    seed : int
+        Seed of ``numpy.random.default_rng``; same seed, same weights on every backend.
+
+    Examples
+    --------
+    The seed notebook's PINN: ``mlp([2, 20, 20, 20, 1], "sigmoid", "sigmoid")``.
+    """
+    if len(sizes) < 2 or any(int(n) < 1 for n in sizes):
+        raise ValueError(f"mlp: sizes must list at least two positive widths, got {sizes}")
+    s = _sampler(seed, xp, device, dtype)
+    layers = [
+        _dense(s, a, b, activation if i < len(sizes) - 2 else output_activation)
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+    ]
+    return Sequential(*layers)
+
+
+def resnet(
+    in_features: int,
+    width: int,
+    depth: int,
+    out_features: int | None = 1,
+    activation: str | Activation = "antitanh",
+    step: float = 1.0,
+    *,
+    residual_activation: str | Activation | None = None,
+    xp: Any = None,
+    device: Any = None,
+    dtype: Any = None,
+    seed: int | None = 0,
+) -> Sequential:
+    """ResNet: opening ``Dense(d -> width)``, ``depth`` residual layers, linear read-out.
+
+    ``u1 = sigma(x K0 + b0)``, ``u_{l+1} = u_l + h sigma(u_l K_l + b_l)``, ``y = u W + b``.
+
+    Parameters
+    ----------
+    in_features, width, depth : int
+        ``d``, the width ``w`` and the number of residual layers.
+    out_features : int or None
+        Outputs ``m`` of the final linear layer; None leaves it out (a trunk).
+    activation : str or Activation
+        Activation of the opening layer (and of the residual layers unless
+        ``residual_activation`` is given).
+    step : float
+        Residual step ``h``.
+    residual_activation : str or Activation, optional
+    xp, device, dtype, seed
+        As in :func:`mlp`.
+    """
+    s = _sampler(seed, xp, device, dtype)
+    res_act = activation if residual_activation is None else residual_activation
+    layers: list[Dense] = [_dense(s, in_features, width, activation)]
+    layers += [_dense(s, width, width, res_act, cls=Residual, step=step) for _ in range(depth)]
+    if out_features is not None:
+        layers.append(_dense(s, width, out_features, "identity"))
+    return Sequential(*layers)
+
+
+def potential(
+    in_features: int,
+    width: int,
+    depth: int,
+    rank: int | None = None,
+    activation: str | Activation = "antitanh",
+    step: float = 1.0,
+    *,
+    xp: Any = None,
+    device: Any = None,
+    dtype: Any = None,
+    seed: int | None = 0,
+) -> Potential:
+    r"""OT-Flow style potential :math:`\Phi(s) = w^\top N(s) + \tfrac12 s^\top A s + c^\top s + b`.
+
+    ``N`` is :func:`resnet` without read-out; :math:`A = K^\top K` with ``K`` of
+    shape ``(rank, d)`` (``rank=None``: ``min(d, 10)``), ``c`` and ``w`` random,
+    ``b = 0``.
+    """
+    s = _sampler(seed, xp, device, dtype)
+    layers: list[Dense] = [_dense(s, in_features, width, activation)]
+    layers += [_dense(s, width, width, activation, cls=Residual, step=step) for _ in range(depth)]
+    trunk = Sequential(*layers)
+    r = min(in_features, 10) if rank is None else int(rank)
+    w = s.normal((width,), 1.0 / math.sqrt(width))
+    K = s.normal((r, in_features), 1.0 / math.sqrt(in_features))
+    A = s.xp.matrix_transpose(K) @ K
+    c = s.normal((in_features,), 0.1)
+    return Potential(trunk, w, A, c, 0.0)
