@@ -97,7 +97,7 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tup
     ----------
     x : array or nested sequence of numbers
         The input points, shape ``(..., d)``.  A Python sequence is converted
-        with the network's own namespace and device.
+        with the network's own namespace, device and weight dtype.
     net_xp, net_device, weight_dtype
         Namespace, device and (promoted) floating dtype of the network weights.
 
@@ -117,9 +117,10 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tup
         ``x`` on another device than the weights.
     """
     if not is_array(x):
-        x = net_xp.asarray(x, device=net_device)
-        if net_xp.isdtype(x.dtype, "integral"):
-            x = net_xp.astype(x, weight_dtype)
+        try:
+            x = net_xp.asarray(x, dtype=weight_dtype, device=net_device)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"x: cannot read {type(x).__name__} as real {weight_dtype} points: {exc}") from exc
     try:
         xp = array_api_compat.array_namespace(x)
     except TypeError as exc:  # pragma: no cover - is_array was True

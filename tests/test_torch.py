@@ -1,0 +1,149 @@
+"""torch session: agreement with torch.func to ~1e-12, and weight gradients through xderiv results."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import xderiv as xd
+
+from .helpers import rel_err
+from .networks_zoo import NAMES, points, zoo
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def _torch_only(backend):
+    if backend.name != "torch":
+        pytest.skip("torch.func comparisons run in the torch session")
+
+
+def _torch_activation(name):
+    import torch
+    import torch.nn.functional as F
+
+    anti = lambda z: torch.abs(z) + torch.log1p(torch.exp(-2 * torch.abs(z)))  # noqa: E731
+    return {
+        "identity": lambda z: z,
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "softplus": lambda z: F.softplus(z, threshold=50.0),
+        "quadratic": lambda z: 0.5 * z * z,
+        "sin": torch.sin,
+        "silu": F.silu,
+        "antitanh": anti,
+        "logcosh": lambda z: anti(z) - math.log(2.0),
+    }[name]
+
+
+def _params(net):
+    """Flat list of the network's weight tensors (trunk, head, then A and c)."""
+    ps = [a for layer in net.layers for a in layer.arrays()]
+    ps += [a for a in (net.plan.quadratic, net.plan.linear) if a is not None]
+    return ps
+
+
+def _reference(net):
+    """A plain-torch re-implementation of ``net`` as ``f(params, x)`` for one point ``x`` (d,)."""
+    layers, plan = net.layers, net.plan
+    acts = [_torch_activation(layer.activation.name) for layer in layers]
+
+    def f(params, x):
+        u = x
+        for i, layer in enumerate(layers):
+            w, b = params[2 * i], params[2 * i + 1]
+            a = acts[i](u @ w + b)
+            u = u + layer.step * a if layer.skip else a
+        k = 2 * len(layers)
+        if plan.quadratic is not None:
+            u = u + 0.5 * (x @ params[k] @ x)
+            k += 1
+        if plan.linear is not None:
+            u = u + x @ params[k]
+        return u[0] if plan.scalar else u
+
+    return f
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("mode", ["forward", "backward"])
+def test_matches_torch_func(backend, name, mode):
+    import torch
+    from torch.func import hessian, jacrev, vmap
+
+    net = zoo(backend)[name]()
+    x = points(net, backend, n=4)
+    f = _reference(net)
+    params = _params(net)
+    ref_val = vmap(f, in_dims=(None, 0))(params, x)
+    ref_jac = vmap(jacrev(f, argnums=1), in_dims=(None, 0))(params, x)
+    ref_hess = vmap(hessian(f, argnums=1), in_dims=(None, 0))(params, x)
+    ref_hess2 = vmap(jacrev(jacrev(f, argnums=1), argnums=1), in_dims=(None, 0))(params, x)
+    assert torch.allclose(ref_hess, ref_hess2, rtol=1e-13, atol=1e-15)
+    r = xd.derivatives(net, x, hessian=True, mode=mode)
+    lap = xd.laplacian(net, x, mode=mode)
+    # float64: both are exact up to round-off, so 1e-12 relative to the largest entry.
+    assert rel_err(r.value.numpy(), ref_val.numpy()) < 1e-12
+    assert rel_err(r.jacobian.numpy(), ref_jac.numpy()) < 1e-12
+    assert rel_err(r.hessian.numpy(), ref_hess.numpy()) < 1e-12
+    ref_lap = torch.diagonal(ref_hess, dim1=-2, dim2=-1).sum(-1)
+    assert rel_err(lap.numpy(), ref_lap.numpy()) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["seed-pinn", "resnet", "residual-first", "potential-general", "mlp-silu"])
+@pytest.mark.parametrize("mode", ["forward", "backward"])
+def test_weight_gradients_of_a_laplacian_loss(backend, name, mode):
+    """PINN training: d/dweights of mean((lap u)^2) + mean(|grad u|^2) equals torch.func's."""
+    import torch
+    from torch.func import grad, hessian, jacrev, vmap
+
+    net = zoo(backend)[name]()
+    params = _params(net)
+    for p in params:
+        p.requires_grad_(True)
+    x = points(net, backend, n=5)
+
+    lap = xd.laplacian(net, x, mode=mode)
+    jac = xd.jacobian(net, x, mode=mode)
+    loss = (lap**2).mean() + (jac**2).sum(-1).mean()
+    # The read-out bias does not enter derivatives: unused in the graph, zero gradient.
+    got = [
+        torch.zeros_like(p) if g is None else g
+        for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True))
+    ]
+
+    f = _reference(net)
+
+    def ref_loss(ps):
+        h = vmap(hessian(f, argnums=1), in_dims=(None, 0))(ps, x)
+        j = vmap(jacrev(f, argnums=1), in_dims=(None, 0))(ps, x)
+        return (torch.diagonal(h, dim1=-2, dim2=-1).sum(-1) ** 2).mean() + (j**2).sum(-1).mean()
+
+    want = grad(ref_loss)([p.detach() for p in params])
+    assert abs(loss.item() - ref_loss([p.detach() for p in params]).item()) <= 1e-12 * abs(loss.item())
+    for g, w in zip(got, want):
+        assert rel_err(g.numpy(), w.numpy()) < 1e-10
+
+
+def test_hessian_loss_trains_weights(backend):
+    """A few Adam steps on a Hessian-based loss reduce it: the graph is connected end to end."""
+    import torch
+
+    net = xd.resnet(2, 8, 2, seed=0, xp=torch)
+    params = [a for layer in net.layers for a in layer.arrays()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=1e-2)
+    x = torch.asarray(np.random.default_rng(0).standard_normal((32, 2)))
+    target = torch.eye(2, dtype=torch.float64)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = ((xd.hessian(net, x)[:, 0] - target) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
