@@ -7,7 +7,9 @@
 """
 
 from .activations import Activation, available_activations, get_activation, register_activation
+from ._call import get_memory_budget, set_memory_budget
 from .derivatives import Derivatives, derivatives, gradient, hessian, jacobian, laplacian, value
+from .operators import directional, divergence, hessian_diagonal, hvp, trace_hessian
 from .layers import Dense, Residual
 from .networks import Potential, Sequential, mlp, potential, resnet
 
@@ -22,6 +24,13 @@ __all__ = [
     "Sequential",
     "available_activations",
     "derivatives",
+    "directional",
+    "divergence",
+    "get_memory_budget",
+    "hessian_diagonal",
+    "hvp",
+    "set_memory_budget",
+    "trace_hessian",
     "get_activation",
     "gradient",
     "hessian",

@@ -18,13 +18,16 @@ symmetric) obeys, with :math:`S = \operatorname{diag}\sigma'` and
 
 evaluated as :math:`B = \mathrm{skip}\,\Theta + h\,\Theta S W^\top`,
 :math:`\Theta_u = \mathrm{skip}\, B + W (h S B + \operatorname{diag}(c) W^\top)`:
-two ``w^3`` products per layer and sample, independent of ``d`` until the
-first layer.
+two ``w^3`` products per layer and sample, independent of ``d``.  At a Dense
+first layer the Hessian is :math:`W_0 K W_0^\top` with
+:math:`K = h^2 S\Theta S + \operatorname{diag}(c)` (``w x w``); the operators
+close it without forming it when they can (:class:`FirstLayer`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ._forward import LayerCache
@@ -35,6 +38,35 @@ from .layers import Dense
 def _output_seed(m: int, ctx: Context) -> Array:
     """:math:`\\partial y/\\partial y = I_m` as shape ``(1, m, m)`` (broadcast over the batch)."""
     return ctx.xp.eye(m, dtype=ctx.dtype, device=ctx.device)[None, ...]
+
+
+def _per_sample(s1: Array, ndim: int, xp: Any) -> Array:
+    """View ``s1`` (n, w) so it broadcasts against an adjoint of ``ndim`` dims (n, ..., w)."""
+    if ndim == 3:
+        return s1[:, None, :]
+    return xp.reshape(s1, (s1.shape[0],) + (1,) * (ndim - 2) + (s1.shape[1],))
+
+
+def _adjoint_step(
+    delta: Array | None,
+    lam: Array | None,
+    s1: Array | None,
+    wt: Array,
+    layer: Dense,
+    xp: Any,
+    inject: Array | None = None,
+) -> Array:
+    r"""One adjoint step :math:`\delta_u = \mathrm{skip}\,\delta + (\lambda \odot \sigma' + \mathrm{inject}) W^\top`.
+
+    ``delta``/``lam`` None stand for zero adjoints (only ``inject`` enters).
+    """
+    dz = None
+    if lam is not None:
+        dz = lam if s1 is None else lam * _per_sample(s1, lam.ndim, xp)
+    if inject is not None:
+        dz = inject if dz is None else dz + inject
+    du = matmul_last(dz, wt, xp)
+    return delta + du if layer.skip and delta is not None else du
 
 
 def adjoint_sweep(
@@ -64,30 +96,79 @@ def adjoint_sweep(
     return delta, lambdas
 
 
+@dataclass(frozen=True)
+class FirstLayer:
+    r"""The second-order adjoint at the input, in closed or factored form.
+
+    Either ``theta`` is the full :math:`\nabla^2 y` (``(n, m, d, d)``, when the
+    first layer is residual), or the Hessian is :math:`W K W^\top` with
+    ``K`` of shape ``(n, m, w, w)`` and ``w`` the first weight ``(d, w)``.
+    ``K`` is None when every second derivative vanishes (a linear network).
+    """
+
+    theta: Array | None
+    k: Array | None
+    w: Array | None
+    ctx: Context
+
+    def hessian(self, n: int, m: int, d: int) -> Array:
+        """:math:`\\nabla^2 y`, shape ``(n, m, d, d)``."""
+        xp = self.ctx.xp
+        if self.theta is not None:
+            return self.theta
+        if self.k is None:
+            return xp.zeros((n, m, d, d), dtype=self.ctx.dtype, device=self.ctx.device)
+        wt = xp.matrix_transpose(self.w)
+        kw = matmul_last(self.k, wt, xp)  # K W^T: (n, m, w, d)
+        return matmul_last(xp.matrix_transpose(kw), wt, xp)  # (W K W^T)^T = W K W^T
+
+    def trace(self, seed: Array | None, n: int, m: int) -> Array:
+        r""":math:`\mathrm{tr}(S^\top \nabla^2 y\, S)` for ``seed`` :math:`S^\top` (k, d) or (n, k, d); all of ``d`` if None.
+
+        Dense first layer: :math:`\sum K \odot G` with the Gram matrix
+        :math:`G = (S^\top W)^\top (S^\top W)` (``w x w``), so the cost does not grow with ``d``.
+        """
+        xp, ctx = self.ctx.xp, self.ctx
+        if self.theta is not None:
+            if seed is None:
+                return trace(self.theta, xp, ctx)
+            s = xp.matrix_transpose(seed)  # (d, k) or (n, d, k)
+            s = s if s.ndim == 2 else s[:, None, ...]
+            return xp.sum(xp.sum((self.theta @ s) * s, axis=-1), axis=-1)
+        if self.k is None:
+            return xp.zeros((n, m), dtype=ctx.dtype, device=ctx.device)
+        w_eff = self.w if seed is None else seed @ self.w  # (k, w) or (n, k, w)
+        g = xp.matrix_transpose(w_eff) @ w_eff
+        g = g if g.ndim == 2 else g[:, None, ...]
+        return xp.sum(xp.sum(self.k * g, axis=-1), axis=-1)
+
+    def diagonal(self, n: int, m: int, d: int) -> Array:
+        """:math:`\\partial^2 y / \\partial x_i^2`, shape ``(n, m, d)``: rows of ``W K`` against rows of ``W``."""
+        xp, ctx = self.ctx.xp, self.ctx
+        if self.theta is not None:
+            eye = xp.eye(d, dtype=ctx.dtype, device=ctx.device)
+            return xp.sum(self.theta * eye, axis=-1)
+        if self.k is None:
+            return xp.zeros((n, m, d), dtype=ctx.dtype, device=ctx.device)
+        kw = matmul_last(self.k, xp.matrix_transpose(self.w), xp)  # (n, m, w, d)
+        return xp.sum(kw * xp.matrix_transpose(self.w), axis=-2)
+
+
 def backward_second_order(
     layers: Sequence[Dense],
     params: Sequence[tuple[Array, Array]],
     caches: Sequence[LayerCache],
     ctx: Context,
-    *,
-    laplacian_only: bool = False,
-) -> tuple[Array, Array | None]:
+    n: int,
+) -> tuple[Array, FirstLayer]:
     r"""Carry :math:`(\delta, \Theta)` from the outputs to the input.
-
-    Parameters
-    ----------
-    laplacian_only : bool
-        Return :math:`\mathrm{tr}\,\Theta_x` instead of :math:`\Theta_x`.  When
-        the first layer is Dense this uses the Gram matrix
-        :math:`G = W_0^\top W_0` (``w x w``, shared by the batch):
-        :math:`\mathrm{tr}(W_0 K W_0^\top) = \sum K \odot G`, so the cost does
-        not grow with ``d``.
 
     Returns
     -------
     J : array (n, m, d) (or (1, m, d))
-    second : array (n, m, d, d) Hessian, or (n, m) Laplacian, or None when the
-        network is linear (all second derivatives vanish).
+    first : FirstLayer
+        The Hessian in factored form :math:`W_0 K W_0^\top` (Dense first
+        layer) or in full (residual first layer).
     """
     xp = ctx.xp
     delta = _output_seed(layers[-1].out_features, ctx)
@@ -98,9 +179,17 @@ def backward_second_order(
         lam = delta if h == 1.0 else h * delta
         c = None if cache.d2 is None else cache.d2[:, None, :] * lam  # (n, m, w')
         wt = xp.matrix_transpose(w)
+        delta_u = _adjoint_step(delta, lam, s1, wt, layer, xp)
 
-        if laplacian_only and i == 0 and not layer.skip:
-            return _adjoint_step(delta, lam, s1, wt, layer, xp), _gram_trace(theta, c, s1, h, w, xp)
+        if i == 0 and not layer.skip:  # K = h^2 S Theta S + diag(c)
+            k = None
+            if theta is not None:
+                k = theta if s1 is None else theta * (s1[:, None, :, None] * s1[:, None, None, :])
+                k = k if h == 1.0 else (h * h) * k
+            if c is not None:
+                eye = xp.eye(w.shape[1], dtype=ctx.dtype, device=ctx.device)
+                k = c[..., None] * eye if k is None else k + c[..., None] * eye
+            return delta_u, FirstLayer(None, k, w, ctx)
 
         b = None  # B = skip * Theta + h Theta S W^T
         if theta is not None:
@@ -121,37 +210,58 @@ def backward_second_order(
         if layer.skip and b is not None:
             new_theta = b if new_theta is None else b + new_theta
         theta = new_theta
+        delta = delta_u
+
+    m, d = delta.shape[-2], delta.shape[-1]
+    if theta is None:
+        theta = xp.zeros((n, m, d, d), dtype=ctx.dtype, device=ctx.device)
+    return delta, FirstLayer(theta, None, None, ctx)
+
+
+def hvp_sweep(
+    layers: Sequence[Dense],
+    params: Sequence[tuple[Array, Array]],
+    caches: Sequence[LayerCache],
+    ctx: Context,
+    tangents: Sequence[Array],
+) -> tuple[Array, Array | None]:
+    r"""Forward-over-reverse: the adjoint and its derivative along the tangents.
+
+    Differentiating :math:`\delta_u = \mathrm{skip}\,\delta + (\lambda \odot \sigma') W^\top`
+    along the direction :math:`v` gives
+
+    .. math:: \dot\delta_u = \mathrm{skip}\,\dot\delta + (h\dot\delta \odot \sigma' + c \odot t_z) W^\top,
+              \qquad c = \sigma'' \odot \lambda,\ t_z = J_z v,
+
+    so :math:`\dot\delta_x = \nabla^2 y\, v` costs one more backward sweep
+    (``n m k sum w_{l-1} w_l``): no Hessian is formed.
+
+    Parameters
+    ----------
+    tangents : list of arrays (n, k, w_l) (or (k, w_l) at the first layer)
+        :math:`t_z` per layer from :func:`xderiv._forward.tangent_sweep`.
+
+    Returns
+    -------
+    J : array (n, m, d)
+    Hv : array (n, m, k, d), or None for a linear network (zero)
+    """
+    xp = ctx.xp
+    delta = _output_seed(layers[-1].out_features, ctx)
+    dot: Array | None = None
+    for i in range(len(layers) - 1, -1, -1):
+        layer, (w, _), cache = layers[i], params[i], caches[i]
+        h, s1 = layer.step, cache.d1
+        lam = delta if h == 1.0 else h * delta
+        wt = xp.matrix_transpose(w)
+        inject = None
+        if cache.d2 is not None:
+            c = cache.d2[:, None, :] * lam  # (n, m, w)
+            t = tangents[i]
+            t = t[None, None, ...] if t.ndim == 2 else t[:, None, ...]
+            inject = c[:, :, None, :] * t  # (n, m, k, w)
+        if dot is not None or inject is not None:
+            dlam = None if dot is None else (dot if h == 1.0 else h * dot)
+            dot = _adjoint_step(dot, dlam, s1, wt, layer, xp, inject)
         delta = _adjoint_step(delta, lam, s1, wt, layer, xp)
-
-    if laplacian_only and theta is not None:
-        return delta, trace(theta, xp, ctx)
-    return delta, theta
-
-
-def _adjoint_step(delta: Array, lam: Array, s1: Array | None, wt: Array, layer: Dense, xp: Any) -> Array:
-    r"""One first-order adjoint step.
-
-    :math:`\delta_u = \mathrm{skip}\,\delta + (\lambda \odot \sigma') W^\top`.
-    """
-    dz = lam if s1 is None else lam * s1[:, None, :]
-    du = matmul_last(dz, wt, xp)
-    return delta + du if layer.skip else du
-
-
-def _gram_trace(theta: Array | None, c: Array | None, s1: Array | None, h: float, w: Array, xp: Any) -> Array | None:
-    r"""Trace of the first layer's term through the Gram matrix.
-
-    :math:`\mathrm{tr}(W K W^\top) = \sum_{jk} K_{jk} G_{jk}` with
-    :math:`K = h^2 S\Theta S + \operatorname{diag}(c)` and :math:`G = W^\top W`.
-    """
-    out = None
-    if c is not None:
-        out = matmul_last(c, xp.sum(w * w, axis=0)[:, None], xp)[..., 0]
-    if theta is not None:
-        g = xp.matrix_transpose(w) @ w
-        k = theta if s1 is None else theta * (s1[:, None, :, None] * s1[:, None, None, :])
-        if h != 1.0:
-            k = (h * h) * k
-        t = xp.sum(xp.sum(k * g, axis=-1), axis=-1)
-        out = t if out is None else out + t
-    return out
+    return delta, dot

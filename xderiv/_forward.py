@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._namespace import Array, Context, matmul_last, sum_squares
+from ._namespace import Array, Context, matmul_last
 from .layers import Dense
 
 
@@ -79,20 +79,29 @@ def jacobian_sweep(
     caches: Sequence[LayerCache],
     ctx: Context,
     visit: Visitor | None = None,
+    seed: Array | None = None,
 ) -> Array:
     """Carry :math:`J_u` from input to output; call ``visit(i, J_z)`` at every layer.
 
     This is the single forward-Jacobian recursion of xderiv: the forward
-    Jacobian, the forward Laplacian and the sum-of-layers Hessian are all
-    visitors of it.
+    Jacobian, the forward Laplacian, directional derivatives, the Hessian
+    diagonal, tangents for Hessian-vector products and the sum-of-layers
+    Hessian are all visitors of it.
+
+    Parameters
+    ----------
+    seed : array (k, d) or (n, k, d), optional
+        :math:`S^\top`, the directions to differentiate along (rows).  None
+        stands for the identity (all ``d`` coordinates), which is never formed:
+        the first layer's :math:`J_z` is then ``W`` itself.
 
     Returns
     -------
-    J : array (n, d, m), or (d, m) when no layer depends on the sample
-        (a purely linear network).
+    J : array (n, k, m) (``k = d`` without a seed), or (k, m) when no layer
+        depends on the sample (a purely linear network).
     """
     xp = ctx.xp
-    ju: Array | None = None  # None stands for the identity at the input
+    ju: Array | None = seed  # None stands for the identity at the input
     for i, (layer, (w, _), cache) in enumerate(zip(layers, params, caches)):
         jz = w if ju is None else matmul_last(ju, w, xp)
         if visit is not None:
@@ -114,19 +123,37 @@ def forward_laplacian(
     caches: Sequence[LayerCache],
     ctx: Context,
     n: int,
+    seed: Array | None = None,
+    row_weights: Array | None = None,
+    per_row: bool = False,
 ) -> tuple[Array, Array]:
     r"""Forward Laplacian: carry :math:`\Delta u` beside :math:`J_u`, never forming a Hessian.
 
     .. math:: \Delta z = \Delta u\, W, \quad
-              \Delta a = \sigma'(z) \odot \Delta z + \sigma''(z) \odot \textstyle\sum_i J_z[i,:]^2,
+              \Delta a = \sigma'(z) \odot \Delta z + \sigma''(z) \odot \textstyle\sum_i \omega_i J_z[i,:]^2,
               \quad \Delta u' = \mathrm{skip}\,\Delta u + h\,\Delta a .
 
-    Cost ``n d sum_l w_{l-1} w_l`` multiply-adds, as the forward Jacobian.
+    With a seed :math:`S^\top` (rows = directions :math:`s_i`) the rows of
+    :math:`J` are directional derivatives and the result is
+    :math:`\sum_i \omega_i\, s_i^\top \nabla^2 y\, s_i` (the trace of
+    :math:`S^\top \nabla^2 y\, S` for unit weights).  Cost
+    ``n k sum_l w_{l-1} w_l`` multiply-adds, as the forward Jacobian.
+
+    Parameters
+    ----------
+    seed : array (k, d) or (n, k, d), optional
+        Directions as rows; all coordinates when None.
+    row_weights : array (k,), optional
+        :math:`\omega` (e.g. 0/1 to leave the time coordinate out of the sum
+        while keeping its first derivative).
+    per_row : bool
+        Keep one second derivative per row instead of summing: the Hessian
+        diagonal (no seed) or :math:`s_i^\top \nabla^2 y\, s_i` per direction.
 
     Returns
     -------
-    J : array (n, d, m) (or (d, m) for a linear network)
-    lap : array (n, m)
+    J : array (n, k, m) (or (k, m) for a linear network)
+    second : array (n, m), or (n, k, m) with ``per_row``
     """
     xp = ctx.xp
     state: dict[str, Array | None] = {"lap": None}  # None: Delta u = 0 (at the input)
@@ -134,24 +161,46 @@ def forward_laplacian(
     def visit(i: int, jz: Array) -> None:
         layer, (w, _), cache = layers[i], params[i], caches[i]
         lap_u = state["lap"]
-        lap_z = None if lap_u is None else lap_u @ w
+        lap_z = None if lap_u is None else matmul_last(lap_u, w, xp)
         if cache.d1 is None:
             lap_a = lap_z
         else:
-            lap_a = cache.d2 * sum_squares(jz, -2, xp)
-            if lap_z is not None:
-                lap_a = lap_a + cache.d1 * lap_z
+            sq = jz * jz if row_weights is None else row_weights[:, None] * (jz * jz)
+            if per_row:
+                lap_a = cache.d2[:, None, :] * sq
+                if lap_z is not None:
+                    lap_a = lap_a + cache.d1[:, None, :] * lap_z
+            else:
+                lap_a = cache.d2 * xp.sum(sq, axis=-2)
+                if lap_z is not None:
+                    lap_a = lap_a + cache.d1 * lap_z
         if lap_a is not None and layer.step != 1.0:
             lap_a = layer.step * lap_a
         if layer.skip and lap_u is not None:
             lap_a = lap_u if lap_a is None else lap_u + lap_a
         state["lap"] = lap_a
 
-    jac = jacobian_sweep(layers, params, caches, ctx, visit)
+    jac = jacobian_sweep(layers, params, caches, ctx, visit, seed)
     lap = state["lap"]
+    m = layers[-1].out_features
     if lap is None:
-        lap = xp.zeros((n, layers[-1].out_features), dtype=ctx.dtype, device=ctx.device)
+        k = layers[0].in_features if seed is None else seed.shape[-2]
+        shape = (n, k, m) if per_row else (n, m)
+        lap = xp.zeros(shape, dtype=ctx.dtype, device=ctx.device)
     return jac, lap
+
+
+def tangent_sweep(
+    layers: Sequence[Dense],
+    params: Sequence[tuple[Array, Array]],
+    caches: Sequence[LayerCache],
+    ctx: Context,
+    seed: Array,
+) -> list[Array]:
+    """Pre-activation tangents :math:`t_z = J_z v` of every layer for directions ``seed`` (k, d) or (n, k, d)."""
+    tangents: list[Array] = []
+    jacobian_sweep(layers, params, caches, ctx, lambda i, jz: tangents.append(jz), seed)
+    return tangents
 
 
 def forward_hessian(

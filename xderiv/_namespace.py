@@ -90,6 +90,53 @@ def check_real_floating(xp: Any, a: Array, name: str) -> None:
         raise TypeError(f"{name} must have a real floating dtype, got {a.dtype}")
 
 
+def _concrete_bool(flag: Any) -> bool | None:
+    """``bool(flag)`` for a concrete 0-d array, or None when it has no value yet.
+
+    A JAX tracer, a torch meta/fake tensor or a lazy (dask-like) array cannot
+    be read without tracing errors or forced computation; those return None.
+    """
+    if array_api_compat.is_lazy_array(flag):
+        return None
+    try:
+        return bool(flag)
+    except Exception:  # tracer / meta tensor / data-dependent value: unknowable here
+        return None
+
+
+def check_finite(xp: Any, a: Array, name: str) -> None:
+    """Raise ``ValueError`` if the concrete array ``a`` holds a NaN or an infinity.
+
+    Called once per weight array at construction (one reduction, no copy;
+    reading the flag synchronises a GPU stream once).  Arrays whose values
+    cannot be read at construction time -- JAX tracers inside ``jit``/``grad``,
+    torch ``meta``/fake tensors, lazy arrays -- skip the check: their values are
+    not known yet.  Torch weights with ``requires_grad`` are checked without
+    touching the autograd graph (``isfinite`` is not differentiable).
+    """
+    if math.prod(a.shape) == 0:
+        return
+    flag = xp.all(xp.isfinite(a))
+    if _concrete_bool(flag) is False:
+        nan = _concrete_bool(xp.any(xp.isnan(a)))
+        what = "NaN" if nan else "an infinite value"
+        raise ValueError(
+            f"{name} contains {what} ({describe(a)}); xderiv refuses non-finite weights at "
+            "construction because every derivative would silently be NaN"
+        )
+
+
+def check_finite_number(value: Any, name: str) -> float:
+    """``float(value)``, refusing NaN, infinities and non-numbers with a message naming ``name``."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a real number, got {value!r}") from exc
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {out}")
+    return out
+
+
 def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tuple[Context, Array]:
     """Validate the input of a public call and cast it once.
 
@@ -116,6 +163,13 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tup
     ValueError
         ``x`` on another device than the weights.
     """
+    if x is None:
+        raise TypeError("x: expected an array of points of shape (..., d), got None")
+    if type(x).__name__ == "MaskedArray":
+        raise TypeError(
+            f"x is a masked array ({describe(x)}); xderiv would ignore its mask: "
+            "pass x.filled(value) or x.data explicitly"
+        )
     if not is_array(x):
         try:
             x = net_xp.asarray(x, dtype=weight_dtype, device=net_device)
@@ -137,7 +191,7 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tup
             f"x is on device {device} but the network's weights are on {net_device}; "
             "move one of them explicitly (xderiv never copies between devices)"
         )
-    if xp.isdtype(x.dtype, "bool") or xp.isdtype(x.dtype, "complex floating"):
+    if not _is_real_dtype(xp, x.dtype):
         raise TypeError(f"x must be real (floating or integer), got dtype {x.dtype}")
     if xp.isdtype(x.dtype, "integral"):
         dtype = weight_dtype
@@ -146,6 +200,14 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tup
     if x.dtype != dtype:
         x = xp.astype(x, dtype)
     return Context(xp=xp, dtype=dtype, device=device), x
+
+
+def _is_real_dtype(xp: Any, dtype: Any) -> bool:
+    """True for real floating and integer dtypes (False for bool, complex, object, strings...)."""
+    try:
+        return bool(xp.isdtype(dtype, ("real floating", "integral")))
+    except (TypeError, ValueError):  # a dtype the namespace does not know (e.g. NumPy object)
+        return False
 
 
 def flatten_batch(x: Array, in_features: int, xp: Any) -> tuple[Array, tuple[int, ...]]:

@@ -1,10 +1,10 @@
-r"""Public derivative operators: value, Jacobian, gradient, Hessian, Laplacian.
+r"""Value, Jacobian, gradient, Hessian and Laplacian (the one-pass :func:`derivatives`).
 
-Every function resolves the namespace, working dtype and device once
-(:func:`xderiv._namespace.resolve_call`), flattens the batch dims of ``x``
-(shape ``(..., d)``) to ``(n, d)``, runs the recursions of
-:mod:`xderiv._forward` / :mod:`xderiv._backward`, and restores the batch
-dims.  Shapes (``m`` outputs; a :class:`~xderiv.Potential` has no output axis):
+Every function resolves the namespace, working dtype and device once, flattens
+the batch dims of ``x`` (shape ``(..., d)``), runs the recursions of
+:mod:`xderiv._forward` / :mod:`xderiv._backward` in chunks that fit the memory
+budget (:func:`xderiv.set_memory_budget`), and restores the batch dims.
+Shapes (``m`` outputs; a :class:`~xderiv.Potential` has no output axis):
 
 ==============  =======================
 value           ``(..., m)``
@@ -22,17 +22,15 @@ modes agree to round-off.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import _cost
 from ._backward import adjoint_sweep, backward_second_order
-from ._cost import choose_mode
+from ._call import Call, as_network, check_mode, run
 from ._forward import forward_hessian, forward_laplacian, jacobian_sweep, value_sweep
-from ._namespace import Array, Context, flatten_batch, materialize, resolve_call, trace
-from .layers import Dense, layer_params
-from .networks import Plan, Sequential, _Network
-
-MODES = ("auto", "forward", "backward")
+from ._namespace import Array, materialize, trace
 
 
 @dataclass(frozen=True)
@@ -53,134 +51,109 @@ class Derivatives:
     laplacian: Array | None = None
 
 
-@dataclass(frozen=True)
-class _Call:
-    """Everything one public call resolved at entry."""
-
-    plan: Plan
-    ctx: Context
-    x: Array  # (n, d), working dtype
-    batch: tuple[int, ...]
-    params: list[tuple[Array, Array]]
-
-    @property
-    def n(self) -> int:
-        return int(self.x.shape[0])
-
-
-def _as_network(net: Any) -> _Network:
-    if isinstance(net, _Network):
-        return net
-    if isinstance(net, Dense):
-        return Sequential(net)
-    raise TypeError(f"net must be an xderiv Sequential, Potential or layer, got {type(net).__name__}")
+def coordinate_rows(call: Call, coords: Sequence[int] | None) -> Array | None:
+    """Rows of the identity for ``coords`` (shape (k, d)), or None for all coordinates."""
+    if coords is None:
+        return None
+    d = call.d
+    try:
+        idx = [int(i) for i in coords]
+    except TypeError:
+        raise TypeError(f"coords must be a sequence of coordinate indices, got {coords!r}") from None
+    if not idx or any(i < -d or i >= d for i in idx) or len({i % d for i in idx}) != len(idx):
+        raise ValueError(f"coords must be distinct indices in [0, {d}) for inputs of dimension d={d}, got {list(coords)}")
+    xp, ctx = call.ctx.xp, call.ctx
+    eye = xp.eye(d, dtype=ctx.dtype, device=ctx.device)
+    return xp.take(eye, xp.asarray([i % d for i in idx], device=ctx.device), axis=0)
 
 
-def _prepare(net: Any, x: Any) -> _Call:
-    network = _as_network(net)
-    ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
-    x2, batch = flatten_batch(x, network.in_features, ctx.xp)
-    params = [layer_params(layer, ctx.xp, ctx.dtype) for layer in network.plan.layers]
-    return _Call(network.plan, ctx, x2, batch, params)
+def full_jacobian(call: Call, jac: Array) -> Array:
+    """Jacobian in shape (n, m, d), broadcast to the batch for a linear network."""
+    if jac.ndim == 2:
+        jac = jac[None, ...]
+    return materialize(jac, (call.n, call.m, call.d), call.ctx.xp)
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+def potential_gradient(call: Call) -> Array | None:
+    r"""Gradient :math:`x A_s + c` of a Potential's terms :math:`\tfrac12 x^\top A x + c^\top x`, shape (n, d)."""
+    xp, grad = call.ctx.xp, None
+    if call.plan.quadratic is not None:
+        a = call.cast(call.plan.quadratic)
+        grad = call.x @ (0.5 * (a + xp.matrix_transpose(a)))
+    if call.plan.linear is not None:
+        c = call.cast(call.plan.linear)
+        grad = c if grad is None else grad + c
+    return grad
 
 
-def _cast(a: Array, ctx: Context) -> Array:
-    return a if a.dtype == ctx.dtype else ctx.xp.astype(a, ctx.dtype)
-
-
-def _shape(call: _Call, a: Array, trailing: tuple[int, ...]) -> Array:
-    """Restore batch dims: ``(n, m, *trailing)`` to ``batch + (m,) + trailing`` (Potential: no ``m``)."""
-    m = () if call.plan.scalar else (call.plan.layers[-1].out_features,)
-    return call.ctx.xp.reshape(a, call.batch + m + trailing)
-
-
-def _compute(call: _Call, jacobian: bool, hessian: bool, laplacian: bool, mode: str) -> Derivatives:
-    _check_mode(mode)
-    xp, ctx, plan, layers, n = call.ctx.xp, call.ctx, call.plan, call.plan.layers, call.n
-    d, m = layers[0].in_features, layers[-1].out_features
-    order = 2 if (hessian or laplacian) else (1 if jacobian else 0)
-    y, caches = value_sweep(layers, call.params, call.x, xp, order)
-
-    jac = hess = lap = None
-    if hessian:
-        mode = choose_mode(layers, "hessian") if mode == "auto" else mode
-        if mode == "forward":
-            jac, lambdas = adjoint_sweep(layers, call.params, caches, ctx)
-            hess = forward_hessian(layers, call.params, caches, lambdas, ctx, n)
-        else:
-            jac, hess = backward_second_order(layers, call.params, caches, ctx)
-        if hess is None:
-            hess = xp.zeros((n, m, d, d), dtype=ctx.dtype, device=ctx.device)
-    elif laplacian:
-        mode = choose_mode(layers, "laplacian") if mode == "auto" else mode
-        if mode == "forward":
-            jac_dm, lap = forward_laplacian(layers, call.params, caches, ctx, n)
-            jac = xp.matrix_transpose(jac_dm)
-        else:
-            jac, lap = backward_second_order(layers, call.params, caches, ctx, laplacian_only=True)
-    elif jacobian:
-        mode = choose_mode(layers, "jacobian") if mode == "auto" else mode
-        if mode == "forward":
-            jac = xp.matrix_transpose(jacobian_sweep(layers, call.params, caches, ctx))
-        else:
-            jac, _ = adjoint_sweep(layers, call.params, caches, ctx)
-    if jac is not None:
-        if jac.ndim == 2:
-            jac = jac[None, ...]
-        jac = materialize(jac, (n, m, d), xp)
-
-    if plan.quadratic is not None or plan.linear is not None:
-        y, jac, hess = _add_quadratic(call, y, jac, hess)
-    if laplacian:
-        if hessian:
-            lap = trace(hess, xp, ctx)
-        else:
-            if lap is None:
-                lap = xp.zeros((n, m), dtype=ctx.dtype, device=ctx.device)
-            if plan.quadratic is not None:
-                lap = lap + trace(_cast(plan.quadratic, ctx), xp, ctx)
-
-    return Derivatives(
-        value=_shape(call, y, ()),
-        jacobian=_shape(call, jac, (d,)) if jacobian and jac is not None else None,
-        hessian=_shape(call, hess, (d, d)) if hessian else None,
-        laplacian=_shape(call, lap, ()) if laplacian else None,
-    )
-
-
-def _add_quadratic(
-    call: _Call, y: Array, jac: Array | None, hess: Array | None
+def add_potential_terms(
+    call: Call, y: Array, jac: Array | None, hess: Array | None
 ) -> tuple[Array, Array | None, Array | None]:
-    r"""Add the Potential terms :math:`\tfrac12 x^\top A x + c^\top x`.
+    r"""Add the Potential terms :math:`\tfrac12 x^\top A x + c^\top x` to value, Jacobian and Hessian.
 
     Gradient :math:`x A_s + c`, Hessian :math:`A_s = \tfrac12(A + A^\top)`.
     """
-    xp, ctx, x = call.ctx.xp, call.ctx, call.x
-    grad = None
+    xp, x = call.ctx.xp, call.x
     if call.plan.quadratic is not None:
-        a = _cast(call.plan.quadratic, ctx)
-        sym = 0.5 * (a + xp.matrix_transpose(a))
+        a = call.cast(call.plan.quadratic)
         y = y + 0.5 * xp.sum(x * (x @ a), axis=-1)[:, None]
-        grad = x @ sym
         if hess is not None:
-            hess = hess + sym
+            hess = hess + 0.5 * (a + xp.matrix_transpose(a))
     if call.plan.linear is not None:
-        c = _cast(call.plan.linear, ctx)
-        y = y + (x @ c)[:, None]
-        grad = c if grad is None else grad + c
+        y = y + (x @ call.cast(call.plan.linear))[:, None]
+    grad = potential_gradient(call)
     if jac is not None and grad is not None:
         jac = jac + grad[..., None, :]
     return y, jac, hess
 
 
-def value(net: Any, x: Array) -> Array:
-    """Evaluate ``net`` at ``x``: shape ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
-    return _compute(_prepare(net, x), False, False, False, "auto").value
+def quadratic_second_order(call: Call, seed: Array | None) -> Array | None:
+    r""":math:`\mathrm{tr}(S^\top A_s S)` of a Potential's quadratic term (``tr A`` without a seed)."""
+    if call.plan.quadratic is None:
+        return None
+    xp, a = call.ctx.xp, call.cast(call.plan.quadratic)
+    if seed is None:
+        return trace(a, xp, call.ctx)
+    sym = 0.5 * (a + xp.matrix_transpose(a))
+    return xp.sum(xp.sum((seed @ sym) * seed, axis=-1), axis=-1)  # () or (n,)
+
+
+def _kernel(call: Call, jacobian: bool, hessian: bool, laplacian: bool, coords: Array | None, mode: str) -> tuple:
+    xp, ctx, layers, params, n = call.ctx.xp, call.ctx, call.layers, call.params, call.n
+    order = 2 if (hessian or laplacian) else (1 if jacobian else 0)
+    y, caches = value_sweep(layers, params, call.x, xp, order)
+    row_weights = None if coords is None else xp.sum(coords, axis=0)
+    jac = hess = lap = None
+    if hessian:
+        if _cost.choose(layers, "hessian", mode) == "forward":
+            jac, lambdas = adjoint_sweep(layers, params, caches, ctx)
+            hess = forward_hessian(layers, params, caches, lambdas, ctx, n)
+        else:
+            jac, first = backward_second_order(layers, params, caches, ctx, n)
+            hess = first.hessian(n, call.m, call.d)
+    elif laplacian:
+        if _cost.choose(layers, "laplacian", mode) == "forward":
+            jac_km, lap = forward_laplacian(layers, params, caches, ctx, n, row_weights=row_weights)
+            jac = xp.matrix_transpose(jac_km)
+        else:
+            jac, first = backward_second_order(layers, params, caches, ctx, n)
+            lap = first.trace(coords, n, call.m)
+    elif jacobian:
+        if _cost.choose(layers, "jacobian", mode) == "forward":
+            jac = xp.matrix_transpose(jacobian_sweep(layers, params, caches, ctx))
+        else:
+            jac, _ = adjoint_sweep(layers, params, caches, ctx)
+    if jac is not None:
+        jac = full_jacobian(call, jac)
+    y, jac, hess = add_potential_terms(call, y, jac, hess)
+    if laplacian:
+        if hessian:
+            diag = xp.sum(hess * xp.eye(call.d, dtype=ctx.dtype, device=ctx.device), axis=-1)
+            lap = xp.sum(diag if row_weights is None else diag * row_weights, axis=-1)
+        else:
+            extra = quadratic_second_order(call, coords)
+            lap = lap if extra is None else lap + extra
+    return y, (jac if jacobian else None), hess, lap
 
 
 def derivatives(
@@ -190,7 +163,9 @@ def derivatives(
     jacobian: bool = True,
     hessian: bool = False,
     laplacian: bool = False,
+    coords: Sequence[int] | None = None,
     mode: str = "auto",
+    chunk_size: int | None = None,
 ) -> Derivatives:
     """Value and requested derivatives of ``net`` at ``x`` in one pass.
 
@@ -205,38 +180,86 @@ def derivatives(
         What to return besides the value.  With ``hessian=True`` the
         Laplacian is the Hessian's trace; with ``laplacian=True`` alone no
         Hessian is formed.
+    coords : sequence of int, optional
+        Coordinates the Laplacian sums over (e.g. all but time); the Jacobian
+        still has all ``d`` columns, so ``value``, ``du/dt`` and the spatial
+        Laplacian come from one sweep.
     mode : {"auto", "forward", "backward"}
+    chunk_size : int, optional
+        Points per chunk; by default as many as fit the memory budget.
 
     Returns
     -------
     Derivatives
         ``value``, ``jacobian``, ``hessian``, ``laplacian`` (None where not requested).
     """
-    return _compute(_prepare(net, x), jacobian, hessian, laplacian, mode)
+    check_mode(mode)
+
+    def kernel(call: Call) -> tuple:
+        return _kernel(call, jacobian, hessian, laplacian, coordinate_rows(call, coords), mode)
+
+    quantity = "hessian" if hessian else ("laplacian" if laplacian else "jacobian")
+    value, jac, hess, lap = run(
+        net,
+        x,
+        kernel,
+        trailing=[(), (_d(net),), (_d(net), _d(net)), ()],
+        bytes_per_point=lambda call: _cost.bytes_per_point(call, quantity, mode),
+        chunk_size=chunk_size,
+    )
+    return Derivatives(value, jac, hess, lap)
 
 
-def jacobian(net: Any, x: Array, mode: str = "auto") -> Array:
+def _d(net: Any) -> int:
+    return as_network(net).in_features
+
+
+def value(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:
+    """Evaluate ``net`` at ``x``: shape ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
+    return derivatives(net, x, jacobian=False, chunk_size=chunk_size).value
+
+
+def jacobian(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
     r"""Jacobian :math:`\partial y_k / \partial x_i`, shape ``y.shape + (d,)``."""
-    return derivatives(net, x, mode=mode).jacobian
+    return derivatives(net, x, mode=mode, chunk_size=chunk_size).jacobian
 
 
-def gradient(net: Any, x: Array, mode: str = "auto") -> Array:
+def gradient(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
     r"""Gradient :math:`\nabla y` of a single-output network, shape ``x.shape``."""
-    network = _as_network(net)
+    network = as_network(net)
     if network.out_features != 1:
         raise ValueError(
-            f"gradient needs a single-output network, this one has {network.out_features} outputs; use xderiv.jacobian"
+            f"gradient needs a single-output network, this one has {network.out_features} "
+            "outputs; use xderiv.jacobian"
         )
-    call = _prepare(network, x)
-    jac = _compute(call, True, False, False, mode).jacobian
-    return call.ctx.xp.reshape(jac, call.batch + (network.in_features,))
+    jac = jacobian(network, x, mode, chunk_size=chunk_size)
+    if network.plan.scalar:
+        return jac
+    return network.xp.reshape(jac, tuple(jac.shape[:-2]) + (network.in_features,))
 
 
-def hessian(net: Any, x: Array, mode: str = "auto") -> Array:
+def hessian(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
     r"""Hessian :math:`\partial^2 y_k / \partial x_i \partial x_j`, shape ``y.shape + (d, d)``."""
-    return derivatives(net, x, hessian=True, mode=mode).hessian
+    return derivatives(net, x, jacobian=False, hessian=True, mode=mode, chunk_size=chunk_size).hessian
 
 
-def laplacian(net: Any, x: Array, mode: str = "auto") -> Array:
-    r"""Laplacian :math:`\sum_i \partial^2 y_k / \partial x_i^2`, shape ``y.shape``; no Hessian is formed."""
-    return derivatives(net, x, laplacian=True, mode=mode).laplacian
+def laplacian(
+    net: Any,
+    x: Array,
+    mode: str = "auto",
+    *,
+    coords: Sequence[int] | None = None,
+    chunk_size: int | None = None,
+) -> Array:
+    r"""Laplacian :math:`\sum_{i \in \text{coords}} \partial^2 y_k / \partial x_i^2`, shape ``y.shape``.
+
+    No Hessian is formed.  With ``coords`` (e.g. every coordinate but time)
+    the forward mode carries only ``len(coords)`` Jacobian rows, so the cost
+    scales with the subset, not with ``d``; the backward mode's cost does not
+    depend on either.
+    """
+    from .operators import trace_hessian
+
+    if coords is None:
+        return derivatives(net, x, jacobian=False, laplacian=True, mode=mode, chunk_size=chunk_size).laplacian
+    return trace_hessian(net, x, coords=coords, mode=mode, chunk_size=chunk_size)

@@ -16,7 +16,7 @@ from typing import Any
 
 import array_api_compat
 
-from ._namespace import Array, check_real_floating, is_array
+from ._namespace import Array, check_finite, check_finite_number, check_real_floating, is_array
 from .activations import Activation, get_activation
 
 
@@ -32,11 +32,20 @@ class Dense:
     activation : str or Activation, default "identity"
         Elementwise activation (see :mod:`xderiv.activations`).
 
+    Raises
+    ------
+    ValueError
+        Shapes that do not fit, or a NaN/infinity in ``weight`` or ``bias``
+        (checked once here for concrete arrays; JAX tracers, torch meta/fake
+        tensors and lazy arrays skip the check because their values are not
+        known at construction).
+
     Notes
     -----
     The layer only holds references to the arrays it is given: torch tensors
     with ``requires_grad`` stay the user's Parameters, and gradients of any
-    xderiv result flow back to them.
+    xderiv result flow back to them.  Weights changed in place after
+    construction (an optimizer step) are not re-checked.
     """
 
     skip: bool = False
@@ -49,6 +58,11 @@ class Dense:
         if weight.ndim != 2:
             raise ValueError(f"{name}: weight must be 2-D (in_features, out_features), got shape {tuple(weight.shape)}")
         check_real_floating(xp, weight, f"{name}: weight")
+        if 0 in tuple(weight.shape):
+            raise ValueError(
+                f"{name}: weight has shape {tuple(weight.shape)}; a layer needs at least one input "
+                "and one output feature"
+            )
         out = weight.shape[1]
         if bias is None:
             bias = xp.zeros((out,), dtype=weight.dtype, device=array_api_compat.device(weight))
@@ -60,6 +74,8 @@ class Dense:
                 f"{tuple(weight.shape)} needs a bias of shape ({out},)"
             )
         check_real_floating(array_api_compat.array_namespace(bias), bias, f"{name}: bias")
+        check_finite(xp, weight, f"{name}: weight")
+        check_finite(array_api_compat.array_namespace(bias), bias, f"{name}: bias")
         self.weight = weight
         self.bias = bias
         self.activation = get_activation(activation)
@@ -113,7 +129,7 @@ class Residual(Dense):
         super().__init__(weight, bias, activation)
         if self.in_features != self.out_features:
             raise ValueError(f"Residual: weight must be square (width, width), got shape {tuple(weight.shape)}")
-        self.step = float(step)
+        self.step = check_finite_number(step, "Residual: step")
 
     def _extra_repr(self) -> str:
         return f", step={self.step}"

@@ -14,7 +14,7 @@ from typing import Any
 
 import array_api_compat
 
-from ._namespace import Array, check_real_floating, is_array, namespace_of_weights
+from ._namespace import Array, check_finite, check_finite_number, check_real_floating, is_array, namespace_of_weights
 from .activations import Activation
 from .layers import Dense, Residual
 
@@ -152,7 +152,7 @@ class Potential(_Network):
         check_real_floating(array_api_compat.array_namespace(w), w, "Potential: w")
         w = xp.reshape(w, (k, 1))
         if not is_array(b):
-            b = xp.asarray([float(b)], dtype=w.dtype, device=trunk.device)
+            b = xp.asarray([check_finite_number(b, "Potential: b")], dtype=w.dtype, device=trunk.device)
         if math.prod(b.shape) != 1:
             raise ValueError(f"Potential: b must be a scalar, got shape {tuple(b.shape)}")
         b = xp.reshape(b, (1,))
@@ -163,6 +163,7 @@ class Potential(_Network):
         for name, a in (("A", A), ("c", c)):
             if a is not None:
                 check_real_floating(array_api_compat.array_namespace(a), a, f"Potential: {name}")
+                check_finite(array_api_compat.array_namespace(a), a, f"Potential: {name}")
         self.trunk = trunk
         head = Dense(w, b)
         self._bind(Plan(trunk.layers + (head,), A, c, scalar=True), "Potential")
