@@ -12,7 +12,7 @@ import shutil
 
 import nox
 
-nox.options.sessions = ["tests-numpy", "tests-torch", "tests-strict", "tests-cupy", "lint"]
+nox.options.sessions = ["tests-numpy", "tests-torch", "tests-strict", "tests-jax", "tests-cupy", "lint"]
 nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("XDERIV_TORCH", "torch==2.13.0")
@@ -46,6 +46,14 @@ def tests_strict(session: nox.Session) -> None:
     _run_tests(session, "strict")
 
 
+@nox.session(name="tests-jax")
+def tests_jax(session: nox.Session) -> None:
+    """The suite on jax.numpy (float64 enabled), plus jax.jit / jax.grad through every operator."""
+    session.install("jax", "jaxlib")
+    session.install("-e", ".[test]")
+    _run_tests(session, "jax")
+
+
 @nox.session(name="tests-cupy")
 def tests_cupy(session: nox.Session) -> None:
     """The suite on CuPy; skips when this machine has no NVIDIA GPU."""
@@ -62,3 +70,59 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "xderiv")
+
+
+# --------------------------------------------------------------------------- docs, types, packaging, interop
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Sphinx site from the numpydoc docstrings, warnings as errors (output in docs/_build/html)."""
+    session.install(TORCH)  # autodoc imports xderiv.interop.torch
+    session.install("-e", ".[docs]")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy on the package (torch typed; stubs missing for cupy, hessQuik, array-api-strict)."""
+    session.install(TORCH)
+    session.install("mypy", "-e", ".")
+    session.run("mypy", "--ignore-missing-imports", "xderiv")
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Wheel and sdist with ``python -m build``; the wheel installed in a fresh venv passes a smoke test."""
+    import glob
+    import tempfile
+
+    session.install("build")
+    out = tempfile.mkdtemp(prefix="xderiv-dist-")
+    session.run("python", "-m", "build", "--outdir", out)
+    wheels = glob.glob(os.path.join(out, "*.whl"))
+    sdists = glob.glob(os.path.join(out, "*.tar.gz"))
+    if len(wheels) != 1 or len(sdists) != 1:
+        session.error(f"expected one wheel and one sdist in {out}, found {wheels + sdists}")
+    venv = os.path.join(out, "venv")
+    session.run("python", "-m", "venv", venv)
+    py = os.path.join(venv, "bin", "python")
+    session.run(py, "-m", "pip", "install", "-q", wheels[0], external=True)
+    with session.chdir(out):  # not the source tree: import the installed wheel
+        session.run(py, "-c", "import xderiv, sys; print('xderiv', xderiv.__version__, 'from', xderiv.__file__)", external=True)
+        session.run(py, "-m", "xderiv", "--quiet", external=True)
+
+
+@nox.session(name="tests-interop")
+def tests_interop(session: nox.Session) -> None:
+    """Converters (torch, hessQuik, OT-Flow, Keras) and save/load, on the torch backend."""
+    session.install(TORCH)
+    session.install("-e", ".[test,interop]")
+    session.run(*PYTEST, *session.posargs, *sorted(glob_tests("test_interop_*.py")), env={"XDERIV_BACKEND": "torch"})
+
+
+def glob_tests(pattern: str) -> list[str]:
+    """Test files under tests/ matching ``pattern``."""
+    import glob
+
+    return glob.glob(os.path.join("tests", pattern))

@@ -1,8 +1,8 @@
 """The ``backend`` fixture: one per nox session, chosen by ``XDERIV_BACKEND``.
 
 ``XDERIV_BACKEND`` is ``numpy`` (default), ``torch``, ``strict``
-(array-api-strict with extensions disabled, arrays on its ``device1``) or
-``cupy``.  A backend that cannot run here skips every test, saying why.
+(array-api-strict with extensions disabled, arrays on its ``device1``),
+``jax`` (float64 enabled) or ``cupy``.  A backend that cannot run here skips every test, saying why.
 """
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ def _make_backend(name: str) -> Backend:
         strict.set_array_api_strict_flags(enabled_extensions=())
         dev = strict.Device("device1")
         return Backend("strict", strict, dev, strict)
+    if name == "jax":
+        jax = pytest.importorskip("jax", reason="jax is not installed in this session")
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+
+        return Backend("jax", jnp, None, array_api_compat.array_namespace(jnp.zeros(1)))
     if name == "cupy":
         try:
             import cupy
@@ -74,7 +80,7 @@ def _make_backend(name: str) -> Backend:
         except Exception as exc:  # the first allocation raises without a GPU
             pytest.skip(f"CuPy cannot allocate on a GPU here: {exc}")
         return Backend("cupy", cupy, None, array_api_compat.array_namespace(cupy.zeros(1)))
-    raise ValueError(f"XDERIV_BACKEND={name!r}: expected numpy, torch, strict or cupy")
+    raise ValueError(f"XDERIV_BACKEND={name!r}: expected numpy, torch, strict, jax or cupy")
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -11,6 +9,7 @@ import xderiv as xd
 
 from .helpers import rel_err
 from .networks_zoo import NAMES, points, zoo
+from .reference import network_function
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -21,51 +20,14 @@ def _torch_only(backend):
         pytest.skip("torch.func comparisons run in the torch session")
 
 
-def _torch_activation(name):
-    import torch
-    import torch.nn.functional as F
-
-    anti = lambda z: torch.abs(z) + torch.log1p(torch.exp(-2 * torch.abs(z)))  # noqa: E731
-    return {
-        "identity": lambda z: z,
-        "sigmoid": torch.sigmoid,
-        "tanh": torch.tanh,
-        "softplus": lambda z: F.softplus(z, threshold=50.0),
-        "quadratic": lambda z: 0.5 * z * z,
-        "sin": torch.sin,
-        "silu": F.silu,
-        "antitanh": anti,
-        "logcosh": lambda z: anti(z) - math.log(2.0),
-    }[name]
-
-
 def _params(net):
-    """Flat list of the network's weight tensors (trunk, head, then A and c)."""
-    ps = [a for layer in net.layers for a in layer.arrays()]
-    ps += [a for a in (net.plan.quadratic, net.plan.linear) if a is not None]
-    return ps
+    return net.arrays()
 
 
 def _reference(net):
-    """A plain-torch re-implementation of ``net`` as ``f(params, x)`` for one point ``x`` (d,)."""
-    layers, plan = net.layers, net.plan
-    acts = [_torch_activation(layer.activation.name) for layer in layers]
+    import torch
 
-    def f(params, x):
-        u = x
-        for i, layer in enumerate(layers):
-            w, b = params[2 * i], params[2 * i + 1]
-            a = acts[i](u @ w + b)
-            u = u + layer.step * a if layer.skip else a
-        k = 2 * len(layers)
-        if plan.quadratic is not None:
-            u = u + 0.5 * (x @ params[k] @ x)
-            k += 1
-        if plan.linear is not None:
-            u = u + x @ params[k]
-        return u[0] if plan.scalar else u
-
-    return f
+    return network_function(net, torch)
 
 
 @pytest.mark.parametrize("name", NAMES)

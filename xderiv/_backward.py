@@ -123,7 +123,9 @@ class FirstLayer:
         return matmul_last(xp.matrix_transpose(kw), wt, xp)  # (W K W^T)^T = W K W^T
 
     def trace(self, seed: Array | None, n: int, m: int) -> Array:
-        r""":math:`\mathrm{tr}(S^\top \nabla^2 y\, S)` for ``seed`` :math:`S^\top` (k, d) or (n, k, d); all of ``d`` if None.
+        r""":math:`\mathrm{tr}(S^\top \nabla^2 y\, S)`, shape ``(n, m)``.
+
+        ``seed`` is :math:`S^\top`, shape (k, d) or (n, k, d); all of ``d`` if None.
 
         Dense first layer: :math:`\sum K \odot G` with the Gram matrix
         :math:`G = (S^\top W)^\top (S^\top W)` (``w x w``), so the cost does not grow with ``d``.

@@ -74,7 +74,8 @@ def namespace_of_weights(arrays: list[Array], owner: str) -> tuple[Any, Any]:
             f"{owner}: weights come from different array libraries ({', '.join(kinds)}); "
             "build every layer's weights in one namespace"
         ) from exc
-    devices = [array_api_compat.device(a) for a in arrays]
+    # A traced array (jax.grad/jit) may report no device: nothing to compare then.
+    devices = [dev for dev in (array_api_compat.device(a) for a in arrays) if dev is not None] or [None]
     for dev in devices[1:]:
         if dev != devices[0]:
             raise ValueError(
@@ -186,7 +187,9 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tup
             "(xderiv never copies between libraries or devices)"
         )
     device = array_api_compat.device(x)
-    if device != net_device:
+    if device is None:  # traced input (jax): take the weights' device
+        device = net_device
+    if device != net_device and net_device is not None:
         raise ValueError(
             f"x is on device {device} but the network's weights are on {net_device}; "
             "move one of them explicitly (xderiv never copies between devices)"

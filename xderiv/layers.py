@@ -12,6 +12,7 @@ Both are instances of one update ``u' = skip * u + h * sigma(u W + b)`` with
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import array_api_compat
@@ -92,8 +93,19 @@ class Dense:
         return int(self.weight.shape[1])
 
     def arrays(self) -> list[Array]:
-        """The layer's weight arrays, in a fixed order."""
+        """The layer's weight arrays, in a fixed order: ``[weight, bias]``."""
         return [self.weight, self.bias]
+
+    def with_arrays(self, weight: Array, bias: Array) -> Dense:
+        """The same layer (type, activation, step) with other weight arrays of the same shapes."""
+        if tuple(weight.shape) != tuple(self.weight.shape) or tuple(bias.shape) != tuple(self.bias.shape):
+            raise ValueError(
+                f"{type(self).__name__}.with_arrays: expected shapes {tuple(self.weight.shape)} and "
+                f"{tuple(self.bias.shape)}, got {tuple(weight.shape)} and {tuple(bias.shape)}"
+            )
+        new = copy.copy(self)
+        new.weight, new.bias = weight, bias
+        return new
 
     def __repr__(self) -> str:
         return (

@@ -8,6 +8,7 @@ network may be used from several threads at once.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,30 @@ class _Network:
         from .derivatives import value
 
         return value(self, x)
+
+    def arrays(self) -> list[Array]:
+        """All weight arrays in a fixed order: each layer's ``[weight, bias]``, then ``A`` and ``c`` if present.
+
+        With :meth:`with_arrays` this makes a network a function of its
+        weights, for ``jax.grad``/``jax.jit`` or ``torch.func``.
+        """
+        out = [a for layer in self.plan.layers for a in layer.arrays()]
+        return out + [a for a in (self.plan.quadratic, self.plan.linear) if a is not None]
+
+    def with_arrays(self, arrays: list[Array]) -> _Network:
+        """The same architecture with the weight arrays of :meth:`arrays` replaced (same order and shapes)."""
+        arrays = list(arrays)
+        if len(arrays) != len(self.arrays()):
+            raise ValueError(f"with_arrays: expected {len(self.arrays())} arrays, got {len(arrays)}")
+        layers = [layer.with_arrays(arrays[2 * i], arrays[2 * i + 1]) for i, layer in enumerate(self.plan.layers)]
+        rest = arrays[2 * len(layers) :]
+        quadratic = rest.pop(0) if self.plan.quadratic is not None else None
+        linear = rest.pop(0) if self.plan.linear is not None else None
+        new = copy.copy(self)
+        new._bind(Plan(tuple(layers), quadratic, linear, self.plan.scalar), type(self).__name__)
+        if isinstance(new, Potential):
+            new.trunk = Sequential(*layers[:-1])
+        return new
 
 
 def _check_chain(layers: tuple[Dense, ...], owner: str) -> None:

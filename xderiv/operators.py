@@ -213,7 +213,7 @@ def directional(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) 
 
 
 def divergence(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
-    r"""Divergence :math:`\sum_i \partial y_i / \partial x_i` of a vector field with ``m = d``, shape ``x.shape[:-1]``."""
+    r"""Divergence :math:`\sum_i \partial y_i / \partial x_i` of a vector field (``m = d``), shape ``x.shape[:-1]``."""
     network = as_network(net)
     if network.out_features != network.in_features or network.plan.scalar:
         raise ValueError(
