@@ -12,7 +12,18 @@ import shutil
 
 import nox
 
-nox.options.sessions = ["tests-numpy", "tests-torch", "tests-strict", "tests-jax", "tests-cupy", "lint"]
+nox.options.sessions = [
+    "tests-numpy",
+    "tests-torch",
+    "tests-strict",
+    "tests-jax",
+    "tests-cupy",
+    "tests-interop",
+    "lint",
+    "typecheck",
+    "docs",
+    "build",
+]
 nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("XDERIV_TORCH", "torch==2.13.0")
@@ -109,7 +120,8 @@ def build(session: nox.Session) -> None:
     py = os.path.join(venv, "bin", "python")
     session.run(py, "-m", "pip", "install", "-q", wheels[0], external=True)
     with session.chdir(out):  # not the source tree: import the installed wheel
-        session.run(py, "-c", "import xderiv, sys; print('xderiv', xderiv.__version__, 'from', xderiv.__file__)", external=True)
+        smoke = "import xderiv; print('xderiv', xderiv.__version__, 'from', xderiv.__file__)"
+        session.run(py, "-c", smoke, external=True)
         session.run(py, "-m", "xderiv", "--quiet", external=True)
 
 

@@ -82,7 +82,8 @@ def _reference_parts(backend, net, arrays, x):
 @pytest.mark.parametrize("name", NETS)
 @pytest.mark.parametrize("mode", ["forward", "backward"])
 @pytest.mark.parametrize(
-    "op", ["laplacian", "laplacian-coords", "trace_hessian", "hessian_diagonal", "hessian", "jacobian", "hvp", "directional"]
+    "op",
+    ["laplacian", "laplacian-coords", "trace_hessian", "hessian_diagonal", "hessian", "jacobian", "hvp", "directional"],
 )
 def test_operator_and_weight_gradient_match_autodiff(backend, name, mode, op):
     xp = backend.xp

@@ -101,7 +101,9 @@ def per_point(call: Call, a: Any, name: str, trailing: tuple[int, ...]) -> tuple
     """
     xp = call.ctx.xp
     if a is None or not hasattr(a, "shape"):
-        raise TypeError(f"{name} must be an array of shape {trailing} or {call.batch + trailing}, got {type(a).__name__}")
+        raise TypeError(
+            f"{name} must be an array of shape {trailing} or {call.batch + trailing}, got {type(a).__name__}"
+        )
     try:
         same = resolve_call(a, xp, call.ctx.device, call.ctx.dtype)[1]
     except (TypeError, ValueError) as exc:

@@ -162,7 +162,7 @@ def forward_laplacian(
         layer, (w, _), cache = layers[i], params[i], caches[i]
         lap_u = state["lap"]
         lap_z = None if lap_u is None else matmul_last(lap_u, w, xp)
-        if cache.d1 is None:
+        if cache.d1 is None or cache.d2 is None:  # linear layer (d2 exists whenever d1 does here)
             lap_a = lap_z
         else:
             sq = jz * jz if row_weights is None else row_weights[:, None] * (jz * jz)

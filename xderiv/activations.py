@@ -210,6 +210,7 @@ _register(Activation("identity", _identity, linear=True))
 
 def _with_xp(fn: Callable[..., Array], what: str) -> Callable[[Array, Any], Array]:
     """Accept user functions written as ``f(z)`` or ``f(z, xp)``."""
+    params: Any
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):

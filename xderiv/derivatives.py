@@ -61,7 +61,9 @@ def coordinate_rows(call: Call, coords: Sequence[int] | None) -> Array | None:
     except TypeError:
         raise TypeError(f"coords must be a sequence of coordinate indices, got {coords!r}") from None
     if not idx or any(i < -d or i >= d for i in idx) or len({i % d for i in idx}) != len(idx):
-        raise ValueError(f"coords must be distinct indices in [0, {d}) for inputs of dimension d={d}, got {list(coords)}")
+        raise ValueError(
+            f"coords must be distinct indices in [0, {d}) for inputs of dimension d={d}, got {list(coords)}"
+        )
     xp, ctx = call.ctx.xp, call.ctx
     eye = xp.eye(d, dtype=ctx.dtype, device=ctx.device)
     return xp.take(eye, xp.asarray([i % d for i in idx], device=ctx.device), axis=0)
@@ -229,8 +231,7 @@ def gradient(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None =
     network = as_network(net)
     if network.out_features != 1:
         raise ValueError(
-            f"gradient needs a single-output network, this one has {network.out_features} "
-            "outputs; use xderiv.jacobian"
+            f"gradient needs a single-output network, this one has {network.out_features} outputs; use xderiv.jacobian"
         )
     jac = jacobian(network, x, mode, chunk_size=chunk_size)
     if network.plan.scalar:

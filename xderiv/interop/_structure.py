@@ -49,7 +49,7 @@ def softplus_beta(beta: float) -> Activation:
 
     def evaluate(z: Any, xp: Any, order: int) -> tuple[Any, ...]:
         parts = base.evaluate(beta * z, xp, order)
-        out = (parts[0] / beta,)
+        out: tuple[Any, ...] = (parts[0] / beta,)
         if order >= 1:
             out += (parts[1],)
         if order >= 2:

@@ -1,4 +1,4 @@
-r"""OT-Flow potentials: :math:`\Phi(s) = w^\top N(s) + \tfrac12 s^\top A^\top A s + c^\top s + b` from OT-Flow's weights.
+r"""OT-Flow potentials :math:`\Phi(s) = w^\top N(s) + \tfrac12 s^\top A^\top A s + c^\top s + b` from their weights.
 
 `OT-Flow <https://github.com/EmoryMLIP/OT-Flow>`_ (``src/Phi.py``) models
 
@@ -31,9 +31,9 @@ OT-Flow                     here                shape
 constant ``c``; :class:`xderiv.Potential` calls them ``c`` and ``b``.
 
 OT-Flow's ``Phi.trHess`` returns the trace of the Hessian over the *spatial*
-coordinates only (the first ``d`` of ``d + 1``); ``xd.laplacian`` traces all
-inputs.  For OT-Flow's quantity take the Hessian's leading block:
-``H = xd.hessian(phi, x); tr = sum of H[..., i, i] for i < d``.
+coordinates only (the first ``d`` of ``d + 1``); ``xd.laplacian(phi, x)``
+traces all inputs, ``xd.laplacian(phi, x, coords=range(d))`` gives OT-Flow's
+quantity (no Hessian formed).
 """
 
 from __future__ import annotations

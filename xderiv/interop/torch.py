@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 import xderiv as _d
+
 from ..layers import Dense, Residual
 from ..networks import Potential, Sequential
 from ._structure import flatten, softplus_beta, unflatten

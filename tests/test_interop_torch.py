@@ -1,0 +1,214 @@
+"""xderiv.interop.torch: from_torch / as_module against the torch modules' own outputs and torch.func."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import xderiv as xd  # noqa: E402
+from xderiv.interop.torch import (  # noqa: E402
+    AntiTanh,
+    LogCosh,
+    Quadratic,
+    ResidualBlock,
+    Sin,
+    as_module,
+    from_torch,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+F64 = torch.float64
+
+
+def _autodiff(f, x):
+    """Value, Jacobian (n, m, d), Hessian (n, m, d, d) of a batched torch function by torch.func."""
+    from torch.func import hessian, jacrev, vmap
+
+    one = lambda p: f(p[None])[0]  # noqa: E731
+    return f(x), vmap(jacrev(one))(x), vmap(hessian(one))(x)
+
+
+def _trace(h):
+    return torch.diagonal(h, dim1=-2, dim2=-1).sum(-1)
+
+
+def _models():
+    torch.manual_seed(0)
+    return {
+        "tanh-mlp": nn.Sequential(nn.Linear(3, 12), nn.Tanh(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 2)),
+        "sigmoid-silu": nn.Sequential(nn.Linear(3, 10), nn.Sigmoid(), nn.Linear(10, 10), nn.SiLU(), nn.Linear(10, 1)),
+        "softplus-beta": nn.Sequential(nn.Linear(3, 9), nn.Softplus(beta=2.5), nn.Linear(9, 1), nn.Softplus()),
+        "resnet-antitanh": nn.Sequential(
+            nn.Linear(3, 8),
+            AntiTanh(),
+            ResidualBlock(8, AntiTanh(), step=0.5),
+            ResidualBlock(8, nn.Tanh(), step=0.25),
+            nn.Linear(8, 1, bias=False),
+        ),
+        "quadratic-sin-logcosh": nn.Sequential(
+            nn.Linear(3, 7),
+            Sin(),
+            nn.Linear(7, 7),
+            Quadratic(),
+            nn.Sequential(nn.Linear(7, 5), LogCosh()),
+            nn.Identity(),
+            nn.Linear(5, 2),
+            nn.Identity(),
+        ),
+    }
+
+
+MODELS = list(_models())
+
+
+@pytest.fixture(params=MODELS)
+def model(request):
+    return _models()[request.param].to(F64)
+
+
+@pytest.mark.parametrize("mode", ["forward", "backward"])
+def test_from_torch_matches_module_and_torch_func(model, mode):
+    x = torch.randn(6, 3, dtype=F64)
+    net = from_torch(model)
+    y, J, H = _autodiff(model, x)
+    r = xd.derivatives(net, x, hessian=True, mode=mode)
+    torch.testing.assert_close(r.value, y, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(r.jacobian, J, rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(r.hessian, H, rtol=1e-10, atol=1e-11)
+    torch.testing.assert_close(xd.laplacian(net, x, mode=mode), _trace(H), rtol=1e-10, atol=1e-11)
+
+
+def test_from_torch_shares_tensors(model):
+    net = from_torch(model)
+    first = model[0]
+    assert net.layers[0].weight.data_ptr() == first.weight.data_ptr()  # a view, not a copy
+    assert net.layers[0].bias is first.bias
+    x = torch.randn(4, 3, dtype=F64)
+    with torch.no_grad():
+        first.weight.mul_(1.5)
+        first.bias.add_(0.3)
+    torch.testing.assert_close(net(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_weight_gradients_reach_the_module():
+    """d/dθ of a Laplacian loss through xderiv equals the double-backward reference."""
+    model = _models()["resnet-antitanh"].to(F64)
+    x = torch.randn(5, 3, dtype=F64, requires_grad=True)
+    params = list(model.parameters())
+
+    net = from_torch(model)
+    loss = (xd.laplacian(net, x) ** 2).mean() + xd.gradient(net, x).square().mean()
+    got = torch.autograd.grad(loss, params)
+
+    y = model(x).sum()
+    (g,) = torch.autograd.grad(y, x, create_graph=True)
+    lap = sum(torch.autograd.grad(g[:, i].sum(), x, create_graph=True)[0][:, i] for i in range(3))
+    ref_loss = (lap**2).mean() + g.square().mean()
+    ref = torch.autograd.grad(ref_loss, params)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_from_torch_under_no_grad_still_tracks():
+    model = _models()["tanh-mlp"].to(F64)
+    with torch.no_grad():
+        net = from_torch(model)
+    loss = xd.value(net, torch.randn(3, 3, dtype=F64)).sum()
+    loss.backward()
+    assert model[0].weight.grad is not None
+
+
+def test_float32_module_stays_float32():
+    model = _models()["tanh-mlp"]
+    x = torch.randn(4, 3)
+    lap = xd.laplacian(from_torch(model), x)
+    assert lap.dtype == torch.float32
+    _, _, H = _autodiff(model, x)
+    torch.testing.assert_close(lap, _trace(H), rtol=2e-4, atol=2e-5)
+
+
+def test_unsupported_modules_are_named():
+    with pytest.raises(TypeError, match="module 1 \\(ReLU\\)"):
+        from_torch(nn.Sequential(nn.Linear(2, 3), nn.ReLU()))
+    with pytest.raises(ValueError, match="no Linear layer right before"):
+        from_torch(nn.Sequential(nn.Tanh(), nn.Linear(2, 3)))
+    with pytest.raises(ValueError, match="no Linear"):
+        from_torch(nn.Sequential(nn.Identity()))
+    with pytest.raises(TypeError, match="inside a ResidualBlock"):
+        from_torch(nn.Sequential(ResidualBlock(3, nn.ReLU())))
+
+
+# --------------------------------------------------------------------------- as_module
+
+
+def test_as_module_of_torch_sequential_trains_the_sequential():
+    model = _models()["resnet-antitanh"].to(F64)
+    u = as_module(model)
+    assert {id(p) for p in u.parameters()} == {id(p) for p in model.parameters()}
+    x = torch.randn(16, 3, dtype=F64)
+    torch.testing.assert_close(u(x), model(x))
+    opt = torch.optim.SGD(u.parameters(), lr=1e-2)
+    before = model[0].weight.detach().clone()
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        loss = ((u.laplacian(x) + 1.0) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert not torch.equal(before, model[0].weight)
+    assert losses[-1] < losses[0]
+    torch.testing.assert_close(u(x), model(x))  # still one and the same network
+
+
+def test_as_module_of_xderiv_potential():
+    phi = xd.potential(in_features=3, width=8, depth=2, rank=2, xp=torch, seed=0)
+    u = as_module(phi)
+    names = [n for n, _ in u.named_parameters()]
+    assert names[:2] == ["layers_0_weight", "layers_0_bias"] and {"w", "b", "A", "c"} <= set(names)
+    x = torch.randn(5, 3, dtype=F64)
+    torch.testing.assert_close(u(x), phi(x))
+    torch.testing.assert_close(u.hessian(x), xd.hessian(phi, x))
+    torch.testing.assert_close(u.gradient(x), xd.gradient(phi, x))
+    r = u.derivatives(x, laplacian=True)
+    torch.testing.assert_close(r.laplacian, xd.laplacian(phi, x))
+    (u(x).sum() + u.laplacian(x).sum()).backward()
+    assert all(p.grad is not None for p in u.parameters())
+
+
+def test_as_module_registers_view_bases_once_and_converts_dtype():
+    model = _models()["tanh-mlp"]  # float32
+    net = from_torch(model)
+    u = as_module(net)  # weights are .mT views of the Linear Parameters: those are registered
+    ids = {id(p) for p in u.parameters()}
+    assert {id(p) for p in model.parameters()} == ids
+    u.double()
+    x = torch.randn(4, 3, dtype=F64)
+    out = u.jacobian(x)
+    assert out.dtype == F64
+    torch.testing.assert_close(out, _autodiff(model.double(), x)[1])
+
+
+def test_as_module_state_dict_round_trip():
+    a = as_module(xd.mlp([2, 6, 1], activation="sin", xp=torch, seed=0))
+    b = as_module(xd.mlp([2, 6, 1], activation="sin", xp=torch, seed=1))
+    x = torch.randn(3, 2, dtype=F64)
+    assert not torch.allclose(a(x), b(x))
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(a.laplacian(x), b.laplacian(x))
+
+
+def test_as_module_refuses_numpy_weights():
+    with pytest.raises(TypeError, match="torch tensors"):
+        as_module(xd.mlp([2, 3, 1], seed=0))
+
+
+def test_antitanh_module_matches_xderiv():
+    z = torch.tensor([-1e4, -3.0, 0.0, 2.0, 1e4], dtype=F64)
+    torch.testing.assert_close(AntiTanh()(z), xd.get_activation("antitanh")(z, torch))
+    torch.testing.assert_close(LogCosh()(z) + math.log(2.0), AntiTanh()(z))
