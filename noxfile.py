@@ -44,9 +44,9 @@ def tests_numpy(session: nox.Session) -> None:
 
 @nox.session(name="tests-torch")
 def tests_torch(session: nox.Session) -> None:
-    """The suite on PyTorch (CPU), plus torch.func and weight-gradient checks."""
+    """The suite on PyTorch (CPU), plus torch.func, weight-gradient checks and the PINN examples."""
     session.install(TORCH)
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,examples]")
     _run_tests(session, "torch")
 
 

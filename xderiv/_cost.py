@@ -64,7 +64,8 @@ def costs(layers: Sequence[Dense], quantity: str, k: int | None = None) -> dict[
         return {"forward": _forward_rows(layers, k), "backward": _adjoints(layers)}
     if quantity == "laplacian":
         fwd = _forward_rows(layers, k) + sum(ELEMENTWISE * k * b + a * b for a, b in zip(dims[:-1], dims[1:]))
-        return {"forward": fwd, "backward": _theta(layers) + first_theta(ELEMENTWISE * w1 * w1 + k * d * w1)}
+        # The Gram matrix of S^T W_0 is shared by the batch: no per-point cost beyond K * G.
+        return {"forward": fwd, "backward": _theta(layers) + first_theta(ELEMENTWISE * w1 * w1)}
     if quantity == "diagonal":
         return {"forward": 2.0 * _forward_rows(layers, d), "backward": _theta(layers) + first_theta(2 * d * w1 * w1)}
     if quantity == "hessian":

@@ -1,0 +1,39 @@
+"""Reduced-size runs of the PINN examples: they still train (torch session)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(autouse=True)
+def _torch_only(backend):
+    if backend.name != "torch":
+        pytest.skip("the examples train with the torch backend")
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["poisson", "heat"])
+def test_example_trains_and_plots(name, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    example = _load(name)
+    _, untrained, err0 = example.solve(adam_steps=0, lbfgs_iters=0, points=64)
+    assert untrained == [] and err0 > 0.3  # a random network is far from the solution
+    out = tmp_path / f"{name}.png"
+    err = example.main(["--adam", "40", "--lbfgs", "40", "--points", "64", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "relative L2 error" in printed
+    assert out.stat().st_size > 10_000  # a real PNG with two panels
+    assert err < 0.5 * err0
