@@ -17,6 +17,7 @@ nox.options.sessions = [
     "tests-torch",
     "tests-strict",
     "tests-jax",
+    "tests-dask",
     "tests-cupy",
     "tests-interop",
     "lint",
@@ -63,6 +64,13 @@ def tests_jax(session: nox.Session) -> None:
     session.install("jax", "jaxlib")
     session.install("-e", ".[test]")
     _run_tests(session, "jax")
+
+
+@nox.session(name="tests-dask")
+def tests_dask(session: nox.Session) -> None:
+    """The suite on dask.array (lazy, chunked along the batch), plus the LocalCluster example."""
+    session.install("-e", ".[test,dask]")
+    _run_tests(session, "dask")
 
 
 @nox.session(name="tests-cupy")

@@ -2,7 +2,7 @@
 
 ``XDERIV_BACKEND`` is ``numpy`` (default), ``torch``, ``strict``
 (array-api-strict with extensions disabled, arrays on its ``device1``),
-``jax`` (float64 enabled) or ``cupy``.  A backend that cannot run here skips every test, saying why.
+``jax`` (float64 enabled), ``dask`` (dask.array, lazy) or ``cupy``.  A backend that cannot run here skips every test, saying why.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class Backend:
             return a.detach().cpu().numpy()
         if self.name == "cupy":
             return a.get()
+        if self.name == "dask":
+            return np.asarray(a.compute())
         if self.name == "strict":
             import array_api_strict
 
@@ -68,6 +70,9 @@ def _make_backend(name: str) -> Backend:
         import jax.numpy as jnp
 
         return Backend("jax", jnp, None, array_api_compat.array_namespace(jnp.zeros(1)))
+    if name == "dask":
+        da = pytest.importorskip("dask.array", reason="dask is not installed in this session")
+        return Backend("dask", da, None, array_api_compat.array_namespace(da.zeros(1)))
     if name == "cupy":
         try:
             import cupy
@@ -80,7 +85,7 @@ def _make_backend(name: str) -> Backend:
         except Exception as exc:  # the first allocation raises without a GPU
             pytest.skip(f"CuPy cannot allocate on a GPU here: {exc}")
         return Backend("cupy", cupy, None, array_api_compat.array_namespace(cupy.zeros(1)))
-    raise ValueError(f"XDERIV_BACKEND={name!r}: expected numpy, torch, strict, jax or cupy")
+    raise ValueError(f"XDERIV_BACKEND={name!r}: expected numpy, torch, strict, jax, dask or cupy")
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,6 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.fixture(autouse=True)
-def _torch_only(backend):
-    if backend.name != "torch":
-        pytest.skip("the examples train with the torch backend")
-
-
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -26,7 +20,9 @@ def _load(name: str):
 
 
 @pytest.mark.parametrize("name", ["poisson", "heat"])
-def test_example_trains_and_plots(name, tmp_path, capsys):
+def test_example_trains_and_plots(backend, name, tmp_path, capsys):
+    if backend.name != "torch":
+        pytest.skip("the PINN examples train with the torch backend")
     pytest.importorskip("matplotlib")
     example = _load(name)
     _, untrained, err0 = example.solve(adam_steps=0, lbfgs_iters=0, points=64)
@@ -37,3 +33,12 @@ def test_example_trains_and_plots(name, tmp_path, capsys):
     assert "relative L2 error" in printed
     assert out.stat().st_size > 10_000  # a real PNG with two panels
     assert err < 0.5 * err0
+
+
+def test_dask_example_matches_numpy(backend):
+    if backend.name != "dask":
+        pytest.skip("the dask example runs in the dask session")
+    pytest.importorskip("dask.distributed")
+    example = _load("dask_laplacian")
+    out = example.main(["--points", "20000", "--chunk", "5000", "--workers", "1"])
+    assert out["max_rel_diff"] < 1e-14 and out["dask_points_per_s"] > 0

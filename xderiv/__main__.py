@@ -1,7 +1,7 @@
 """Demo: the seed notebook's networks, their exact derivatives and a finite-difference check.
 
 Run ``python -m xderiv`` (NumPy), or ``python -m xderiv --backend torch``
-(``strict`` for array-api-strict, ``jax``, ``cupy`` on a GPU).  For each network it
+(``strict`` for array-api-strict, ``jax``, ``dask``, ``cupy`` on a GPU).  For each network it
 prints value, gradient, Hessian and Laplacian at x = (0.15, 0.1) and the
 largest disagreement with central finite differences (value differences for
 the gradient, gradient differences for the Hessian).
@@ -37,11 +37,15 @@ def _backend(name: str) -> tuple[Any, Any, Any]:
 
         jax.config.update("jax_enable_x64", True)
         return jnp, None, np.asarray
+    if name == "dask":
+        import dask.array as da
+
+        return da, None, lambda a: np.asarray(a.compute())
     if name == "cupy":
         import cupy
 
         return cupy, None, cupy.asnumpy
-    raise SystemExit(f"unknown backend {name!r}: choose numpy, torch, strict, jax or cupy")
+    raise SystemExit(f"unknown backend {name!r}: choose numpy, torch, strict, jax, dask or cupy")
 
 
 def _fd_check(net: Any, x: Any, to_np: Any, module: Any, eps: float = 1e-5) -> tuple[float, float]:
@@ -62,7 +66,7 @@ def _fd_check(net: Any, x: Any, to_np: Any, module: Any, eps: float = 1e-5) -> t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xderiv", description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy", help="numpy (default), torch, strict, jax or cupy")
+    parser.add_argument("--backend", default="numpy", help="numpy (default), torch, strict, jax, dask or cupy")
     parser.add_argument("--quiet", action="store_true", help="only the finite-difference summary")
     args = parser.parse_args(argv)
     module, device, to_np = _backend(args.backend)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ._namespace import Array, Context, flatten_batch, resolve_call
+from ._namespace import Array, Context, flatten_batch, is_lazy, resolve_call
 from .layers import Dense, layer_params
 from .networks import Plan, Sequential, _Network
 
@@ -147,6 +147,8 @@ def run(
     call = prepare(net, x)
     args = extras(call) if extras is not None else ()
     n = call.n
+    if chunk_size is None and is_lazy(call.x):  # dask: its own chunks bound the memory
+        chunk_size = max(n, 1)
     if chunk_size is None:
         need = bytes_per_point(call)
         budget = get_memory_budget()

@@ -40,6 +40,17 @@ def describe(a: object) -> str:
     return f"{kind} of shape {tuple(shape)} and dtype {dtype}"
 
 
+def is_lazy(a: object) -> bool:
+    """True for arrays whose library evaluates lazily in chunks of its own (dask): xderiv then does not chunk."""
+    check = getattr(array_api_compat, "is_lazy_array", None)
+    if check is not None:
+        try:
+            return bool(check(a)) and not array_api_compat.is_jax_array(a)
+        except Exception:  # pragma: no cover - defensive against exotic arrays
+            return False
+    return array_api_compat.is_dask_array(a)
+
+
 def is_array(a: object) -> bool:
     """True for an array of any namespace array-api-compat recognises."""
     return array_api_compat.is_array_api_obj(a)
@@ -97,8 +108,9 @@ def _concrete_bool(flag: Any) -> bool | None:
     A JAX tracer, a torch meta/fake tensor or a lazy (dask-like) array cannot
     be read without tracing errors or forced computation; those return None.
     """
-    if array_api_compat.is_lazy_array(flag):
-        return None
+    # array-api-compat calls every JAX array lazy; a concrete one has a value, a tracer raises below.
+    if array_api_compat.is_lazy_array(flag) and not array_api_compat.is_jax_array(flag):
+        return None  # dask & co.: bool() would compute the whole graph
     try:
         return bool(flag)
     except Exception:  # tracer / meta tensor / data-dependent value: unknowable here
