@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "max_rel_diff": err,
     }
     print(
-        f"dask ({args.workers} workers): {args.points} Laplacians in {t_dask:.1f} s = {out['dask_points_per_s']:.3g} points/s; "
+        f"dask ({args.workers} workers): {args.points} Laplacians in {t_dask:.1f} s = "
+        f"{out['dask_points_per_s']:.3g} points/s; "
         f"in-memory NumPy: {out['numpy_points_per_s']:.3g} points/s; largest relative difference {err:.1e}"
     )
     return out

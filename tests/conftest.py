@@ -2,7 +2,8 @@
 
 ``XDERIV_BACKEND`` is ``numpy`` (default), ``torch``, ``strict``
 (array-api-strict with extensions disabled, arrays on its ``device1``),
-``jax`` (float64 enabled), ``dask`` (dask.array, lazy) or ``cupy``.  A backend that cannot run here skips every test, saying why.
+``jax`` (float64 enabled), ``dask`` (dask.array, lazy) or ``cupy``.  A
+backend that cannot run here skips every test, saying why.
 """
 
 from __future__ import annotations
