@@ -106,13 +106,18 @@ def jacobian_sweep(
         jz = w if ju is None else matmul_last(ju, w, xp)
         if visit is not None:
             visit(i, jz)
-        ja = jz if cache.d1 is None else cache.d1[:, None, :] * jz
+        # h * sigma'(z) is (n, w): scaling it first saves a pass over the (n, k, w) rows.
+        if cache.d1 is None:
+            hja = jz if layer.step == 1.0 else layer.step * jz
+        else:
+            scale = cache.d1 if layer.step == 1.0 else layer.step * cache.d1
+            hja = scale[:, None, :] * jz
         if layer.skip:
             if ju is None:
                 ju = xp.eye(w.shape[0], dtype=ctx.dtype, device=ctx.device)
-            ju = ju + layer.step * ja
+            ju = ju + hja
         else:
-            ju = ja if layer.step == 1.0 else layer.step * ja
+            ju = hja
     assert ju is not None
     return ju
 
