@@ -31,8 +31,10 @@ TORCH = os.environ.get("XDERIV_TORCH", "torch==2.13.0")
 PYTEST = ["pytest", "-q", "-ra"]
 
 
-def _run_tests(session: nox.Session, backend: str) -> None:
-    session.run(*PYTEST, *session.posargs, env={"XDERIV_BACKEND": backend})
+def _run_tests(session: nox.Session, backend: str, examples: int = 100) -> None:
+    """Run the suite with the ``backend`` fixture; ``examples`` hypothesis cases per property."""
+    env = {"XDERIV_BACKEND": backend, "XDERIV_HYPOTHESIS_EXAMPLES": str(examples)}
+    session.run(*PYTEST, *session.posargs, env=env)
 
 
 @nox.session(name="tests-numpy")
@@ -63,14 +65,14 @@ def tests_jax(session: nox.Session) -> None:
     """The suite on jax.numpy (float64 enabled), plus jax.jit / jax.grad through every operator."""
     session.install("jax", "jaxlib")
     session.install("-e", ".[test]")
-    _run_tests(session, "jax")
+    _run_tests(session, "jax", examples=25)  # jax dispatches eagerly op by op: slow per case
 
 
 @nox.session(name="tests-dask")
 def tests_dask(session: nox.Session) -> None:
     """The suite on dask.array (lazy, chunked along the batch), plus the LocalCluster example."""
     session.install("-e", ".[test,dask]")
-    _run_tests(session, "dask")
+    _run_tests(session, "dask", examples=25)
 
 
 @nox.session(name="tests-cupy")

@@ -59,6 +59,7 @@ def _make_backend(name: str) -> Backend:
         return Backend("numpy", np, None, array_api_compat.array_namespace(np.zeros(1)))
     if name == "torch":
         torch = pytest.importorskip("torch", reason="torch is not installed in this session")
+        torch.set_num_threads(1)  # the test problems are tiny: threads only add dispatch overhead
         return Backend("torch", torch, None, array_api_compat.array_namespace(torch.zeros(1)))
     if name == "strict":
         strict = pytest.importorskip("array_api_strict")

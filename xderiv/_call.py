@@ -34,6 +34,14 @@ def set_memory_budget(nbytes: int) -> None:
     _BUDGET["bytes"] = int(nbytes)
 
 
+def _size(nbytes: float) -> str:
+    """``nbytes`` in B, KiB, MiB or GiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes:.0f} B"
+
+
 def get_memory_budget() -> int:
     """The working-memory budget in bytes (see :func:`set_memory_budget`)."""
     return _BUDGET["bytes"]
@@ -154,9 +162,9 @@ def run(
         budget = get_memory_budget()
         if need > budget:
             raise MemoryError(
-                f"xderiv: one point needs about {need / 2**20:.1f} MiB of working memory "
+                f"xderiv: one point needs about {_size(need)} of working memory "
                 f"(d={call.d}, widths={[layer.out_features for layer in call.layers]}), above the "
-                f"memory budget of {budget / 2**20:.1f} MiB; raise it with xderiv.set_memory_budget "
+                f"memory budget of {_size(budget)}; raise it with xderiv.set_memory_budget "
                 "or ask for a cheaper operator (laplacian/trace_hessian instead of hessian)"
             )
         chunk_size = max(1, int(budget // max(need, 1.0)))

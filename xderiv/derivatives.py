@@ -70,9 +70,10 @@ def coordinate_rows(call: Call, coords: Sequence[int] | None) -> Array | None:
 
 
 def full_jacobian(call: Call, jac: Array) -> Array:
-    """Jacobian in shape (n, m, d), broadcast to the batch for a linear network."""
-    if jac.ndim == 2:
-        jac = jac[None, ...]
+    """Jacobian in shape (n, m, d), as a fresh array (a linear network's is a weight product, shared by the batch)."""
+    if jac.ndim == 2:  # may be (a view of) a weight: never hand it out
+        xp = call.ctx.xp
+        return xp.zeros((call.n, call.m, call.d), dtype=jac.dtype, device=call.ctx.device) + jac
     return materialize(jac, (call.n, call.m, call.d), call.ctx.xp)
 
 
@@ -84,7 +85,7 @@ def potential_gradient(call: Call) -> Array | None:
         grad = call.x @ (0.5 * (a + xp.matrix_transpose(a)))
     if call.plan.linear is not None:
         c = call.cast(call.plan.linear)
-        grad = c if grad is None else grad + c
+        grad = xp.zeros_like(call.x) + c if grad is None else grad + c
     return grad
 
 
