@@ -86,6 +86,15 @@ def tests_cupy(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Side-by-side timings against torch.func, hessQuik, jax and folx (peers installed here only)."""
+    session.install(TORCH)
+    session.install("-r", "benchmarks/requirements.txt", "-e", ".")
+    session.run("python", "benchmarks/run.py", *(session.posargs or ["--threads", "1"]))
+    session.run("python", "benchmarks/operators.py")
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff on the whole tree."""
     session.install("ruff")

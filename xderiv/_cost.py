@@ -18,6 +18,7 @@ forward rows (``k = d``, or the number of directions/coordinates):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -78,10 +79,25 @@ def costs(layers: Sequence[Dense], quantity: str, k: int | None = None) -> dict[
 
 
 def choose(layers: Sequence[Dense], quantity: str, mode: str, k: int | None = None) -> str:
-    """``mode`` itself, or for ``"auto"`` the cheaper of ``"forward"`` and ``"backward"``."""
+    """``mode`` itself, or for ``"auto"`` the cheaper of ``"forward"`` and ``"backward"`` (memoised per shape)."""
     if mode != "auto":
         return mode
-    c = costs(layers, quantity, k)
+    shape = tuple((layer.in_features, layer.out_features, layer.skip, layer.activation.linear) for layer in layers)
+    return _cheaper(shape, quantity, k)
+
+
+class _Shape:
+    """Just what the cost model reads of a layer (so the memo holds no weights)."""
+
+    def __init__(self, n_in: int, n_out: int, skip: bool, linear: bool):
+        self.in_features, self.out_features, self.skip = n_in, n_out, skip
+        self.activation = self
+        self.linear = linear
+
+
+@functools.lru_cache(maxsize=1024)
+def _cheaper(shape: tuple[tuple[int, int, bool, bool], ...], quantity: str, k: int | None) -> str:
+    c = costs([_Shape(*s) for s in shape], quantity, k)  # type: ignore[misc]
     return "forward" if c["forward"] <= c["backward"] else "backward"
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._namespace import Array, Context, matmul_last
+from ._namespace import Array, Context, matmul_last, sum_squares
 from .layers import Dense
 
 
@@ -170,13 +170,17 @@ def forward_laplacian(
         if cache.d1 is None or cache.d2 is None:  # linear layer (d2 exists whenever d1 does here)
             lap_a = lap_z
         else:
-            sq = jz * jz if row_weights is None else row_weights[:, None] * (jz * jz)
             if per_row:
+                sq = jz * jz if row_weights is None else row_weights[:, None] * (jz * jz)
                 lap_a = cache.d2[:, None, :] * sq
                 if lap_z is not None:
                     lap_a = lap_a + cache.d1[:, None, :] * lap_z
             else:
-                lap_a = cache.d2 * xp.sum(sq, axis=-2)
+                if row_weights is None:
+                    colsq = sum_squares(jz, -2, xp)
+                else:
+                    colsq = xp.sum(row_weights[:, None] * (jz * jz), axis=-2)
+                lap_a = cache.d2 * colsq
                 if lap_z is not None:
                     lap_a = lap_a + cache.d1 * lap_z
         if lap_a is not None and layer.step != 1.0:

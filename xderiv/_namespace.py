@@ -253,7 +253,14 @@ def matmul_last(a: Array, w: Array, xp: Any) -> Array:
 
 
 def sum_squares(a: Array, axis: int, xp: Any) -> Array:
-    """Sum of squares of ``a`` along ``axis``."""
+    """Sum of squares of ``a`` along ``axis`` (backend-tuned: no temporary on NumPy).
+
+    NumPy's ``einsum`` reduces without materialising ``a * a`` (about 2x faster
+    on ``(n, d, w)`` Jacobian rows); elsewhere ``sum(a * a)`` is the fastest
+    standard form (torch fuses it; ``vecdot`` is slower there).
+    """
+    if array_api_compat.is_numpy_namespace(xp) and a.ndim == 3 and axis in (-2, 1):
+        return xp.einsum("nkw,nkw->nw", a, a)
     return xp.sum(a * a, axis=axis)
 
 
