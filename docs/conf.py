@@ -40,6 +40,8 @@ def _benchmark_plot() -> None:
     gen = os.path.join(os.path.dirname(__file__), "_generated")
     os.makedirs(gen, exist_ok=True)
     pngs = sorted(glob.glob(os.path.join(ROOT, "benchmarks", "results", "*_time_vs_d_*.png")))
+    static = os.path.join(os.path.dirname(__file__), "_static")
+    os.makedirs(static, exist_ok=True)  # git keeps no empty folder; html_static_path needs it
     lines = []
     for png in pngs:
         shutil.copy(png, os.path.join(os.path.dirname(__file__), "_static", os.path.basename(png)))

@@ -2,8 +2,9 @@
 
 ``XDERIV_BACKEND`` is ``numpy`` (default), ``torch``, ``strict``
 (array-api-strict with extensions disabled, arrays on its ``device1``),
-``jax`` (float64 enabled), ``dask`` (dask.array, lazy) or ``cupy``.  A
-backend that cannot run here skips every test, saying why.
+``jax`` (float64 enabled), ``dask`` (dask.array, lazy) or ``cupy``;
+``XDERIV_DEVICE=cuda`` puts the torch session on the GPU.  A backend that
+cannot run here skips every test, saying why.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ def _make_backend(name: str) -> Backend:
     if name == "torch":
         torch = pytest.importorskip("torch", reason="torch is not installed in this session")
         torch.set_num_threads(1)  # the test problems are tiny: threads only add dispatch overhead
-        return Backend("torch", torch, None, array_api_compat.array_namespace(torch.zeros(1)))
+        device = os.environ.get("XDERIV_DEVICE")  # e.g. "cuda" on a GPU machine
+        if device is not None:
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                pytest.skip(f"XDERIV_DEVICE={device} but torch sees no CUDA device")
+            device = torch.device(device)
+        return Backend("torch", torch, device, array_api_compat.array_namespace(torch.zeros(1)))
     if name == "strict":
         strict = pytest.importorskip("array_api_strict")
         strict.set_array_api_strict_flags(enabled_extensions=())

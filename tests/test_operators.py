@@ -122,12 +122,15 @@ def test_chunking_gives_identical_results(backend, mode):
     for f in ("value", "jacobian", "hessian"):  # BLAS may block differently per chunk size: round-off only
         assert rel_err(backend.to_numpy(getattr(parts, f)), backend.to_numpy(getattr(whole, f))) < 1e-14
     lap = backend.to_numpy(xd.laplacian(net, x, mode=mode))
+    if backend.name == "dask":
+        return  # lazy arrays: dask's chunks bound the memory, xderiv applies no budget
     old = xd.get_memory_budget()
     try:
         xd.set_memory_budget(4000)  # a few points per chunk
         assert rel_err(backend.to_numpy(xd.laplacian(net, x, mode=mode)), lap) < 1e-14
         xd.set_memory_budget(100)  # not even one point fits: refuse before allocating
-        with pytest.raises(MemoryError, match=r"one point needs about [0-9.]+ KiB .* budget of 100 B.*set_memory_budget"):
+        match = r"one point needs about [0-9.]+ KiB .* budget of 100 B.*set_memory_budget"
+        with pytest.raises(MemoryError, match=match):
             xd.hessian(net, x, mode=mode)
     finally:
         xd.set_memory_budget(old)

@@ -245,6 +245,8 @@ def _poison(backend: Any, shape: tuple[int, ...], value: float) -> Any:
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_weights_are_refused_at_construction(backend, bad):
+    if backend.name == "dask":
+        pytest.skip("lazy (dask) weights are not computed at construction: documented, not checked")
     what = "NaN" if math.isnan(bad) else "an infinite value"
     ok3, ok4 = backend.asarray(np.ones((3, 4))), backend.asarray(np.ones((4,)))
     with pytest.raises(ValueError, match=f"Dense: weight contains {what}"):
@@ -378,7 +380,7 @@ def test_directional_with_shared_direction_and_linear_term(backend):
 
 
 def _floats(backend: Any) -> list[str]:
-    if backend.name == "strict":
+    if not hasattr(backend.xp, "float16"):  # array-api-strict, dask's namespace
         return ["float32", "float64"]
     return ["float16", "float32", "float64"]
 
@@ -433,6 +435,8 @@ def test_layers_of_different_float_dtypes(backend):
 
 def test_float16_weights(backend):
     """float16 works where the backend supports it and is accurate to ~ its round-off."""
+    if not hasattr(backend.xp, "float16"):
+        pytest.skip(f"{backend.name} has no float16")
     if backend.name == "strict":
         pytest.skip("array-api-strict has no float16")
     net16 = xd.mlp([3, 4, 1], activation="tanh", seed=0, xp=backend.module, device=backend.device, dtype="float16")
@@ -851,6 +855,8 @@ def test_chunk_size_must_be_positive(backend, size):
 def test_budget_below_one_point_raises_before_allocating(backend, budget):
     """A Hessian of d = 300 needs > 0.7 MB per point: with a 0.5 MiB budget it is refused up front,
     the message naming the size it would need and how to proceed."""
+    if backend.name == "dask":
+        pytest.skip("xderiv does not chunk lazy (dask) arrays: dask's own chunks bound the memory")
     net = xd.resnet(300, 8, 1, seed=0, xp=backend.module, device=backend.device)
     x = backend.asarray(np.zeros((2000, 300)))
     budget(2**19)

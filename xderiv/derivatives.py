@@ -65,8 +65,10 @@ def coordinate_rows(call: Call, coords: Sequence[int] | None) -> Array | None:
             f"coords must be distinct indices in [0, {d}) for inputs of dimension d={d}, got {list(coords)}"
         )
     xp, ctx = call.ctx.xp, call.ctx
-    eye = xp.eye(d, dtype=ctx.dtype, device=ctx.device)
-    return xp.take(eye, xp.asarray([i % d for i in idx], device=ctx.device), axis=0)
+    rows = xp.asarray([i % d for i in idx], device=ctx.device)
+    cols = xp.arange(d, device=ctx.device)
+    # rows[k] == cols[j] selects e_{rows[k]}; built by comparison (dask's take misreports its shape)
+    return xp.astype(rows[:, None] == cols[None, :], ctx.dtype)
 
 
 def full_jacobian(call: Call, jac: Array) -> Array:
