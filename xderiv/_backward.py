@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._forward import LayerCache
-from ._namespace import Array, Context, matmul_last, trace
+from ._namespace import Array, Context, diagonal, matmul_last, trace
 from .layers import Dense
 
 
@@ -148,8 +148,7 @@ class FirstLayer:
         """:math:`\\partial^2 y / \\partial x_i^2`, shape ``(n, m, d)``: rows of ``W K`` against rows of ``W``."""
         xp, ctx = self.ctx.xp, self.ctx
         if self.theta is not None:
-            eye = xp.eye(d, dtype=ctx.dtype, device=ctx.device)
-            return xp.sum(self.theta * eye, axis=-1)
+            return diagonal(self.theta, xp, ctx.device)
         if self.k is None:
             return xp.zeros((n, m, d), dtype=ctx.dtype, device=ctx.device)
         kw = matmul_last(self.k, xp.matrix_transpose(self.w), xp)  # (n, m, w, d)

@@ -264,11 +264,14 @@ def sum_squares(a: Array, axis: int, xp: Any) -> Array:
     return xp.sum(a * a, axis=axis)
 
 
+def diagonal(a: Array, xp: Any, device: Any) -> Array:
+    """Diagonal of the last two (square) axes, without the ``linalg`` extension."""
+    return xp.sum(a * xp.eye(a.shape[-1], dtype=a.dtype, device=device), axis=-1)
+
+
 def trace(a: Array, xp: Any, ctx: Context) -> Array:
     """Trace over the last two (square) axes, without the ``linalg`` extension."""
-    k = a.shape[-1]
-    eye = xp.eye(k, dtype=a.dtype, device=ctx.device)
-    return xp.sum(xp.sum(a * eye, axis=-1), axis=-1)
+    return xp.sum(diagonal(a, xp, ctx.device), axis=-1)
 
 
 def materialize(a: Array, shape: tuple[int, ...], xp: Any) -> Array:

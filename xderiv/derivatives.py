@@ -30,7 +30,7 @@ from . import _cost
 from ._backward import adjoint_sweep, backward_second_order
 from ._call import Call, as_network, check_mode, run
 from ._forward import forward_hessian, forward_laplacian, jacobian_sweep, value_sweep
-from ._namespace import Array, materialize, trace
+from ._namespace import Array, diagonal, materialize, trace
 
 
 @dataclass(frozen=True)
@@ -148,17 +148,16 @@ def _kernel(call: Call, jacobian: bool, hessian: bool, laplacian: bool, coords: 
             jac = xp.matrix_transpose(jacobian_sweep(layers, params, caches, ctx))
         else:
             jac, _ = adjoint_sweep(layers, params, caches, ctx)
-    if jac is not None:
-        jac = full_jacobian(call, jac)
+    jac = full_jacobian(call, jac) if (jacobian and jac is not None) else None
     y, jac, hess = add_potential_terms(call, y, jac, hess)
     if laplacian:
         if hessian:
-            diag = xp.sum(hess * xp.eye(call.d, dtype=ctx.dtype, device=ctx.device), axis=-1)
+            diag = diagonal(hess, xp, ctx.device)
             lap = xp.sum(diag if row_weights is None else diag * row_weights, axis=-1)
         else:
             extra = quadratic_second_order(call, coords)
             lap = lap if extra is None else lap + extra
-    return y, (jac if jacobian else None), hess, lap
+    return y, jac, hess, lap
 
 
 def derivatives(

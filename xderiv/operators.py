@@ -25,7 +25,7 @@ from . import _cost
 from ._backward import backward_second_order, hvp_sweep
 from ._call import Call, as_network, check_mode, per_point, run
 from ._forward import forward_laplacian, tangent_sweep, value_sweep
-from ._namespace import Array, materialize
+from ._namespace import Array, diagonal, materialize
 from .derivatives import coordinate_rows, jacobian, potential_gradient, quadratic_second_order
 
 
@@ -118,7 +118,7 @@ def hessian_diagonal(net: Any, x: Array, mode: str = "auto", *, chunk_size: int 
             diag = first.diagonal(n, call.m, call.d)
         if call.plan.quadratic is not None:
             a = call.cast(call.plan.quadratic)
-            diag = diag + xp.sum(a * xp.eye(call.d, dtype=call.ctx.dtype, device=call.ctx.device), axis=-1)
+            diag = diag + diagonal(a, xp, call.ctx.device)
         return (diag,)
 
     d = as_network(net).in_features
@@ -221,6 +221,4 @@ def divergence(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None
             f"d={network.in_features} to m={1 if network.plan.scalar else network.out_features}"
         )
     jac = jacobian(network, x, mode, chunk_size=chunk_size)
-    xp = network.xp
-    d = network.in_features
-    return xp.sum(xp.sum(jac * xp.eye(d, dtype=jac.dtype, device=network.device), axis=-1), axis=-1)
+    return network.xp.sum(diagonal(jac, network.xp, network.device), axis=-1)
