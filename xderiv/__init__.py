@@ -8,10 +8,10 @@
 
 from ._call import get_memory_budget, set_memory_budget
 from .activations import Activation, available_activations, get_activation, register_activation
-from .derivatives import Derivatives, derivatives, gradient, hessian, jacobian, laplacian, value
+from .derivatives import Derivatives, derivatives, gradient, hessian, jacobian, value
 from .layers import Dense, Residual
 from .networks import Potential, Sequential, mlp, potential, resnet
-from .operators import directional, divergence, hessian_diagonal, hvp, trace_hessian
+from .operators import directional, divergence, hessian_diagonal, hvp, laplacian, trace_hessian
 
 __version__ = "0.1.0"
 

@@ -26,18 +26,12 @@ close it without forming it when they can (:class:`FirstLayer`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._forward import LayerCache
-from ._namespace import Array, Context, diagonal, matmul_last, trace
-from .layers import Dense
-
-
-def _output_seed(m: int, ctx: Context) -> Array:
-    """:math:`\\partial y/\\partial y = I_m` as shape ``(1, m, m)`` (broadcast over the batch)."""
-    return ctx.xp.eye(m, dtype=ctx.dtype, device=ctx.device)[None, ...]
+from ._forward import Step, Tape
+from ._namespace import Array, Context, diagonal, matmul_last, scale, trace
 
 
 def _per_sample(s1: Array, ndim: int, xp: Any) -> Array:
@@ -47,34 +41,45 @@ def _per_sample(s1: Array, ndim: int, xp: Any) -> Array:
     return xp.reshape(s1, (s1.shape[0],) + (1,) * (ndim - 2) + (s1.shape[1],))
 
 
-def _adjoint_step(
-    delta: Array | None,
-    lam: Array | None,
-    s1: Array | None,
-    wt: Array,
-    layer: Dense,
-    xp: Any,
-    inject: Array | None = None,
-) -> Array:
+def adjoint_step(step: Step, delta: Array | None, lam: Array | None, xp: Any, inject: Array | None = None) -> Array:
     r"""One adjoint step :math:`\delta_u = \mathrm{skip}\,\delta + (\lambda \odot \sigma' + \mathrm{inject}) W^\top`.
 
     ``delta``/``lam`` None stand for zero adjoints (only ``inject`` enters).
     """
     dz = None
     if lam is not None:
-        dz = lam if s1 is None else lam * _per_sample(s1, lam.ndim, xp)
+        dz = lam if step.d1 is None else lam * _per_sample(step.d1, lam.ndim, xp)
     if inject is not None:
         dz = inject if dz is None else dz + inject
-    du = matmul_last(dz, wt, xp)
-    return delta + du if layer.skip and delta is not None else du
+    du = matmul_last(dz, step.wt, xp)
+    return delta + du if step.skip and delta is not None else du
 
 
-def adjoint_sweep(
-    layers: Sequence[Dense],
-    params: Sequence[tuple[Array, Array]],
-    caches: Sequence[LayerCache],
-    ctx: Context,
-) -> tuple[Array, list[Array | None]]:
+class Adjoints:
+    r"""The first-order adjoint recursion, walked from the outputs to the input.
+
+    Iterating yields ``(step, lam)`` for every layer, last first, with
+    :math:`\lambda = h\,\delta = \partial y/\partial a` (``(n, m, w')``, or
+    ``(1, m, m)`` broadcast over the batch at the output).  After the loop, :attr:`jacobian` holds
+    :math:`\partial y/\partial x`, shape ``(n, m, d)`` (``(1, m, d)`` for a
+    purely linear network).  Every backward sweep is one loop over this walk.
+    """
+
+    def __init__(self, tape: Tape):
+        self.tape = tape
+        self.jacobian: Array | None = None
+
+    def __iter__(self) -> Iterator[tuple[Step, Array]]:
+        ctx = self.tape.ctx
+        delta = ctx.xp.eye(self.tape.m, dtype=ctx.dtype, device=ctx.device)[None, ...]  # dy/dy = I_m
+        for step in reversed(self.tape.steps):
+            lam = scale(delta, step.h)
+            yield step, lam
+            delta = adjoint_step(step, delta, lam, ctx.xp)
+        self.jacobian = delta
+
+
+def adjoint_sweep(tape: Tape) -> tuple[Array, list[Array | None]]:
     """Carry the first-order adjoint from the outputs to the input.
 
     Returns
@@ -85,15 +90,12 @@ def adjoint_sweep(
         :math:`\\lambda_l = \\partial y / \\partial a_l` per layer, as the
         sum-of-layers Hessian needs them.
     """
-    xp = ctx.xp
-    delta = _output_seed(layers[-1].out_features, ctx)
-    lambdas: list[Array | None] = [None] * len(layers)
-    for i in range(len(layers) - 1, -1, -1):
-        layer, (w, _), cache = layers[i], params[i], caches[i]
-        lam = delta if layer.step == 1.0 else layer.step * delta
-        lambdas[i] = lam
-        delta = _adjoint_step(delta, lam, cache.d1, xp.matrix_transpose(w), layer, xp)
-    return delta, lambdas
+    walk = Adjoints(tape)
+    lambdas: list[Array | None] = [None] * len(tape.steps)
+    for step, lam in walk:
+        lambdas[step.index] = lam
+    assert walk.jacobian is not None
+    return walk.jacobian, lambdas
 
 
 @dataclass(frozen=True)
@@ -155,13 +157,7 @@ class FirstLayer:
         return xp.sum(kw * xp.matrix_transpose(self.w), axis=-2)
 
 
-def backward_second_order(
-    layers: Sequence[Dense],
-    params: Sequence[tuple[Array, Array]],
-    caches: Sequence[LayerCache],
-    ctx: Context,
-    n: int,
-) -> tuple[Array, FirstLayer]:
+def backward_second_order(tape: Tape) -> tuple[Array, FirstLayer]:
     r"""Carry :math:`(\delta, \Theta)` from the outputs to the input.
 
     Returns
@@ -171,61 +167,48 @@ def backward_second_order(
         The Hessian in factored form :math:`W_0 K W_0^\top` (Dense first
         layer) or in full (residual first layer).
     """
-    xp = ctx.xp
-    delta = _output_seed(layers[-1].out_features, ctx)
+    xp, ctx = tape.ctx.xp, tape.ctx
+    walk = Adjoints(tape)
     theta: Array | None = None
-    for i in range(len(layers) - 1, -1, -1):
-        layer, (w, _), cache = layers[i], params[i], caches[i]
-        h, s1 = layer.step, cache.d1
-        lam = delta if h == 1.0 else h * delta
-        c = None if cache.d2 is None else cache.d2[:, None, :] * lam  # (n, m, w')
-        wt = xp.matrix_transpose(w)
-        delta_u = _adjoint_step(delta, lam, s1, wt, layer, xp)
-
-        if i == 0 and not layer.skip:  # K = h^2 S Theta S + diag(c)
+    first: FirstLayer | None = None
+    for step, lam in walk:
+        h, s1 = step.h, step.d1
+        c = None if step.d2 is None else step.d2[:, None, :] * lam  # (n, m, w')
+        if step.index == 0 and not step.skip:  # close at a Dense first layer: K = h^2 S Theta S + diag(c)
             k = None
             if theta is not None:
                 k = theta if s1 is None else theta * (s1[:, None, :, None] * s1[:, None, None, :])
-                k = k if h == 1.0 else (h * h) * k
+                k = scale(k, h * h)
             if c is not None:
-                eye = xp.eye(w.shape[1], dtype=ctx.dtype, device=ctx.device)
-                k = c[..., None] * eye if k is None else k + c[..., None] * eye
-            return delta_u, FirstLayer(None, k, w, ctx)
-
+                cdiag = c[..., None] * xp.eye(step.w.shape[1], dtype=ctx.dtype, device=ctx.device)
+                k = cdiag if k is None else k + cdiag
+            first = FirstLayer(None, k, step.w, ctx)
+            continue
         b = None  # B = skip * Theta + h Theta S W^T
         if theta is not None:
             ts = theta if s1 is None else theta * s1[:, None, None, :]
-            v = matmul_last(ts, wt, xp)
-            b = v if h == 1.0 else h * v
-            if layer.skip:
+            b = scale(matmul_last(ts, step.wt, xp), h)
+            if step.skip:
                 b = theta + b
         r = None  # R = h S B + diag(c) W^T
         if b is not None:
-            r = b if s1 is None else s1[:, None, :, None] * b
-            if h != 1.0:
-                r = h * r
+            r = scale(b if s1 is None else s1[:, None, :, None] * b, h)
         if c is not None:
-            cw = c[..., :, None] * wt
+            cw = c[..., :, None] * step.wt
             r = cw if r is None else r + cw
-        new_theta = None if r is None else w @ r
-        if layer.skip and b is not None:
+        new_theta = None if r is None else step.w @ r
+        if step.skip and b is not None:
             new_theta = b if new_theta is None else b + new_theta
         theta = new_theta
-        delta = delta_u
+    assert walk.jacobian is not None
+    if first is None:  # residual first layer: Theta at the input is the Hessian
+        if theta is None:
+            theta = xp.zeros((tape.n, tape.m, tape.d, tape.d), dtype=ctx.dtype, device=ctx.device)
+        first = FirstLayer(theta, None, None, ctx)
+    return walk.jacobian, first
 
-    m, d = delta.shape[-2], delta.shape[-1]
-    if theta is None:
-        theta = xp.zeros((n, m, d, d), dtype=ctx.dtype, device=ctx.device)
-    return delta, FirstLayer(theta, None, None, ctx)
 
-
-def hvp_sweep(
-    layers: Sequence[Dense],
-    params: Sequence[tuple[Array, Array]],
-    caches: Sequence[LayerCache],
-    ctx: Context,
-    tangents: Sequence[Array],
-) -> tuple[Array, Array | None]:
+def hvp_sweep(tape: Tape, tangents: Sequence[Array]) -> tuple[Array, Array | None]:
     r"""Forward-over-reverse: the adjoint and its derivative along the tangents.
 
     Differentiating :math:`\delta_u = \mathrm{skip}\,\delta + (\lambda \odot \sigma') W^\top`
@@ -247,22 +230,18 @@ def hvp_sweep(
     J : array (n, m, d)
     Hv : array (n, m, k, d), or None for a linear network (zero)
     """
-    xp = ctx.xp
-    delta = _output_seed(layers[-1].out_features, ctx)
+    xp = tape.ctx.xp
+    walk = Adjoints(tape)
     dot: Array | None = None
-    for i in range(len(layers) - 1, -1, -1):
-        layer, (w, _), cache = layers[i], params[i], caches[i]
-        h, s1 = layer.step, cache.d1
-        lam = delta if h == 1.0 else h * delta
-        wt = xp.matrix_transpose(w)
+    for step, lam in walk:
         inject = None
-        if cache.d2 is not None:
-            c = cache.d2[:, None, :] * lam  # (n, m, w)
-            t = tangents[i]
+        if step.d2 is not None:
+            c = step.d2[:, None, :] * lam  # (n, m, w)
+            t = tangents[step.index]
             t = t[None, None, ...] if t.ndim == 2 else t[:, None, ...]
             inject = c[:, :, None, :] * t  # (n, m, k, w)
         if dot is not None or inject is not None:
-            dlam = None if dot is None else (dot if h == 1.0 else h * dot)
-            dot = _adjoint_step(dot, dlam, s1, wt, layer, xp, inject)
-        delta = _adjoint_step(delta, lam, s1, wt, layer, xp)
-    return delta, dot
+            dlam = None if dot is None else scale(dot, step.h)
+            dot = adjoint_step(step, dot, dlam, xp, inject)
+    assert walk.jacobian is not None
+    return walk.jacobian, dot

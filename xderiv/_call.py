@@ -1,21 +1,28 @@
-"""One public call: resolve namespace/dtype/device once, flatten the batch, chunk, restore shapes.
+"""One public call, start to end: every operator's opening and closing, written once.
 
-Every public operator is a *kernel* ``kernel(call, *per_point) -> tuple`` on
-flattened points ``(n, d)`` returning arrays of shape ``(n, m, ...)``;
-:func:`run` prepares the call, splits ``n`` into chunks that fit the memory
-budget, concatenates, and restores the batch dims of ``x`` (dropping the
-output axis of a :class:`~xderiv.Potential`).
+:func:`run` resolves namespace, dtype and device once (casting ``x`` once),
+flattens the batch dims of ``x`` to ``(n, d)``, validates the operator's extra
+arguments, chooses the mode and the chunk size from the operator's
+:class:`~xderiv._cost.Quantity`, runs the value sweep and then the operator's
+*kernel* on each chunk of points, concatenates, and restores the batch dims
+(dropping the output axis of a :class:`~xderiv.Potential`).
+
+A kernel is ``kernel(call, tape, *extras) -> tuple`` of arrays shaped
+``(n, m, ...)``: ``call`` says what was resolved (:class:`Call`, including the
+mode and the Potential's terms), ``tape`` is the value sweep of this chunk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
+from ._cost import Quantity, choose, floats_per_point
+from ._forward import Tape, value_sweep
 from ._namespace import Array, Context, flatten_batch, is_lazy, resolve_call
+from ._potential import PotentialTerms
 from .layers import Dense, layer_params
-from .networks import Plan, Sequential, _Network
 
 MODES = ("auto", "forward", "backward")
 
@@ -34,6 +41,11 @@ def set_memory_budget(nbytes: int) -> None:
     _BUDGET["bytes"] = int(nbytes)
 
 
+def get_memory_budget() -> int:
+    """The working-memory budget in bytes (see :func:`set_memory_budget`)."""
+    return _BUDGET["bytes"]
+
+
 def _size(nbytes: float) -> str:
     """``nbytes`` in B, KiB, MiB or GiB."""
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
@@ -42,20 +54,57 @@ def _size(nbytes: float) -> str:
     return f"{nbytes:.0f} B"
 
 
-def get_memory_budget() -> int:
-    """The working-memory budget in bytes (see :func:`set_memory_budget`)."""
-    return _BUDGET["bytes"]
+@dataclass(frozen=True)
+class Plan:
+    """What the recursions see of any network.
+
+    ``y = layers(x) [+ 1/2 x^T A x + c^T x]`` with ``A = quadratic`` and
+    ``c = linear`` (both optional); ``scalar`` drops the single output axis.
+    """
+
+    layers: tuple[Dense, ...]
+    quadratic: Array | None
+    linear: Array | None
+    scalar: bool
+
+
+class NetworkLike(Protocol):
+    """What :func:`run` needs of a network: its plan and the namespace, device and dtype of its weights."""
+
+    plan: Plan
+    xp: Any
+    device: Any
+    dtype: Any
 
 
 @dataclass(frozen=True)
 class Call:
-    """Everything one public call resolved at entry."""
+    """Everything one public call resolved at entry.
+
+    Attributes
+    ----------
+    plan : Plan
+    ctx : Context
+        Namespace, working dtype and device.
+    x : array (n, d)
+        The points of this chunk, in the working dtype.
+    batch : tuple of int
+        Batch shape of the caller's ``x``.
+    params : tuple of (W, b)
+        The layers' weights in the working dtype.
+    terms : PotentialTerms
+        A Potential's quadratic and linear terms (empty for a Sequential).
+    mode : str
+        ``"forward"`` or ``"backward"``: the mode the kernel runs.
+    """
 
     plan: Plan
     ctx: Context
-    x: Array  # (n, d), working dtype
+    x: Array
     batch: tuple[int, ...]
-    params: list[tuple[Array, Array]]
+    params: tuple[tuple[Array, Array], ...]
+    terms: PotentialTerms
+    mode: str = "forward"
 
     @property
     def n(self) -> int:
@@ -78,25 +127,8 @@ class Call:
         return a if a.dtype == self.ctx.dtype else self.ctx.xp.astype(a, self.ctx.dtype)
 
 
-def as_network(net: Any) -> _Network:
-    """Accept a Sequential/Potential, or a single layer (wrapped)."""
-    if isinstance(net, _Network):
-        return net
-    if isinstance(net, Dense):
-        return Sequential(net)
-    raise TypeError(f"net must be an xderiv Sequential, Potential or layer, got {type(net).__name__}")
-
-
-def prepare(net: Any, x: Any) -> Call:
-    """Validate ``x`` against ``net``, cast once, flatten to ``(n, d)``."""
-    network = as_network(net)
-    ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
-    x2, batch = flatten_batch(x, network.in_features, ctx.xp)
-    params = [layer_params(layer, ctx.xp, ctx.dtype) for layer in network.plan.layers]
-    return Call(network.plan, ctx, x2, batch, params)
-
-
 def check_mode(mode: str) -> None:
+    """Raise ``ValueError`` unless ``mode`` is one of :data:`MODES`."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
@@ -127,69 +159,114 @@ def per_point(call: Call, a: Any, name: str, trailing: tuple[int, ...]) -> tuple
     )
 
 
+def coordinate_rows(call: Call, coords: Sequence[int] | None) -> Array | None:
+    """Rows of the identity for ``coords`` (shape (k, d)), or None for all coordinates."""
+    if coords is None:
+        return None
+    d = call.d
+    try:
+        idx = [int(i) for i in coords]
+    except TypeError:
+        raise TypeError(f"coords must be a sequence of coordinate indices, got {coords!r}") from None
+    if not idx or any(i < -d or i >= d for i in idx) or len({i % d for i in idx}) != len(idx):
+        raise ValueError(
+            f"coords must be distinct indices in [0, {d}) for inputs of dimension d={d}, got {list(coords)}"
+        )
+    xp, ctx = call.ctx.xp, call.ctx
+    rows = xp.asarray([i % d for i in idx], device=ctx.device)
+    cols = xp.arange(d, device=ctx.device)
+    # rows[k] == cols[j] selects e_{rows[k]}; built by comparison (dask's take misreports its shape)
+    return xp.astype(rows[:, None] == cols[None, :], ctx.dtype)
+
+
+Kernel = Callable[..., Sequence[Array | None]]
+Extras = Callable[[Call], tuple[tuple[Array | None, bool], ...]]
+
+
+def _chunk_size(call: Call, quantity: Quantity, k: int | None, chunk_size: int | None) -> int:
+    """Points per chunk: ``chunk_size``, all of a lazy array, or as many as fit the memory budget."""
+    if chunk_size is not None:
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+        return int(chunk_size)
+    if is_lazy(call.x):  # dask: its own chunks bound the memory
+        return max(call.n, 1)
+    itemsize = int(call.ctx.xp.finfo(call.ctx.dtype).bits // 8)
+    need = floats_per_point(call.layers, quantity, call.mode, k) * itemsize
+    budget = get_memory_budget()
+    if need > budget:
+        raise MemoryError(
+            f"xderiv: one point needs about {_size(need)} of working memory "
+            f"(d={call.d}, widths={[layer.out_features for layer in call.layers]}), above the "
+            f"memory budget of {_size(budget)}; raise it with xderiv.set_memory_budget "
+            "or ask for a cheaper operator (laplacian/trace_hessian instead of hessian)"
+        )
+    return max(1, int(budget // max(need, 1.0)))
+
+
 def run(
-    net: Any,
+    network: NetworkLike,
     x: Any,
-    kernel: Callable[..., Sequence[Array | None]],
+    quantity: Quantity,
+    kernel: Kernel,
     *,
     trailing: Sequence[tuple[int, ...] | None],
-    bytes_per_point: Callable[[Call], float],
-    extras: Callable[[Call], tuple[tuple[Array, bool], ...]] | None = None,
+    mode: str = "auto",
+    extras: Extras | None = None,
+    rows: Callable[..., int] | None = None,
     chunk_size: int | None = None,
 ) -> list[Array | None]:
     """Run ``kernel`` over the points of ``x`` in chunks and restore their batch shape.
 
     Parameters
     ----------
-    kernel : callable ``(call, *extras) -> sequence``
+    network : Sequential or Potential
+    x : array (..., d)
+    quantity : Quantity
+        The operator's row of the cost table (activation order, costs, memory).
+    kernel : callable ``(call, tape, *extras) -> sequence``
         Results of shape ``(n, m, *trailing[i])`` (None entries pass through).
     trailing : sequence of tuples
-        Trailing shape of each result (after the output axis).
-    bytes_per_point : callable
-        Working memory one point needs (for automatic chunking).
+        Trailing shape of each result (after the output axis); None passes the result as is.
+    mode : {"auto", "forward", "backward"}
     extras : callable ``call -> ((array, is_per_point), ...)``
         Extra arguments; per-point ones are chunked with ``x``.
+    rows : callable ``(*extras) -> int``, optional
+        The number of forward rows ``k`` the kernel carries (``d`` when omitted).
     chunk_size : int, optional
         Points per chunk; by default as many as fit :func:`get_memory_budget`.
     """
-    call = prepare(net, x)
+    check_mode(mode)
+    plan = network.plan
+    ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
+    x2, batch = flatten_batch(x, plan.layers[0].in_features, ctx.xp)
+    params = tuple(layer_params(layer, ctx.xp, ctx.dtype) for layer in plan.layers)
+    call = Call(plan, ctx, x2, batch, params, PotentialTerms.build(plan.quadratic, plan.linear, ctx))
     args = extras(call) if extras is not None else ()
-    n = call.n
-    if chunk_size is None and is_lazy(call.x):  # dask: its own chunks bound the memory
-        chunk_size = max(n, 1)
-    if chunk_size is None:
-        need = bytes_per_point(call)
-        budget = get_memory_budget()
-        if need > budget:
-            raise MemoryError(
-                f"xderiv: one point needs about {_size(need)} of working memory "
-                f"(d={call.d}, widths={[layer.out_features for layer in call.layers]}), above the "
-                f"memory budget of {_size(budget)}; raise it with xderiv.set_memory_budget "
-                "or ask for a cheaper operator (laplacian/trace_hessian instead of hessian)"
-            )
-        chunk_size = max(1, int(budget // max(need, 1.0)))
-    elif int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
-    chunk_size = int(chunk_size)
+    k = rows(*[a for a, _ in args]) if rows is not None else None
+    call = replace(call, mode=choose(plan.layers, quantity, mode, k))
+    size = _chunk_size(call, quantity, k, chunk_size)
 
-    if n <= chunk_size:
-        results = list(kernel(call, *[a for a, _ in args]))
+    def kernel_on(sub: Call, sub_args: list[Array | None]) -> Sequence[Array | None]:
+        tape: Tape = value_sweep(sub.layers, sub.params, sub.x, ctx, quantity.order)
+        return kernel(sub, tape, *sub_args)
+
+    n, xp = call.n, ctx.xp
+    if n <= size:
+        results = list(kernel_on(call, [a for a, _ in args]))
     else:
-        xp = call.ctx.xp
-        pieces: list[Sequence[Array | None]] = []
-        for start in range(0, n, chunk_size):
-            stop = min(n, start + chunk_size)
-            sub = replace(call, x=call.x[start:stop, ...])
-            sub_args = [a[start:stop, ...] if pp else a for a, pp in args]
-            pieces.append(kernel(sub, *sub_args))
+        pieces = []
+        for start in range(0, n, size):
+            stop = min(n, start + size)
+            sub_args = [a[start:stop, ...] if per_pt else a for a, per_pt in args]
+            pieces.append(kernel_on(replace(call, x=call.x[start:stop, ...]), sub_args))
         results = [
             None if pieces[0][i] is None else xp.concat([p[i] for p in pieces], axis=0) for i in range(len(pieces[0]))
         ]
-    out: list[Array | None] = []
-    for a, tail in zip(results, trailing):
-        if a is None or tail is None:
-            out.append(a)
-            continue
-        m = () if call.plan.scalar else (call.m,)
-        out.append(call.ctx.xp.reshape(a, call.batch + m + tail))
-    return out
+    m = () if plan.scalar else (call.m,)
+    return [a if a is None or tail is None else xp.reshape(a, batch + m + tail) for a, tail in zip(results, trailing)]
+
+
+def value_kernel(call: Call, tape: Tape) -> tuple[Array]:
+    """The network's value: the layers' output plus a Potential's terms, shape (n, m)."""
+    return (call.terms.add_value(tape.y, call.x),)

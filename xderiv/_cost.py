@@ -1,9 +1,12 @@
-r"""Cost model behind ``mode="auto"``, and the working memory behind automatic chunking.
+r"""One table of what each kind of result costs: the mode ``"auto"`` picks and the memory chunking sizes.
 
-Counts multiply-adds per point of the dominant matrix products plus the
-elementwise passes over the carried arrays (which cost as much as the products
-at small widths).  With widths ``w_0 = d, w_1, ..., w_L = m`` and ``k``
-forward rows (``k = d``, or the number of directions/coordinates):
+Every operator computes one :class:`Quantity`: how many derivatives of the
+activations its value sweep keeps, the multiply-adds per point of its
+``forward`` and ``backward`` recursions (when it has both), and the floats per
+point its working arrays hold.  Counts cover the dominant matrix products plus
+the elementwise passes over the carried arrays (which cost as much as the
+products at small widths).  With widths ``w_0 = d, w_1, ..., w_L = m`` and
+``k`` forward rows (``k = d``, or the number of directions/coordinates):
 
 - Jacobian: forward ``k sum w_{l-1} w_l``; backward ``m sum w_{l-1} w_l``.
 - Laplacian / trace along ``k`` directions: forward as the Jacobian plus
@@ -14,113 +17,202 @@ forward rows (``k = d``, or the number of directions/coordinates):
   ``m (w_1^2 d + d^2 w_1)``.
 - Hessian diagonal: forward twice the Jacobian; backward as the Laplacian
   plus ``m d w_1^2`` at the first layer.
+
+Adding an operator means adding its row here (:data:`QUANTITIES`) and its
+kernel beside its public function.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from .layers import Dense
-
-if TYPE_CHECKING:
-    from ._call import Call
 
 ELEMENTWISE = 3.0
 """Weight of one elementwise pass relative to one multiply-add of a matrix product."""
 
-
-def _dims(layers: Sequence[Dense]) -> list[int]:
-    return [layers[0].in_features] + [layer.out_features for layer in layers]
-
-
-def _forward_rows(layers: Sequence[Dense], k: int) -> float:
-    """Carrying ``k`` Jacobian rows through every layer (the first one is ``W`` itself)."""
-    dims = _dims(layers)
-    cost = sum(k * a * b + ELEMENTWISE * k * b for a, b in zip(dims[1:-1], dims[2:]))
-    return float(cost + ELEMENTWISE * k * dims[1])
+LayerShape = tuple[int, int, bool, bool]
+"""``(in_features, out_features, skip, linear)`` of one layer: all the model reads of it."""
 
 
-def _adjoints(layers: Sequence[Dense]) -> float:
-    dims = _dims(layers)
-    m = dims[-1]
-    return float(sum(m * a * b + ELEMENTWISE * m * b for a, b in zip(dims[:-1], dims[1:])))
+@dataclass(frozen=True)
+class Dims:
+    """The widths of a network as the cost model sees them."""
+
+    shape: tuple[LayerShape, ...]
+
+    @property
+    def widths(self) -> list[int]:
+        """``[d, w_1, ..., w_L = m]``."""
+        return [self.shape[0][0]] + [s[1] for s in self.shape]
+
+    @property
+    def d(self) -> int:
+        return self.shape[0][0]
+
+    @property
+    def m(self) -> int:
+        return self.shape[-1][1]
+
+    @property
+    def w1(self) -> int:
+        return self.shape[0][1]
+
+    @property
+    def widest(self) -> int:
+        return max(s[1] for s in self.shape)
+
+    @property
+    def depth(self) -> int:
+        return len(self.shape)
+
+    def forward_rows(self, k: int) -> float:
+        """Carrying ``k`` Jacobian rows through every layer (the first one is ``W`` itself)."""
+        dims = self.widths
+        cost = sum(k * a * b + ELEMENTWISE * k * b for a, b in zip(dims[1:-1], dims[2:]))
+        return float(cost + ELEMENTWISE * k * dims[1])
+
+    def adjoints(self) -> float:
+        """The first-order adjoints from the ``m`` outputs to the input."""
+        dims = self.widths
+        return float(sum(self.m * a * b + ELEMENTWISE * self.m * b for a, b in zip(dims[:-1], dims[1:])))
+
+    def theta(self) -> float:
+        """The second-order adjoint through every layer but the first."""
+        dims, m = self.widths, self.m
+        return float(
+            sum(m * (b * b * a + a * a * b + ELEMENTWISE * (b * b + a * b)) for a, b in zip(dims[1:-1], dims[2:]))
+        )
+
+    def first_theta(self, closing: float) -> float:
+        """The first layer of the backward second-order sweep: ``closing`` per output, or a full step if residual."""
+        d, w1 = self.d, self.w1
+        return float(self.m * (w1 * w1 * d + d * d * w1 if self.shape[0][2] else closing))
+
+    def kept(self) -> float:
+        """Floats per point the value sweep keeps for the derivative sweeps (``z``, ``sigma'``, ``sigma''``)."""
+        return 3.0 * self.widest * self.depth
 
 
-def _theta(layers: Sequence[Dense]) -> float:
-    """The second-order adjoint through every layer but the first."""
-    dims = _dims(layers)
-    m = dims[-1]
-    return float(sum(m * (b * b * a + a * a * b + ELEMENTWISE * (b * b + a * b)) for a, b in zip(dims[1:-1], dims[2:])))
+Flops = Callable[[Dims, int], tuple[float, float]]
+Memory = Callable[[Dims, str, int], float]
 
 
-def costs(layers: Sequence[Dense], quantity: str, k: int | None = None) -> dict[str, float]:
-    """Per-point cost of ``quantity`` (jacobian, laplacian, hessian, diagonal) in each mode."""
-    dims = _dims(layers)
-    d, m, w1 = dims[0], dims[-1], dims[1]
-    k = d if k is None else k
-    first_theta = (lambda extra: m * extra) if not layers[0].skip else (lambda extra: m * (w1 * w1 * d + d * d * w1))
-    if quantity == "jacobian":
-        return {"forward": _forward_rows(layers, k), "backward": _adjoints(layers)}
-    if quantity == "laplacian":
-        fwd = _forward_rows(layers, k) + sum(ELEMENTWISE * k * b + a * b for a, b in zip(dims[:-1], dims[1:]))
-        # The Gram matrix of S^T W_0 is shared by the batch: no per-point cost beyond K * G.
-        return {"forward": fwd, "backward": _theta(layers) + first_theta(ELEMENTWISE * w1 * w1)}
-    if quantity == "diagonal":
-        return {"forward": 2.0 * _forward_rows(layers, d), "backward": _theta(layers) + first_theta(2 * d * w1 * w1)}
-    if quantity == "hessian":
-        nonlinear = [layer.out_features for layer in layers if not layer.activation.linear]
-        fwd = _forward_rows(layers, d) + _adjoints(layers)
-        fwd += sum(m * (d * d * b + ELEMENTWISE * d * b) for b in nonlinear)
-        bwd = _theta(layers) + first_theta(w1 * w1 * d + d * d * w1 + ELEMENTWISE * d * w1)
-        return {"forward": float(fwd), "backward": float(bwd)}
-    raise ValueError(f"unknown quantity {quantity!r}")
+@dataclass(frozen=True)
+class Quantity:
+    """One row of the cost table.
+
+    Attributes
+    ----------
+    name : str
+    order : int
+        Derivatives of the activations the value sweep keeps (0, 1 or 2).
+    memory : callable ``(dims, direction, k) -> float``
+        Floats per point alive in the working arrays (outputs excluded),
+        besides those :meth:`Dims.kept` counts.
+    flops : callable ``(dims, k) -> (forward, backward)``, optional
+        Multiply-adds per point of each mode; None for a quantity computed one
+        way only (``"forward"``).
+    """
+
+    name: str
+    order: int
+    memory: Memory
+    flops: Flops | None = None
 
 
-def choose(layers: Sequence[Dense], quantity: str, mode: str, k: int | None = None) -> str:
-    """``mode`` itself, or for ``"auto"`` the cheaper of ``"forward"`` and ``"backward"`` (memoised per shape)."""
+def _laplacian_flops(s: Dims, k: int) -> tuple[float, float]:
+    dims = s.widths
+    fwd = s.forward_rows(k) + sum(ELEMENTWISE * k * b + a * b for a, b in zip(dims[:-1], dims[1:]))
+    # The Gram matrix of S^T W_0 is shared by the batch: no per-point cost beyond K * G.
+    return fwd, s.theta() + s.first_theta(ELEMENTWISE * s.w1 * s.w1)
+
+
+def _hessian_flops(s: Dims, k: int) -> tuple[float, float]:
+    d, m, w1 = s.d, s.m, s.w1
+    nonlinear = [shape[1] for shape in s.shape if not shape[3]]
+    fwd = s.forward_rows(d) + s.adjoints() + sum(m * (d * d * b + ELEMENTWISE * d * b) for b in nonlinear)
+    return fwd, s.theta() + s.first_theta(w1 * w1 * d + d * d * w1 + ELEMENTWISE * d * w1)
+
+
+def _second_order_memory(s: Dims, direction: str, k: int) -> float:
+    w = s.widest
+    return 4.0 * k * w if direction == "forward" else 4.0 * s.m * w * w + 2.0 * s.m * s.d * w
+
+
+def _hessian_memory(s: Dims, direction: str, k: int) -> float:
+    m, d, w = s.m, s.d, s.widest
+    live = (3.0 * d * w + 2.0 * m * d * w) if direction == "forward" else (4.0 * m * w * w + 2.0 * m * d * w)
+    return live + m * w * s.depth + m * d * d
+
+
+VALUE = Quantity("value", 0, lambda s, direction, k: 2.0 * s.widest)
+JACOBIAN = Quantity(
+    "jacobian",
+    1,
+    lambda s, direction, k: 3.0 * (k if direction == "forward" else s.m) * s.widest,
+    lambda s, k: (s.forward_rows(k), s.adjoints()),
+)
+LAPLACIAN = Quantity("laplacian", 2, _second_order_memory, _laplacian_flops)
+DIAGONAL = Quantity(
+    "diagonal",
+    2,
+    _second_order_memory,
+    lambda s, k: (2.0 * s.forward_rows(s.d), s.theta() + s.first_theta(2.0 * s.d * s.w1 * s.w1)),
+)
+HESSIAN = Quantity("hessian", 2, _hessian_memory, _hessian_flops)
+HVP = Quantity("hvp", 2, lambda s, direction, k: s.widest * s.depth + 4.0 * s.m * s.widest * k)
+DIRECTIONAL = Quantity("directional", 2, lambda s, direction, k: 4.0 * k * s.widest)
+
+QUANTITIES = {q.name: q for q in (VALUE, JACOBIAN, LAPLACIAN, DIAGONAL, HESSIAN, HVP, DIRECTIONAL)}
+"""Every quantity an operator computes, by name."""
+
+
+def shape_of(layers: Sequence[Dense]) -> tuple[LayerShape, ...]:
+    """What the cost model reads of a network (hashable, holds no weights)."""
+    return tuple((layer.in_features, layer.out_features, layer.skip, layer.activation.linear) for layer in layers)
+
+
+def _flops(shape: tuple[LayerShape, ...], quantity: Quantity, k: int | None) -> tuple[float, float]:
+    dims = Dims(shape)
+    assert quantity.flops is not None
+    return quantity.flops(dims, dims.d if k is None else k)
+
+
+def costs(layers: Sequence[Dense], quantity: Quantity, k: int | None = None) -> dict[str, float]:
+    """Multiply-adds per point of ``quantity`` in each of its modes (``k`` rows; ``d`` when None)."""
+    if quantity.flops is None:
+        return {"forward": 0.0}
+    fwd, bwd = _flops(shape_of(layers), quantity, k)
+    return {"forward": fwd, "backward": bwd}
+
+
+def choose(layers: Sequence[Dense], quantity: Quantity, mode: str, k: int | None = None) -> str:
+    """``mode`` itself, or for ``"auto"`` the cheaper of ``"forward"`` and ``"backward"`` (memoised per shape).
+
+    A quantity computed one way only is always ``"forward"``.
+    """
+    if quantity.flops is None:
+        return "forward"
     if mode != "auto":
         return mode
-    shape = tuple((layer.in_features, layer.out_features, layer.skip, layer.activation.linear) for layer in layers)
-    return _cheaper(shape, quantity, k)
-
-
-class _Shape:
-    """Just what the cost model reads of a layer (so the memo holds no weights)."""
-
-    def __init__(self, n_in: int, n_out: int, skip: bool, linear: bool):
-        self.in_features, self.out_features, self.skip = n_in, n_out, skip
-        self.activation = self
-        self.linear = linear
+    return _cheaper(shape_of(layers), quantity.name, k)
 
 
 @functools.lru_cache(maxsize=1024)
-def _cheaper(shape: tuple[tuple[int, int, bool, bool], ...], quantity: str, k: int | None) -> str:
-    c = costs([_Shape(*s) for s in shape], quantity, k)  # type: ignore[misc]
-    return "forward" if c["forward"] <= c["backward"] else "backward"
+def _cheaper(shape: tuple[LayerShape, ...], name: str, k: int | None) -> str:
+    fwd, bwd = _flops(shape, QUANTITIES[name], k)
+    return "forward" if fwd <= bwd else "backward"
 
 
-def bytes_per_point(call: Call, quantity: str, mode: str) -> float:
-    """Working memory one point needs (outputs excluded), for automatic chunking.
+def floats_per_point(layers: Sequence[Dense], quantity: Quantity, direction: str, k: int | None = None) -> float:
+    """Working floats one point needs (outputs excluded), for automatic chunking.
 
-    Counts the arrays alive at the widest layer: carried Jacobian rows and
-    their products (forward), or second-order adjoints (backward), plus the
+    The arrays alive at the widest layer: carried Jacobian rows and their
+    products (forward), or second-order adjoints (backward), plus the
     per-layer activation derivatives kept from the value sweep.
     """
-    layers = call.layers
-    d, m = call.d, call.m
-    w = max(layer.out_features for layer in layers)
-    kept = 3.0 * w * len(layers)
-    direction = "forward" if quantity == "hvp" else choose(layers, quantity, mode)
-    if quantity == "jacobian":
-        live = 3.0 * (d * w if direction == "forward" else m * w)
-    elif quantity == "hvp":
-        live = w * len(layers) + 4.0 * m * w
-    elif quantity in ("laplacian", "diagonal"):
-        live = 4.0 * d * w if direction == "forward" else 4.0 * m * w * w + 2.0 * m * d * w
-    else:  # hessian
-        live = (3.0 * d * w + 2.0 * m * d * w) if direction == "forward" else (4.0 * m * w * w + 2.0 * m * d * w)
-        live += m * w * len(layers) + m * d * d
-    itemsize = int(call.ctx.xp.finfo(call.ctx.dtype).bits // 8)
-    return (kept + live) * itemsize
+    dims = Dims(shape_of(layers))
+    return dims.kept() + quantity.memory(dims, direction, dims.d if k is None else k)

@@ -1,4 +1,4 @@
-r"""Forward sweeps: values, then Jacobians carried from input to output.
+r"""Forward sweeps: the value sweep (the :class:`Tape`), then Jacobians carried from input to output.
 
 Notation per layer (batch dims leading, ``n`` samples, ``d`` inputs)::
 
@@ -11,87 +11,133 @@ and obeys
 
 At the first layer :math:`J_u = I`, so :math:`J_z = W` (shape ``(d, w)``,
 shared by the batch): no identity is formed or multiplied.
+
+:func:`jacobian_sweep` is the single forward recursion; the forward
+Laplacian, the Hessian diagonal, directional derivatives, HVP tangents and the
+sum-of-layers Hessian are visitors of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from ._namespace import Array, Context, matmul_last, sum_squares
+from ._namespace import Array, Context, matmul_last, scale, sum_squares
 from .layers import Dense
 
 
 @dataclass(frozen=True)
-class LayerCache:
-    """What a derivative sweep needs of one layer after the value sweep.
+class Step:
+    """One layer as every derivative recursion sees it after the value sweep.
 
     Attributes
     ----------
-    d1 : array (n, w) or None
+    index : int
+        Position of the layer, 0 at the input.
+    layer : Dense
+        The layer itself (activation, ``skip``).
+    w, wt : arrays (w_in, w_out), (w_out, w_in)
+        The weight in the working dtype and its transpose.
+    h : float
+        The step: 1 for :class:`~xderiv.Dense`, ``step`` for :class:`~xderiv.Residual`.
+    d1 : array (n, w_out) or None
         :math:`\\sigma'(z)`; None for a linear activation (:math:`\\sigma' = 1`).
-    d2 : array (n, w) or None
+    d2 : array (n, w_out) or None
         :math:`\\sigma''(z)`; None for a linear activation or when not requested.
     """
 
+    index: int
+    layer: Dense
+    w: Array
+    wt: Array
+    h: float
     d1: Array | None
     d2: Array | None
 
+    @property
+    def skip(self) -> bool:
+        """True for a residual layer (``u' = u + h a``)."""
+        return self.layer.skip
 
-_LINEAR = LayerCache(None, None)
+
+@dataclass(frozen=True)
+class Tape:
+    """The value sweep's record: the output and one :class:`Step` per layer.
+
+    Attributes
+    ----------
+    y : array (n, m)
+        Output of the layers (without a Potential's quadratic/linear terms).
+    steps : tuple of Step
+        First layer first.
+    ctx : Context
+    n : int
+        Number of points.
+    """
+
+    y: Array
+    steps: tuple[Step, ...]
+    ctx: Context
+    n: int
+
+    @property
+    def d(self) -> int:
+        """Input dimension."""
+        return self.steps[0].layer.in_features
+
+    @property
+    def m(self) -> int:
+        """Number of outputs."""
+        return self.steps[-1].layer.out_features
 
 
 def value_sweep(
-    layers: Sequence[Dense], params: Sequence[tuple[Array, Array]], x: Array, xp: Any, order: int
-) -> tuple[Array, list[LayerCache]]:
+    layers: Sequence[Dense], params: Sequence[tuple[Array, Array]], x: Array, ctx: Context, order: int
+) -> Tape:
     """Evaluate the layers on ``x`` (shape ``(n, d)``), keeping :math:`\\sigma', \\sigma''` up to ``order``.
-
-    Returns
-    -------
-    y : array (n, m)
-    caches : list of LayerCache, one per layer (empty ``d1``/``d2`` when ``order`` is 0)
-    """
-    u = x
-    caches: list[LayerCache] = []
-    for layer, (w, b) in zip(layers, params):
-        z = u @ w + b
-        if layer.activation.linear:
-            a = z
-            caches.append(_LINEAR)
-        else:
-            parts = layer.activation.evaluate(z, xp, order)
-            a = parts[0]
-            caches.append(LayerCache(parts[1] if order >= 1 else None, parts[2] if order >= 2 else None))
-        if layer.skip:
-            u = u + layer.step * a
-        else:
-            u = a
-    return u, caches
-
-
-Visitor = Callable[[int, Array], None]
-
-
-def jacobian_sweep(
-    layers: Sequence[Dense],
-    params: Sequence[tuple[Array, Array]],
-    caches: Sequence[LayerCache],
-    ctx: Context,
-    visit: Visitor | None = None,
-    seed: Array | None = None,
-) -> Array:
-    """Carry :math:`J_u` from input to output; call ``visit(i, J_z)`` at every layer.
-
-    This is the single forward-Jacobian recursion of xderiv: the forward
-    Jacobian, the forward Laplacian, directional derivatives, the Hessian
-    diagonal, tangents for Hessian-vector products and the sum-of-layers
-    Hessian are all visitors of it.
 
     Parameters
     ----------
+    layers : sequence of Dense
+    params : sequence of (W, b)
+        The weights in the working dtype.
+    x : array (n, d)
+    ctx : Context
+    order : int
+        0 (value only), 1 (keep :math:`\\sigma'`) or 2 (and :math:`\\sigma''`).
+    """
+    xp = ctx.xp
+    u = x
+    steps: list[Step] = []
+    for i, (layer, (w, b)) in enumerate(zip(layers, params)):
+        z = u @ w + b
+        d1 = d2 = None
+        if layer.activation.linear:
+            a = z
+        else:
+            parts = layer.activation.evaluate(z, xp, order)
+            a = parts[0]
+            d1 = parts[1] if order >= 1 else None
+            d2 = parts[2] if order >= 2 else None
+        u = u + scale(a, layer.step) if layer.skip else a
+        steps.append(Step(i, layer, w, xp.matrix_transpose(w), layer.step, d1, d2))
+    return Tape(u, tuple(steps), ctx, int(x.shape[0]))
+
+
+Visitor = Callable[[Step, Array], None]
+
+
+def jacobian_sweep(tape: Tape, visit: Visitor | None = None, seed: Array | None = None) -> Array:
+    """Carry :math:`J_u` from input to output; call ``visit(step, J_z)`` at every layer.
+
+    Parameters
+    ----------
+    tape : Tape
+    visit : callable, optional
+        Called with each layer's step and pre-activation Jacobian ``J_z``
+        (``(n, k, w)``, or ``(k, w)`` while no layer depends on the sample).
     seed : array (k, d) or (n, k, d), optional
-        :math:`S^\top`, the directions to differentiate along (rows).  None
+        :math:`S^\\top`, the directions to differentiate along (rows).  None
         stands for the identity (all ``d`` coordinates), which is never formed:
         the first layer's :math:`J_z` is then ``W`` itself.
 
@@ -100,21 +146,17 @@ def jacobian_sweep(
     J : array (n, k, m) (``k = d`` without a seed), or (k, m) when no layer
         depends on the sample (a purely linear network).
     """
-    xp = ctx.xp
+    ctx = tape.ctx
     ju: Array | None = seed  # None stands for the identity at the input
-    for i, (layer, (w, _), cache) in enumerate(zip(layers, params, caches)):
-        jz = w if ju is None else matmul_last(ju, w, xp)
+    for step in tape.steps:
+        jz = step.w if ju is None else matmul_last(ju, step.w, ctx.xp)
         if visit is not None:
-            visit(i, jz)
+            visit(step, jz)
         # h * sigma'(z) is (n, w): scaling it first saves a pass over the (n, k, w) rows.
-        if cache.d1 is None:
-            hja = jz if layer.step == 1.0 else layer.step * jz
-        else:
-            scale = cache.d1 if layer.step == 1.0 else layer.step * cache.d1
-            hja = scale[:, None, :] * jz
-        if layer.skip:
+        hja = scale(jz, step.h) if step.d1 is None else scale(step.d1, step.h)[:, None, :] * jz
+        if step.skip:
             if ju is None:
-                ju = xp.eye(w.shape[0], dtype=ctx.dtype, device=ctx.device)
+                ju = ctx.xp.eye(step.w.shape[0], dtype=ctx.dtype, device=ctx.device)
             ju = ju + hja
         else:
             ju = hja
@@ -123,11 +165,7 @@ def jacobian_sweep(
 
 
 def forward_laplacian(
-    layers: Sequence[Dense],
-    params: Sequence[tuple[Array, Array]],
-    caches: Sequence[LayerCache],
-    ctx: Context,
-    n: int,
+    tape: Tape,
     seed: Array | None = None,
     row_weights: Array | None = None,
     per_row: bool = False,
@@ -160,66 +198,44 @@ def forward_laplacian(
     J : array (n, k, m) (or (k, m) for a linear network)
     second : array (n, m), or (n, k, m) with ``per_row``
     """
-    xp = ctx.xp
-    state: dict[str, Array | None] = {"lap": None}  # None: Delta u = 0 (at the input)
+    xp, ctx = tape.ctx.xp, tape.ctx
+    lap: list[Array | None] = [None]  # Delta u; None = 0 (at the input)
 
-    def visit(i: int, jz: Array) -> None:
-        layer, (w, _), cache = layers[i], params[i], caches[i]
-        lap_u = state["lap"]
-        lap_z = None if lap_u is None else matmul_last(lap_u, w, xp)
-        if cache.d1 is None or cache.d2 is None:  # linear layer (d2 exists whenever d1 does here)
-            lap_a = lap_z
-        else:
+    def visit(step: Step, jz: Array) -> None:
+        lap_u = lap[0]
+        lap_a = None if lap_u is None else matmul_last(lap_u, step.w, xp)  # Delta z
+        if step.d1 is not None and step.d2 is not None:  # linear layers: Delta a = Delta z
+            sq = jz * jz if (per_row or row_weights is not None) else None
             if per_row:
-                sq = jz * jz if row_weights is None else row_weights[:, None] * (jz * jz)
-                lap_a = cache.d2[:, None, :] * sq
-                if lap_z is not None:
-                    lap_a = lap_a + cache.d1[:, None, :] * lap_z
+                curv = step.d2[:, None, :] * (sq if row_weights is None else row_weights[:, None] * sq)
+                d1 = step.d1[:, None, :]
             else:
-                if row_weights is None:
-                    colsq = sum_squares(jz, -2, xp)
-                else:
-                    colsq = xp.sum(row_weights[:, None] * (jz * jz), axis=-2)
-                lap_a = cache.d2 * colsq
-                if lap_z is not None:
-                    lap_a = lap_a + cache.d1 * lap_z
-        if lap_a is not None and layer.step != 1.0:
-            lap_a = layer.step * lap_a
-        if layer.skip and lap_u is not None:
+                colsq = sum_squares(jz, -2, xp) if sq is None else xp.sum(row_weights[:, None] * sq, axis=-2)
+                curv, d1 = step.d2 * colsq, step.d1
+            lap_a = curv if lap_a is None else curv + d1 * lap_a
+        if lap_a is not None:
+            lap_a = scale(lap_a, step.h)
+        if step.skip and lap_u is not None:
             lap_a = lap_u if lap_a is None else lap_u + lap_a
-        state["lap"] = lap_a
+        lap[0] = lap_a
 
-    jac = jacobian_sweep(layers, params, caches, ctx, visit, seed)
-    lap = state["lap"]
-    m = layers[-1].out_features
-    if lap is None:
-        k = layers[0].in_features if seed is None else seed.shape[-2]
-        shape = (n, k, m) if per_row else (n, m)
-        lap = xp.zeros(shape, dtype=ctx.dtype, device=ctx.device)
-    return jac, lap
+    jac = jacobian_sweep(tape, visit, seed)
+    out = lap[0]
+    if out is None:
+        k = tape.d if seed is None else seed.shape[-2]
+        shape = (tape.n, k, tape.m) if per_row else (tape.n, tape.m)
+        out = xp.zeros(shape, dtype=ctx.dtype, device=ctx.device)
+    return jac, out
 
 
-def tangent_sweep(
-    layers: Sequence[Dense],
-    params: Sequence[tuple[Array, Array]],
-    caches: Sequence[LayerCache],
-    ctx: Context,
-    seed: Array,
-) -> list[Array]:
+def tangent_sweep(tape: Tape, seed: Array) -> list[Array]:
     """Pre-activation tangents :math:`t_z = J_z v` of every layer for directions ``seed`` (k, d) or (n, k, d)."""
     tangents: list[Array] = []
-    jacobian_sweep(layers, params, caches, ctx, lambda i, jz: tangents.append(jz), seed)
+    jacobian_sweep(tape, lambda step, jz: tangents.append(jz), seed)
     return tangents
 
 
-def forward_hessian(
-    layers: Sequence[Dense],
-    params: Sequence[tuple[Array, Array]],
-    caches: Sequence[LayerCache],
-    lambdas: Sequence[Array | None],
-    ctx: Context,
-    n: int,
-) -> Array:
+def forward_hessian(tape: Tape, lambdas: Sequence[Array | None]) -> Array:
     r"""Hessian as a sum over layers from a forward Jacobian sweep.
 
     .. math:: \nabla^2 y_k = \sum_\text{layers} J_z^\top \operatorname{diag}(\sigma''(z) \odot \lambda_k) J_z,
@@ -233,25 +249,22 @@ def forward_hessian(
     -------
     H : array (n, m, d, d)
     """
-    xp = ctx.xp
-    d, m = layers[0].in_features, layers[-1].out_features
-    acc: dict[str, Array | None] = {"H": None}
+    xp, ctx = tape.ctx.xp, tape.ctx
+    acc: list[Array | None] = [None]
 
-    def visit(i: int, jz: Array) -> None:
-        cache, lam = caches[i], lambdas[i]
-        if cache.d2 is None or lam is None:
+    def visit(step: Step, jz: Array) -> None:
+        lam = lambdas[step.index]
+        if step.d2 is None or lam is None:
             return
-        c = cache.d2[:, None, :] * lam  # (n, m, w)
+        c = step.d2[:, None, :] * lam  # (n, m, w)
         if jz.ndim == 2:  # first layer: J_z = W, shared by the batch
-            t = jz * c[:, :, None, :]  # (n, m, d, w)
-            term = matmul_last(t, xp.matrix_transpose(jz), xp)
+            term = matmul_last(jz * c[:, :, None, :], xp.matrix_transpose(jz), xp)  # (n, m, d, d)
         else:
             jze = jz[:, None, :, :]  # (n, 1, d, w)
             term = (jze * c[:, :, None, :]) @ xp.matrix_transpose(jze)
-        acc["H"] = term if acc["H"] is None else acc["H"] + term
+        acc[0] = term if acc[0] is None else acc[0] + term
 
-    jacobian_sweep(layers, params, caches, ctx, visit)
-    h = acc["H"]
-    if h is None:
-        return xp.zeros((n, m, d, d), dtype=ctx.dtype, device=ctx.device)
-    return h
+    jacobian_sweep(tape, visit)
+    if acc[0] is None:
+        return xp.zeros((tape.n, tape.m, tape.d, tape.d), dtype=ctx.dtype, device=ctx.device)
+    return acc[0]

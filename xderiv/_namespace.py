@@ -252,6 +252,11 @@ def matmul_last(a: Array, w: Array, xp: Any) -> Array:
     return xp.reshape(out, lead + (w.shape[-1],))
 
 
+def scale(a: Array, h: float) -> Array:
+    """``h * a``, skipping the pass over ``a`` when ``h == 1`` (the step of every Dense layer)."""
+    return a if h == 1.0 else h * a
+
+
 def sum_squares(a: Array, axis: int, xp: Any) -> Array:
     """Sum of squares of ``a`` along ``axis`` (backend-tuned: no temporary on NumPy).
 

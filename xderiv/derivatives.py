@@ -1,10 +1,11 @@
-r"""Value, Jacobian, gradient, Hessian and Laplacian (the one-pass :func:`derivatives`).
+r"""Value, Jacobian, gradient and Hessian, and the one-pass :func:`derivatives`.
 
-Every function resolves the namespace, working dtype and device once, flattens
-the batch dims of ``x`` (shape ``(..., d)``), runs the recursions of
-:mod:`xderiv._forward` / :mod:`xderiv._backward` in chunks that fit the memory
-budget (:func:`xderiv.set_memory_budget`), and restores the batch dims.
-Shapes (``m`` outputs; a :class:`~xderiv.Potential` has no output axis):
+Every function goes through :func:`xderiv._call.run`: it resolves the
+namespace, working dtype and device once, flattens the batch dims of ``x``
+(shape ``(..., d)``), runs the recursions of :mod:`xderiv._forward` /
+:mod:`xderiv._backward` in chunks that fit the memory budget
+(:func:`xderiv.set_memory_budget`), and restores the batch dims.  Shapes
+(``m`` outputs; a :class:`~xderiv.Potential` has no output axis):
 
 ==============  =======================
 value           ``(..., m)``
@@ -26,11 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import _cost
 from ._backward import adjoint_sweep, backward_second_order
-from ._call import Call, as_network, check_mode, run
-from ._forward import forward_hessian, forward_laplacian, jacobian_sweep, value_sweep
-from ._namespace import Array, diagonal, materialize, trace
+from ._call import Call, coordinate_rows, run, value_kernel
+from ._cost import HESSIAN, JACOBIAN, LAPLACIAN, VALUE
+from ._forward import Tape, forward_hessian, forward_laplacian, jacobian_sweep
+from ._namespace import Array, diagonal, materialize
+from .networks import as_network
 
 
 @dataclass(frozen=True)
@@ -51,26 +53,6 @@ class Derivatives:
     laplacian: Array | None = None
 
 
-def coordinate_rows(call: Call, coords: Sequence[int] | None) -> Array | None:
-    """Rows of the identity for ``coords`` (shape (k, d)), or None for all coordinates."""
-    if coords is None:
-        return None
-    d = call.d
-    try:
-        idx = [int(i) for i in coords]
-    except TypeError:
-        raise TypeError(f"coords must be a sequence of coordinate indices, got {coords!r}") from None
-    if not idx or any(i < -d or i >= d for i in idx) or len({i % d for i in idx}) != len(idx):
-        raise ValueError(
-            f"coords must be distinct indices in [0, {d}) for inputs of dimension d={d}, got {list(coords)}"
-        )
-    xp, ctx = call.ctx.xp, call.ctx
-    rows = xp.asarray([i % d for i in idx], device=ctx.device)
-    cols = xp.arange(d, device=ctx.device)
-    # rows[k] == cols[j] selects e_{rows[k]}; built by comparison (dask's take misreports its shape)
-    return xp.astype(rows[:, None] == cols[None, :], ctx.dtype)
-
-
 def full_jacobian(call: Call, jac: Array) -> Array:
     """Jacobian in shape (n, m, d), as a fresh array (a linear network's is a weight product, shared by the batch)."""
     if jac.ndim == 2:  # may be (a view of) a weight: never hand it out
@@ -79,85 +61,48 @@ def full_jacobian(call: Call, jac: Array) -> Array:
     return materialize(jac, (call.n, call.m, call.d), call.ctx.xp)
 
 
-def potential_gradient(call: Call) -> Array | None:
-    r"""Gradient :math:`x A_s + c` of a Potential's terms :math:`\tfrac12 x^\top A x + c^\top x`, shape (n, d)."""
-    xp, grad = call.ctx.xp, None
-    if call.plan.quadratic is not None:
-        a = call.cast(call.plan.quadratic)
-        grad = call.x @ (0.5 * (a + xp.matrix_transpose(a)))
-    if call.plan.linear is not None:
-        c = call.cast(call.plan.linear)
-        grad = xp.zeros_like(call.x) + c if grad is None else grad + c
-    return grad
+def jacobian_kernel(call: Call, tape: Tape) -> Array:
+    """:math:`\\partial y/\\partial x` of the layers (no Potential terms) in the call's mode, (n, m, d) or broadcast."""
+    if call.mode == "forward":
+        return call.ctx.xp.matrix_transpose(jacobian_sweep(tape))
+    return adjoint_sweep(tape)[0]
 
 
-def add_potential_terms(
-    call: Call, y: Array, jac: Array | None, hess: Array | None
-) -> tuple[Array, Array | None, Array | None]:
-    r"""Add the Potential terms :math:`\tfrac12 x^\top A x + c^\top x` to value, Jacobian and Hessian.
+def trace_kernel(
+    call: Call, tape: Tape, seed: Array | None = None, coord_rows: Array | None = None
+) -> tuple[Array, Array]:
+    r"""Jacobian and :math:`\mathrm{tr}(S^\top \nabla^2 y\, S)`, the Potential's terms included in the trace.
 
-    Gradient :math:`x A_s + c`, Hessian :math:`A_s = \tfrac12(A + A^\top)`.
+    ``seed`` is :math:`S^\top` ((k, d) or (n, k, d); all coordinates when
+    None).  ``coord_rows`` instead (rows of the identity, from
+    :func:`~xderiv._call.coordinate_rows`) sums over those coordinates while the
+    forward mode still carries all ``d`` rows, so that the Jacobian is complete.
+
+    Returns
+    -------
+    J : array (n, m, d) or broadcastable (layers only, no Potential terms)
+    trace : array (n, m)
     """
-    xp, x = call.ctx.xp, call.x
-    if call.plan.quadratic is not None:
-        a = call.cast(call.plan.quadratic)
-        y = y + 0.5 * xp.sum(x * (x @ a), axis=-1)[:, None]
-        if hess is not None:
-            hess = hess + 0.5 * (a + xp.matrix_transpose(a))
-    if call.plan.linear is not None:
-        y = y + (x @ call.cast(call.plan.linear))[:, None]
-    grad = potential_gradient(call)
-    if jac is not None and grad is not None:
-        jac = jac + grad[..., None, :]
-    return y, jac, hess
+    rows = seed if coord_rows is None else coord_rows
+    if call.mode == "forward":
+        weights = None if coord_rows is None else call.ctx.xp.sum(coord_rows, axis=0)
+        jac_km, out = forward_laplacian(tape, seed=seed, row_weights=weights)
+        jac = call.ctx.xp.matrix_transpose(jac_km)
+    else:
+        jac, first = backward_second_order(tape)
+        out = first.trace(rows, call.n, call.m)
+    return jac, call.terms.add_trace(out, rows)
 
 
-def quadratic_second_order(call: Call, seed: Array | None) -> Array | None:
-    r""":math:`\mathrm{tr}(S^\top A_s S)` of a Potential's quadratic term (``tr A`` without a seed)."""
-    if call.plan.quadratic is None:
-        return None
-    xp, a = call.ctx.xp, call.cast(call.plan.quadratic)
-    if seed is None:
-        return trace(a, xp, call.ctx)
-    sym = 0.5 * (a + xp.matrix_transpose(a))
-    return xp.sum(xp.sum((seed @ sym) * seed, axis=-1), axis=-1)  # () or (n,)
-
-
-def _kernel(call: Call, jacobian: bool, hessian: bool, laplacian: bool, coords: Array | None, mode: str) -> tuple:
-    xp, ctx, layers, params, n = call.ctx.xp, call.ctx, call.layers, call.params, call.n
-    order = 2 if (hessian or laplacian) else (1 if jacobian else 0)
-    y, caches = value_sweep(layers, params, call.x, xp, order)
-    row_weights = None if coords is None else xp.sum(coords, axis=0)
-    jac = hess = lap = None
-    if hessian:
-        if _cost.choose(layers, "hessian", mode) == "forward":
-            jac, lambdas = adjoint_sweep(layers, params, caches, ctx)
-            hess = forward_hessian(layers, params, caches, lambdas, ctx, n)
-        else:
-            jac, first = backward_second_order(layers, params, caches, ctx, n)
-            hess = first.hessian(n, call.m, call.d)
-    elif laplacian:
-        if _cost.choose(layers, "laplacian", mode) == "forward":
-            jac_km, lap = forward_laplacian(layers, params, caches, ctx, n, row_weights=row_weights)
-            jac = xp.matrix_transpose(jac_km)
-        else:
-            jac, first = backward_second_order(layers, params, caches, ctx, n)
-            lap = first.trace(coords, n, call.m)
-    elif jacobian:
-        if _cost.choose(layers, "jacobian", mode) == "forward":
-            jac = xp.matrix_transpose(jacobian_sweep(layers, params, caches, ctx))
-        else:
-            jac, _ = adjoint_sweep(layers, params, caches, ctx)
-    jac = full_jacobian(call, jac) if (jacobian and jac is not None) else None
-    y, jac, hess = add_potential_terms(call, y, jac, hess)
-    if laplacian:
-        if hessian:
-            diag = diagonal(hess, xp, ctx.device)
-            lap = xp.sum(diag if row_weights is None else diag * row_weights, axis=-1)
-        else:
-            extra = quadratic_second_order(call, coords)
-            lap = lap if extra is None else lap + extra
-    return y, jac, hess, lap
+def hessian_kernel(call: Call, tape: Tape) -> tuple[Array, Array]:
+    """Jacobian (layers only) and Hessian (with the Potential's :math:`A_s`), (n, m, d) and (n, m, d, d)."""
+    if call.mode == "forward":
+        jac, lambdas = adjoint_sweep(tape)
+        hess = forward_hessian(tape, lambdas)
+    else:
+        jac, first = backward_second_order(tape)
+        hess = first.hessian(call.n, call.m, call.d)
+    return jac, call.terms.add_hessian(hess)
 
 
 def derivatives(
@@ -197,35 +142,53 @@ def derivatives(
     Derivatives
         ``value``, ``jacobian``, ``hessian``, ``laplacian`` (None where not requested).
     """
-    check_mode(mode)
+    network = as_network(net)
+    d = network.in_features
 
-    def kernel(call: Call) -> tuple:
-        return _kernel(call, jacobian, hessian, laplacian, coordinate_rows(call, coords), mode)
+    def kernel(call: Call, tape: Tape) -> tuple:
+        xp = call.ctx.xp
+        coord_rows = coordinate_rows(call, coords)
+        jac = hess = lap = None
+        if hessian:
+            jac, hess = hessian_kernel(call, tape)
+            if laplacian:
+                diag = diagonal(hess, xp, call.ctx.device)
+                lap = xp.sum(diag if coord_rows is None else diag * xp.sum(coord_rows, axis=0), axis=-1)
+        elif laplacian:
+            jac, lap = trace_kernel(call, tape, coord_rows=coord_rows)
+        elif jacobian:
+            jac = jacobian_kernel(call, tape)
+        if jacobian:
+            jac = call.terms.add_jacobian(full_jacobian(call, jac), call.x)
+        (y,) = value_kernel(call, tape)
+        return y, (jac if jacobian else None), hess, lap
 
-    quantity = "hessian" if hessian else ("laplacian" if laplacian else "jacobian")
+    quantity = HESSIAN if hessian else (LAPLACIAN if laplacian else (JACOBIAN if jacobian else VALUE))
     value, jac, hess, lap = run(
-        net,
+        network,
         x,
+        quantity,
         kernel,
-        trailing=[(), (_d(net),), (_d(net), _d(net)), ()],
-        bytes_per_point=lambda call: _cost.bytes_per_point(call, quantity, mode),
+        mode=mode,
+        trailing=[(), (d,), (d, d), ()],
         chunk_size=chunk_size,
     )
+    assert value is not None
     return Derivatives(value, jac, hess, lap)
-
-
-def _d(net: Any) -> int:
-    return as_network(net).in_features
 
 
 def value(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:
     """Evaluate ``net`` at ``x``: shape ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
-    return derivatives(net, x, jacobian=False, chunk_size=chunk_size).value
+    out = run(as_network(net), x, VALUE, value_kernel, trailing=[()], chunk_size=chunk_size)[0]
+    assert out is not None
+    return out
 
 
 def jacobian(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
     r"""Jacobian :math:`\partial y_k / \partial x_i`, shape ``y.shape + (d,)``."""
-    return derivatives(net, x, mode=mode, chunk_size=chunk_size).jacobian
+    out = derivatives(net, x, mode=mode, chunk_size=chunk_size).jacobian
+    assert out is not None
+    return out
 
 
 def gradient(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
@@ -243,26 +206,6 @@ def gradient(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None =
 
 def hessian(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
     r"""Hessian :math:`\partial^2 y_k / \partial x_i \partial x_j`, shape ``y.shape + (d, d)``."""
-    return derivatives(net, x, jacobian=False, hessian=True, mode=mode, chunk_size=chunk_size).hessian
-
-
-def laplacian(
-    net: Any,
-    x: Array,
-    mode: str = "auto",
-    *,
-    coords: Sequence[int] | None = None,
-    chunk_size: int | None = None,
-) -> Array:
-    r"""Laplacian :math:`\sum_{i \in \text{coords}} \partial^2 y_k / \partial x_i^2`, shape ``y.shape``.
-
-    No Hessian is formed.  With ``coords`` (e.g. every coordinate but time)
-    the forward mode carries only ``len(coords)`` Jacobian rows, so the cost
-    scales with the subset, not with ``d``; the backward mode's cost does not
-    depend on either.
-    """
-    from .operators import trace_hessian
-
-    if coords is None:
-        return derivatives(net, x, jacobian=False, laplacian=True, mode=mode, chunk_size=chunk_size).laplacian
-    return trace_hessian(net, x, coords=coords, mode=mode, chunk_size=chunk_size)
+    out = derivatives(net, x, jacobian=False, hessian=True, mode=mode, chunk_size=chunk_size).hessian
+    assert out is not None
+    return out

@@ -2,7 +2,7 @@ r"""Networks built from layers: :class:`Sequential`, :class:`Potential`, and see
 
 A network is an immutable description (references to weight arrays plus
 architecture); evaluating it or any of its derivatives goes through
-:mod:`xderiv.derivatives`, which holds no per-call state on the network, so one
+:func:`xderiv._call.run`, which holds no per-call state on the network, so one
 network may be used from several threads at once.
 """
 
@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
 
+from ._call import Plan, run, value_kernel
+from ._cost import VALUE
 from ._namespace import Array, check_finite, check_finite_number, check_real_floating, is_array, namespace_of_weights
 from .activations import Activation
+from .interop._random import WeightSampler
 from .layers import Dense, Residual
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the recursions see of any network.
-
-    ``y = layers(x) [+ 1/2 x^T A x + c^T x]`` with ``A = quadratic`` and
-    ``c = linear`` (both optional); ``scalar`` drops the single output axis.
-    """
-
-    layers: tuple[Dense, ...]
-    quadratic: Array | None
-    linear: Array | None
-    scalar: bool
 
 
 class _Network:
@@ -66,9 +54,7 @@ class _Network:
 
     def __call__(self, x: Array) -> Array:
         """Evaluate the network: ``x`` of shape ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
-        from .derivatives import value
-
-        return value(self, x)
+        return run(self, x, VALUE, value_kernel, trailing=[()])[0]
 
     def arrays(self) -> list[Array]:
         """All weight arrays in a fixed order: each layer's ``[weight, bias]``, then ``A`` and ``c`` if present.
@@ -93,6 +79,15 @@ class _Network:
         if isinstance(new, Potential):
             new.trunk = Sequential(*layers[:-1])
         return new
+
+
+def as_network(net: Any) -> _Network:
+    """Accept a Sequential/Potential, or a single layer (wrapped in a Sequential)."""
+    if isinstance(net, _Network):
+        return net
+    if isinstance(net, Dense):
+        return Sequential(net)
+    raise TypeError(f"net must be an xderiv Sequential, Potential or layer, got {type(net).__name__}")
 
 
 def _check_chain(layers: tuple[Dense, ...], owner: str) -> None:
@@ -220,12 +215,6 @@ class Potential(_Network):
 # --------------------------------------------------------------------------- factories
 
 
-def _sampler(seed: int | None, xp: Any, device: Any, dtype: Any) -> Any:
-    from .interop._random import WeightSampler
-
-    return WeightSampler(seed, xp=xp, device=device, dtype=dtype)
-
-
 def _dense(s: Any, n_in: int, n_out: int, activation: str | Activation, cls: type = Dense, **kw: Any) -> Dense:
     """Glorot-normal weights, N(0, 0.1^2) biases (nonzero, so tests see every term)."""
     w = s.normal((n_in, n_out), math.sqrt(2.0 / (n_in + n_out)))
@@ -263,7 +252,7 @@ def mlp(
     """
     if len(sizes) < 2 or any(int(n) < 1 for n in sizes):
         raise ValueError(f"mlp: sizes must list at least two positive widths, got {sizes}")
-    s = _sampler(seed, xp, device, dtype)
+    s = WeightSampler(seed, xp=xp, device=device, dtype=dtype)
     layers = [
         _dense(s, a, b, activation if i < len(sizes) - 2 else output_activation)
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
@@ -304,7 +293,7 @@ def resnet(
     xp, device, dtype, seed
         As in :func:`mlp`.
     """
-    s = _sampler(seed, xp, device, dtype)
+    s = WeightSampler(seed, xp=xp, device=device, dtype=dtype)
     res_act = activation if residual_activation is None else residual_activation
     layers: list[Dense] = [_dense(s, in_features, width, activation)]
     layers += [_dense(s, width, width, res_act, cls=Residual, step=step) for _ in range(depth)]
@@ -332,7 +321,7 @@ def potential(
     shape ``(rank, d)`` (``rank=None``: ``min(d, 10)``), ``c`` and ``w`` random,
     ``b = 0``.
     """
-    s = _sampler(seed, xp, device, dtype)
+    s = WeightSampler(seed, xp=xp, device=device, dtype=dtype)
     layers: list[Dense] = [_dense(s, in_features, width, activation)]
     layers += [_dense(s, width, width, activation, cls=Residual, step=step) for _ in range(depth)]
     trunk = Sequential(*layers)

@@ -1,4 +1,4 @@
-r"""Second-order operators PDE losses need: traces along directions, HVPs, diagonals, divergence.
+r"""Second-order operators PDE losses need: Laplacians, traces along directions, HVPs, diagonals, divergence.
 
 All are exact and built from the same two recursions as the Hessian
 (:func:`xderiv._forward.jacobian_sweep` with an input seed, and the backward
@@ -7,6 +7,7 @@ adjoint sweeps); none forms a full Hessian unless asked to.
 =========================================  ===============================  =================================
 operator                                    result shape                     cost (forward passes)
 =========================================  ===============================  =================================
+``laplacian(net, x)``                       ``y.shape``                      ``d + 2`` (forward) or ``~w`` (backward)
 ``trace_hessian(net, x, S)``                ``y.shape``                      ``k + 2`` (forward) or ``~w`` (backward)
 ``laplacian(net, x, coords=c)``             ``y.shape``                      ``len(c) + 2``
 ``hessian_diagonal(net, x)``                ``y.shape + (d,)``               ``~2d``
@@ -21,15 +22,39 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import _cost
 from ._backward import backward_second_order, hvp_sweep
-from ._call import Call, as_network, check_mode, per_point, run
-from ._forward import forward_laplacian, tangent_sweep, value_sweep
+from ._call import Call, coordinate_rows, per_point, run
+from ._cost import DIAGONAL, DIRECTIONAL, HVP, LAPLACIAN
+from ._forward import Tape, forward_laplacian, tangent_sweep
 from ._namespace import Array, diagonal, materialize
-from .derivatives import coordinate_rows, jacobian, potential_gradient, quadratic_second_order
+from .derivatives import derivatives, jacobian, trace_kernel
+from .networks import as_network
 
 
-def _directions_seed(call: Call, directions: Any, coords: Sequence[int] | None) -> tuple[tuple[Array, bool], ...]:
+def laplacian(
+    net: Any,
+    x: Array,
+    mode: str = "auto",
+    *,
+    coords: Sequence[int] | None = None,
+    chunk_size: int | None = None,
+) -> Array:
+    r"""Laplacian :math:`\sum_{i \in \text{coords}} \partial^2 y_k / \partial x_i^2`, shape ``y.shape``.
+
+    No Hessian is formed.  With ``coords`` (e.g. every coordinate but time)
+    the forward mode carries only ``len(coords)`` Jacobian rows, so the cost
+    scales with the subset, not with ``d``; the backward mode's cost does not
+    depend on either.  ``laplacian(net, x, coords=c)`` is
+    ``trace_hessian(net, x, coords=c)``.
+    """
+    if coords is None:
+        out = derivatives(net, x, jacobian=False, laplacian=True, mode=mode, chunk_size=chunk_size).laplacian
+        assert out is not None
+        return out
+    return trace_hessian(net, x, coords=coords, mode=mode, chunk_size=chunk_size)
+
+
+def _directions_seed(call: Call, directions: Any, coords: Sequence[int] | None) -> tuple[tuple[Array | None, bool]]:
     """The seed :math:`S^\\top` (k, d) or per point (n, k, d), from ``directions`` (…, d, k) or ``coords``."""
     if (directions is None) == (coords is None):
         raise TypeError("trace_hessian takes exactly one of directions= or coords=")
@@ -71,28 +96,19 @@ def trace_hessian(
         ``k`` and ``d``).  No full Hessian is formed in either.
     chunk_size : int, optional
     """
-    check_mode(mode)
 
-    def kernel(call: Call, seed: Array) -> tuple:
-        xp, layers, params, n = call.ctx.xp, call.layers, call.params, call.n
-        _, caches = value_sweep(layers, params, call.x, xp, 2)
-        if _cost.choose(layers, "laplacian", mode, k=seed.shape[-2]) == "forward":
-            _, out = forward_laplacian(layers, params, caches, call.ctx, n, seed=seed)
-        else:
-            _, first = backward_second_order(layers, params, caches, call.ctx, n)
-            out = first.trace(seed, n, call.m)
-        extra = quadratic_second_order(call, seed)
-        if extra is not None:
-            out = out + (extra if extra.ndim == 0 else extra[:, None])
-        return (out,)
+    def kernel(call: Call, tape: Tape, seed: Array) -> tuple:
+        return (trace_kernel(call, tape, seed)[1],)
 
     return run(
-        net,
+        as_network(net),
         x,
+        LAPLACIAN,
         kernel,
+        mode=mode,
         trailing=[()],
         extras=lambda call: _directions_seed(call, directions, coords),
-        bytes_per_point=lambda call: _cost.bytes_per_point(call, "laplacian", mode),
+        rows=lambda seed: seed.shape[-2],
         chunk_size=chunk_size,
     )[0]
 
@@ -105,34 +121,19 @@ def hessian_diagonal(net: Any, x: Array, mode: str = "auto", *, chunk_size: int 
     ``"backward"`` closes the second-order adjoint row by row (``d w^2`` at the
     first layer instead of the Hessian's ``d^2 w``).
     """
-    check_mode(mode)
 
-    def kernel(call: Call) -> tuple:
-        xp, layers, params, n = call.ctx.xp, call.layers, call.params, call.n
-        _, caches = value_sweep(layers, params, call.x, xp, 2)
-        if _cost.choose(layers, "diagonal", mode) == "forward":
-            _, per_row = forward_laplacian(layers, params, caches, call.ctx, n, per_row=True)
-            diag = xp.matrix_transpose(per_row)  # (n, m, d)
+    def kernel(call: Call, tape: Tape) -> tuple:
+        if call.mode == "forward":
+            diag = call.ctx.xp.matrix_transpose(forward_laplacian(tape, per_row=True)[1])  # (n, m, d)
         else:
-            _, first = backward_second_order(layers, params, caches, call.ctx, n)
-            diag = first.diagonal(n, call.m, call.d)
-        if call.plan.quadratic is not None:
-            a = call.cast(call.plan.quadratic)
-            diag = diag + diagonal(a, xp, call.ctx.device)
-        return (diag,)
+            diag = backward_second_order(tape)[1].diagonal(call.n, call.m, call.d)
+        return (call.terms.add_diagonal(diag),)
 
-    d = as_network(net).in_features
-    return run(
-        net,
-        x,
-        kernel,
-        trailing=[(d,)],
-        bytes_per_point=lambda call: _cost.bytes_per_point(call, "diagonal", mode),
-        chunk_size=chunk_size,
-    )[0]
+    network = as_network(net)
+    return run(network, x, DIAGONAL, kernel, mode=mode, trailing=[(network.in_features,)], chunk_size=chunk_size)[0]
 
 
-def _direction(call: Call, v: Any, name: str) -> tuple[tuple[Array, bool], ...]:
+def _direction(call: Call, v: Any, name: str) -> tuple[tuple[Array, bool]]:
     a, pp = per_point(call, v, name, (call.d,))
     return ((a[..., None, :], pp),)  # seed rows: (1, d) or (n, 1, d)
 
@@ -149,29 +150,24 @@ def hvp(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) -> Array
     v : array (d,) shared by the batch, or (..., d) one per point
     """
 
-    def kernel(call: Call, seed: Array) -> tuple:
-        xp, layers, params, n = call.ctx.xp, call.layers, call.params, call.n
-        _, caches = value_sweep(layers, params, call.x, xp, 2)
-        tangents = tangent_sweep(layers, params, caches, call.ctx, seed)
-        _, dot = hvp_sweep(layers, params, caches, call.ctx, tangents)
+    def kernel(call: Call, tape: Tape, seed: Array) -> tuple:
+        n, m, d = call.n, call.m, call.d
+        _, dot = hvp_sweep(tape, tangent_sweep(tape, seed))
         if dot is None:
-            out = xp.zeros((n, call.m, call.d), dtype=call.ctx.dtype, device=call.ctx.device)
+            out = call.ctx.xp.zeros((n, m, d), dtype=call.ctx.dtype, device=call.ctx.device)
         else:
-            out = xp.reshape(materialize(dot, (n, call.m, 1, call.d), xp), (n, call.m, call.d))
-        if call.plan.quadratic is not None:
-            a = call.cast(call.plan.quadratic)
-            sym = 0.5 * (a + xp.matrix_transpose(a))
-            out = out + (seed @ sym)  # (1, d) or (n, 1, d) broadcast over m
-        return (out,)
+            out = call.ctx.xp.reshape(materialize(dot, (n, m, 1, d), call.ctx.xp), (n, m, d))
+        return (call.terms.add_hvp(out, seed),)
 
-    d = as_network(net).in_features
+    network = as_network(net)
     return run(
-        net,
+        network,
         x,
+        HVP,
         kernel,
-        trailing=[(d,)],
+        trailing=[(network.in_features,)],
         extras=lambda call: _direction(call, v, "v"),
-        bytes_per_point=lambda call: _cost.bytes_per_point(call, "hvp", "forward"),
+        rows=lambda seed: 1,
         chunk_size=chunk_size,
     )[0]
 
@@ -187,28 +183,22 @@ def directional(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) 
     v : array (d,) shared by the batch, or (..., d) one per point
     """
 
-    def kernel(call: Call, seed: Array) -> tuple:
-        xp, layers, params, n = call.ctx.xp, call.layers, call.params, call.n
-        _, caches = value_sweep(layers, params, call.x, xp, 2)
-        jac, second = forward_laplacian(layers, params, caches, call.ctx, n, seed=seed)
-        first = xp.reshape(materialize(jac, (n, 1, call.m), xp), (n, call.m))
-        grad = potential_gradient(call)
-        if grad is not None:
-            first = first + xp.sum(grad * seed[..., 0, :], axis=-1)[:, None]
-        extra = quadratic_second_order(call, seed)
-        if extra is not None:
-            second = second + (extra if extra.ndim == 0 else extra[:, None])
-        return first, second
+    def kernel(call: Call, tape: Tape, seed: Array) -> tuple:
+        jac, second = forward_laplacian(tape, seed=seed)
+        first = call.ctx.xp.reshape(materialize(jac, (call.n, 1, call.m), call.ctx.xp), (call.n, call.m))
+        return call.terms.add_directional(first, call.x, seed), call.terms.add_trace(second, seed)
 
     dv, dvv = run(
-        net,
+        as_network(net),
         x,
+        DIRECTIONAL,
         kernel,
         trailing=[(), ()],
         extras=lambda call: _direction(call, v, "v"),
-        bytes_per_point=lambda call: _cost.bytes_per_point(call, "laplacian", "forward"),
+        rows=lambda seed: 1,
         chunk_size=chunk_size,
     )
+    assert dv is not None and dvv is not None
     return dv, dvv
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .interop._random import WeightSampler
 from .layers import Dense, Residual
 from .networks import Potential, Sequential, mlp
 
@@ -36,8 +37,6 @@ def _resnet_layers(s: Any, width: int = 16, step: float = 1.0) -> list[Dense]:
 
 def resnet(*, xp: Any = None, device: Any = None, dtype: Any = None, seed: int = 1) -> Sequential:
     """The notebook's ResNet read out by ``w``: ``s -> N(s) . w`` (one output)."""
-    from .interop._random import WeightSampler
-
     s = WeightSampler(seed, xp=xp, device=device, dtype=dtype)
     layers = _resnet_layers(s)
     return Sequential(*layers, Dense(s.normal((16, 1), 0.4)))
@@ -45,8 +44,6 @@ def resnet(*, xp: Any = None, device: Any = None, dtype: Any = None, seed: int =
 
 def potential(*, xp: Any = None, device: Any = None, dtype: Any = None, seed: int = 1) -> Potential:
     """The notebook's potential ``Phi(s) = N(s) . w + 1/2 s^T A s + c^T s + b`` (A not symmetric)."""
-    from .interop._random import WeightSampler
-
     s = WeightSampler(seed, xp=xp, device=device, dtype=dtype)
     trunk = Sequential(*_resnet_layers(s))
     w = s.normal((16,), 0.4)

@@ -1,0 +1,100 @@
+r"""The quadratic and linear terms of a :class:`~xderiv.Potential`, for every operator.
+
+A Potential is ``layers(x) + q(x)`` with
+
+.. math:: q(x) = \tfrac12 x^\top A x + c^\top x, \qquad \nabla q = A_s x + c, \qquad
+          \nabla^2 q = A_s = \tfrac12 (A + A^\top),
+
+either term optional.  :class:`PotentialTerms` is built once per call in the
+working dtype (:math:`A_s` formed once) and adds ``q``'s contribution to each
+result; for a network without these terms every method returns its input
+unchanged, so an operator calls them unconditionally and cannot forget them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._namespace import Array, Context, diagonal, trace
+
+
+def _cast(a: Array | None, ctx: Context) -> Array | None:
+    return a if a is None or a.dtype == ctx.dtype else ctx.xp.astype(a, ctx.dtype)
+
+
+@dataclass(frozen=True)
+class PotentialTerms:
+    """:math:`\\tfrac12 x^\\top A x + c^\\top x` in the working dtype.
+
+    Attributes
+    ----------
+    a : array (d, d) or None
+        :math:`A` (need not be symmetric).
+    sym : array (d, d) or None
+        :math:`A_s = \\tfrac12 (A + A^\\top)`.
+    c : array (d,) or None
+    ctx : Context
+    """
+
+    a: Array | None
+    sym: Array | None
+    c: Array | None
+    ctx: Context
+
+    @classmethod
+    def build(cls, quadratic: Array | None, linear: Array | None, ctx: Context) -> PotentialTerms:
+        """Cast ``A`` and ``c`` once and form :math:`A_s`."""
+        a, c = _cast(quadratic, ctx), _cast(linear, ctx)
+        sym = None if a is None else 0.5 * (a + ctx.xp.matrix_transpose(a))
+        return cls(a, sym, c, ctx)
+
+    def gradient(self, x: Array) -> Array | None:
+        """:math:`A_s x + c`, shape (n, d); None without terms."""
+        grad = None if self.sym is None else x @ self.sym
+        if self.c is not None:
+            grad = self.ctx.xp.zeros_like(x) + self.c if grad is None else grad + self.c
+        return grad
+
+    def add_value(self, y: Array, x: Array) -> Array:
+        """``y`` (n, m) plus :math:`q(x)`."""
+        xp = self.ctx.xp
+        if self.a is not None:
+            y = y + 0.5 * xp.sum(x * (x @ self.a), axis=-1)[:, None]
+        if self.c is not None:
+            y = y + (x @ self.c)[:, None]
+        return y
+
+    def add_jacobian(self, jac: Array, x: Array) -> Array:
+        """``jac`` (n, m, d) plus :math:`\\nabla q(x)`."""
+        grad = self.gradient(x)
+        return jac if grad is None else jac + grad[..., None, :]
+
+    def add_directional(self, first: Array, x: Array, seed: Array) -> Array:
+        """``first`` (n, m) plus :math:`\\nabla q(x) \\cdot v` for the single direction ``seed`` (1, d) or (n, 1, d)."""
+        grad = self.gradient(x)
+        return first if grad is None else first + self.ctx.xp.sum(grad * seed[..., 0, :], axis=-1)[:, None]
+
+    def add_hessian(self, hess: Array) -> Array:
+        """``hess`` (n, m, d, d) plus :math:`A_s`."""
+        return hess if self.sym is None else hess + self.sym
+
+    def add_trace(self, out: Array, seed: Array | None) -> Array:
+        """``out`` (n, m) plus :math:`\\mathrm{tr}(S^\\top A_s S)` (:math:`\\mathrm{tr} A` when ``seed`` is None).
+
+        ``seed`` is :math:`S^\\top`, shape (k, d) shared or (n, k, d) per point.
+        """
+        if self.a is None:
+            return out
+        xp = self.ctx.xp
+        if seed is None:
+            return out + trace(self.a, xp, self.ctx)
+        extra = xp.sum(xp.sum((seed @ self.sym) * seed, axis=-1), axis=-1)  # () or (n,)
+        return out + (extra if extra.ndim == 0 else extra[:, None])
+
+    def add_diagonal(self, diag: Array) -> Array:
+        """``diag`` (n, m, d) plus the diagonal of :math:`A`."""
+        return diag if self.a is None else diag + diagonal(self.a, self.ctx.xp, self.ctx.device)
+
+    def add_hvp(self, out: Array, seed: Array) -> Array:
+        """``out`` (n, m, d) plus :math:`A_s v` for ``seed`` = :math:`v^\\top`, shape (1, d) or (n, 1, d)."""
+        return out if self.sym is None else out + seed @ self.sym
