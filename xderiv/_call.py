@@ -67,6 +67,16 @@ class Plan:
     linear: Array | None
     scalar: bool
 
+    @property
+    def in_features(self) -> int:
+        """Input dimension ``d``."""
+        return self.layers[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        """Outputs ``m`` of the layers (1 for a Potential)."""
+        return self.layers[-1].out_features
+
 
 class NetworkLike(Protocol):
     """What :func:`run` needs of a network: its plan and the namespace, device and dtype of its weights."""
@@ -81,6 +91,9 @@ class NetworkLike(Protocol):
 class Call:
     """Everything one public call resolved at entry.
 
+    :func:`run` builds it once, then one per chunk of points (only ``x``
+    changes); kernels read it and never change it.
+
     Attributes
     ----------
     plan : Plan
@@ -94,6 +107,8 @@ class Call:
         The layers' weights in the working dtype.
     terms : PotentialTerms
         A Potential's quadratic and linear terms (empty for a Sequential).
+    d, m : int
+        Input dimension and number of outputs of the layers.
     mode : str
         ``"forward"`` or ``"backward"``: the mode the kernel runs.
     """
@@ -104,23 +119,13 @@ class Call:
     batch: tuple[int, ...]
     params: tuple[tuple[Array, Array], ...]
     terms: PotentialTerms
+    d: int
+    m: int
     mode: str = "forward"
 
     @property
     def n(self) -> int:
         return int(self.x.shape[0])
-
-    @property
-    def layers(self) -> tuple[Dense, ...]:
-        return self.plan.layers
-
-    @property
-    def d(self) -> int:
-        return self.plan.layers[0].in_features
-
-    @property
-    def m(self) -> int:
-        return self.plan.layers[-1].out_features
 
     def cast(self, a: Array) -> Array:
         """``a`` in the working dtype."""
@@ -192,12 +197,12 @@ def _chunk_size(call: Call, quantity: Quantity, k: int | None, chunk_size: int |
     if is_lazy(call.x):  # dask: its own chunks bound the memory
         return max(call.n, 1)
     itemsize = int(call.ctx.xp.finfo(call.ctx.dtype).bits // 8)
-    need = floats_per_point(call.layers, quantity, call.mode, k) * itemsize
+    need = floats_per_point(call.plan.layers, quantity, call.mode, k) * itemsize
     budget = get_memory_budget()
     if need > budget:
         raise MemoryError(
             f"xderiv: one point needs about {_size(need)} of working memory "
-            f"(d={call.d}, widths={[layer.out_features for layer in call.layers]}), above the "
+            f"(d={call.d}, widths={[layer.out_features for layer in call.plan.layers]}), above the "
             f"memory budget of {_size(budget)}; raise it with xderiv.set_memory_budget "
             "or ask for a cheaper operator (laplacian/trace_hessian instead of hessian)"
         )
@@ -239,16 +244,17 @@ def run(
     check_mode(mode)
     plan = network.plan
     ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
-    x2, batch = flatten_batch(x, plan.layers[0].in_features, ctx.xp)
+    x2, batch = flatten_batch(x, plan.in_features, ctx.xp)
     params = tuple(layer_params(layer, ctx.xp, ctx.dtype) for layer in plan.layers)
-    call = Call(plan, ctx, x2, batch, params, PotentialTerms.build(plan.quadratic, plan.linear, ctx))
+    terms = PotentialTerms.build(plan.quadratic, plan.linear, ctx)
+    call = Call(plan, ctx, x2, batch, params, terms, plan.in_features, plan.out_features)
     args = extras(call) if extras is not None else ()
     k = rows(*[a for a, _ in args]) if rows is not None else None
     call = replace(call, mode=choose(plan.layers, quantity, mode, k))
     size = _chunk_size(call, quantity, k, chunk_size)
 
     def kernel_on(sub: Call, sub_args: list[Array | None]) -> Sequence[Array | None]:
-        tape: Tape = value_sweep(sub.layers, sub.params, sub.x, ctx, quantity.order)
+        tape: Tape = value_sweep(sub.plan.layers, sub.params, sub.x, ctx, quantity.order)
         return kernel(sub, tape, *sub_args)
 
     n, xp = call.n, ctx.xp

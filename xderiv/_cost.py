@@ -37,36 +37,23 @@ LayerShape = tuple[int, int, bool, bool]
 """``(in_features, out_features, skip, linear)`` of one layer: all the model reads of it."""
 
 
-@dataclass(frozen=True)
 class Dims:
-    """The widths of a network as the cost model sees them."""
+    """The widths of a network as the cost model sees them.
 
-    shape: tuple[LayerShape, ...]
+    Attributes
+    ----------
+    shape : tuple of LayerShape
+    widths : list of int
+        ``[d, w_1, ..., w_L = m]``.
+    d, m, w1, widest, depth : int
+        Input and output dimensions, first and largest layer widths, number of layers.
+    """
 
-    @property
-    def widths(self) -> list[int]:
-        """``[d, w_1, ..., w_L = m]``."""
-        return [self.shape[0][0]] + [s[1] for s in self.shape]
-
-    @property
-    def d(self) -> int:
-        return self.shape[0][0]
-
-    @property
-    def m(self) -> int:
-        return self.shape[-1][1]
-
-    @property
-    def w1(self) -> int:
-        return self.shape[0][1]
-
-    @property
-    def widest(self) -> int:
-        return max(s[1] for s in self.shape)
-
-    @property
-    def depth(self) -> int:
-        return len(self.shape)
+    def __init__(self, shape: tuple[LayerShape, ...]):
+        self.shape = shape
+        self.widths = [shape[0][0]] + [s[1] for s in shape]
+        self.d, self.m, self.w1 = self.widths[0], self.widths[-1], self.widths[1]
+        self.widest, self.depth = max(self.widths[1:]), len(shape)
 
     def forward_rows(self, k: int) -> float:
         """Carrying ``k`` Jacobian rows through every layer (the first one is ``W`` itself)."""

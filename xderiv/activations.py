@@ -102,10 +102,7 @@ def _sech2(z: Array, xp: Any) -> Array:
 def _identity(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
     if order == 0:
         return (z,)
-    one = xp.ones_like(z)
-    if order == 1:
-        return (z, one)
-    return (z, one, xp.zeros_like(z))
+    return (z, xp.ones_like(z), xp.zeros_like(z))[: order + 1]
 
 
 def _tanh(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
@@ -127,20 +124,12 @@ def _softplus(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
 
 def _quadratic(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
     value = 0.5 * z * z
-    if order == 0:
-        return (value,)
-    if order == 1:
-        return (value, z)
-    return (value, z, xp.ones_like(z))
+    return (value, z, xp.ones_like(z))[: order + 1] if order else (value,)
 
 
 def _sin(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
     s = xp.sin(z)
-    if order == 0:
-        return (s,)
-    if order == 1:
-        return (s, xp.cos(z))
-    return (s, xp.cos(z), -s)
+    return (s, xp.cos(z), -s)[: order + 1] if order else (s,)
 
 
 def _silu(z: Array, xp: Any, order: int) -> tuple[Array, ...]:

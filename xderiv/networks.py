@@ -45,12 +45,12 @@ class _Network:
     @property
     def in_features(self) -> int:
         """Input dimension ``d``."""
-        return self.plan.layers[0].in_features
+        return self.plan.in_features
 
     @property
     def out_features(self) -> int:
         """Number of outputs ``m`` (1 for a Potential)."""
-        return self.plan.layers[-1].out_features
+        return self.plan.out_features
 
     def __call__(self, x: Array) -> Array:
         """Evaluate the network: ``x`` of shape ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
