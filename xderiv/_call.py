@@ -185,7 +185,7 @@ def coordinate_rows(call: Call, coords: Sequence[int] | None) -> Array | None:
 
 
 Kernel = Callable[..., Sequence[Array | None]]
-Extras = Callable[[Call], tuple[tuple[Array | None, bool], ...]]
+Extras = Callable[[Call], tuple[tuple[Array, bool], ...]]
 
 
 def _chunk_size(call: Call, quantity: Quantity, k: int | None, chunk_size: int | None) -> int:
@@ -253,7 +253,7 @@ def run(
     call = replace(call, mode=choose(plan.layers, quantity, mode, k))
     size = _chunk_size(call, quantity, k, chunk_size)
 
-    def kernel_on(sub: Call, sub_args: list[Array | None]) -> Sequence[Array | None]:
+    def kernel_on(sub: Call, sub_args: list[Array]) -> Sequence[Array | None]:
         tape: Tape = value_sweep(sub.plan.layers, sub.params, sub.x, ctx, quantity.order)
         return kernel(sub, tape, *sub_args)
 

@@ -205,12 +205,14 @@ def forward_laplacian(
         lap_u = lap[0]
         lap_a = None if lap_u is None else matmul_last(lap_u, step.w, xp)  # Delta z
         if step.d1 is not None and step.d2 is not None:  # linear layers: Delta a = Delta z
-            sq = jz * jz if (per_row or row_weights is not None) else None
             if per_row:
-                curv = step.d2[:, None, :] * (sq if row_weights is None else row_weights[:, None] * sq)
-                d1 = step.d1[:, None, :]
+                sq = jz * jz if row_weights is None else row_weights[:, None] * (jz * jz)
+                curv, d1 = step.d2[:, None, :] * sq, step.d1[:, None, :]
             else:
-                colsq = sum_squares(jz, -2, xp) if sq is None else xp.sum(row_weights[:, None] * sq, axis=-2)
+                if row_weights is None:
+                    colsq = sum_squares(jz, -2, xp)
+                else:
+                    colsq = xp.sum(row_weights[:, None] * (jz * jz), axis=-2)
                 curv, d1 = step.d2 * colsq, step.d1
             lap_a = curv if lap_a is None else curv + d1 * lap_a
         if lap_a is not None:

@@ -54,12 +54,13 @@ def laplacian(
     return trace_hessian(net, x, coords=coords, mode=mode, chunk_size=chunk_size)
 
 
-def _directions_seed(call: Call, directions: Any, coords: Sequence[int] | None) -> tuple[tuple[Array | None, bool]]:
+def _directions_seed(call: Call, directions: Any, coords: Sequence[int] | None) -> tuple[tuple[Array, bool]]:
     """The seed :math:`S^\\top` (k, d) or per point (n, k, d), from ``directions`` (…, d, k) or ``coords``."""
     if (directions is None) == (coords is None):
         raise TypeError("trace_hessian takes exactly one of directions= or coords=")
-    if coords is not None:
-        return ((coordinate_rows(call, coords), False),)
+    rows = coordinate_rows(call, coords)
+    if rows is not None:
+        return ((rows, False),)
     shape = tuple(getattr(directions, "shape", ()))
     k = shape[-1] if len(shape) >= 2 else -1
     s, pp = per_point(call, directions, "directions", (call.d, k))
