@@ -54,7 +54,15 @@ class _Network:
 
     def __call__(self, x: Array) -> Array:
         """Evaluate the network: ``x`` of shape ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
-        return run(self, x, VALUE, value_kernel, trailing=[()])[0]
+        return run(self.resolve(), x, VALUE, value_kernel, trailing=[()])[0]
+
+    def resolve(self) -> _Network:
+        """The network a call evaluates now: itself.
+
+        A network that reads its weights from elsewhere (a converted torch
+        module) returns a network over the weights as they are at this moment.
+        """
+        return self
 
     def arrays(self) -> list[Array]:
         """All weight arrays in a fixed order: each layer's ``[weight, bias]``, then ``A`` and ``c`` if present.
@@ -84,7 +92,7 @@ class _Network:
 def as_network(net: Any) -> _Network:
     """Accept a Sequential/Potential, or a single layer (wrapped in a Sequential)."""
     if isinstance(net, _Network):
-        return net
+        return net.resolve()
     if isinstance(net, Dense):
         return Sequential(net)
     raise TypeError(f"net must be an xderiv Sequential, Potential or layer, got {type(net).__name__}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..activations import Activation, _register, get_activation
+from ..activations import Activation, get_activation
 from ..layers import Dense, Residual
 from ..networks import Potential, Sequential
 
@@ -26,8 +26,10 @@ def softplus_beta(beta: float) -> Activation:
     r"""The activation :math:`\sigma(z) = \log(1 + e^{\beta z}) / \beta` (torch's and hessQuik's ``Softplus(beta)``).
 
     :math:`\sigma' = \mathrm{sigmoid}(\beta z)`, :math:`\sigma'' = \beta\,\mathrm{sigmoid}'(\beta z)`.
-    ``beta = 1`` is the built-in ``"softplus"``.  Registered under the name
-    ``"softplus(beta=<beta>)"`` so that saved networks load again.
+    ``beta = 1`` is the built-in ``"softplus"``.  Named ``"softplus(beta=<beta>)"``
+    so that saved networks load again (:func:`activation_by_name` reads the
+    name); it is not added to the global registry, so converting a model
+    changes nothing for other code.
 
     Notes
     -----
@@ -40,11 +42,15 @@ def softplus_beta(beta: float) -> Activation:
         return get_activation("softplus")
     if not beta > 0.0:
         raise ValueError(f"softplus beta must be positive, got {beta}")
-    name = f"softplus(beta={beta!r})"
-    try:
-        return get_activation(name)
-    except ValueError:
-        pass
+    if beta not in _SOFTPLUS:
+        _SOFTPLUS[beta] = _make_softplus(beta)
+    return _SOFTPLUS[beta]
+
+
+_SOFTPLUS: dict[float, Activation] = {}
+
+
+def _make_softplus(beta: float) -> Activation:
     base = get_activation("softplus")
 
     def evaluate(z: Any, xp: Any, order: int) -> tuple[Any, ...]:
@@ -56,7 +62,7 @@ def softplus_beta(beta: float) -> Activation:
             out += (beta * parts[2],)
         return out
 
-    return _register(Activation(name, evaluate), overwrite=True)
+    return Activation(f"softplus(beta={beta!r})", evaluate)
 
 
 def activation_by_name(name: str) -> Activation:

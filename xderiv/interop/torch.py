@@ -154,7 +154,7 @@ def _linear_arrays(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
     return w, b
 
 
-def from_torch(module: nn.Module) -> Sequential:
+def from_torch(module: nn.Module) -> TorchSequential:
     """Convert a ``torch.nn.Sequential`` into an xderiv :class:`~xderiv.Sequential` sharing its tensors.
 
     Parameters
@@ -169,12 +169,15 @@ def from_torch(module: nn.Module) -> Sequential:
 
     Returns
     -------
-    Sequential
-        Its weights are ``linear.weight.mT`` (views) and its biases the
+    TorchSequential
+        An xderiv :class:`~xderiv.Sequential` that reads the module at every
+        call: its weights are ``linear.weight.mT`` (views) and its biases the
         ``linear.bias`` Parameters themselves (a ``Linear`` without bias gets a
-        constant zero tensor).  Gradients of xderiv results reach the
-        module's Parameters, and optimizer updates of the module are seen by
-        the network.
+        constant zero tensor), always those the module holds *now*.  Gradients
+        of xderiv results reach the module's Parameters; optimizer steps,
+        ``load_state_dict`` (with or without ``assign=True``), ``.double()``,
+        ``.float()``, ``.half()`` and ``.to(device)`` on the module are all seen
+        by the network, and nothing is copied.
 
     Raises
     ------
@@ -187,10 +190,88 @@ def from_torch(module: nn.Module) -> Sequential:
     -----
     ``nn.Softplus`` uses the identity where ``beta * z > threshold`` (default
     20); xderiv evaluates the exact softplus there (a difference below
-    ``2e-9 / beta``).  Moving the module (``.to``, ``.double()``) after
-    conversion replaces its Parameters' storage: convert again afterwards,
-    or use :func:`as_module`, which converts on every call.
+    ``2e-9 / beta``).
     """
+    return TorchSequential(module)
+
+
+class TorchSequential(Sequential):
+    """A :class:`~xderiv.Sequential` over a torch module's current Parameters (made by :func:`from_torch`).
+
+    Every xderiv call on it asks :meth:`resolve` for the network to evaluate.
+    That compares a fingerprint of the module -- each leaf module and, per
+    Parameter, its identity, storage address, dtype and device (a few
+    attribute reads per Parameter) -- with the one of the last conversion and
+    converts again only when it changed, so the network never computes with
+    stale tensors: a moved, cast or replaced Parameter is picked up at the next
+    call, while in-place updates (optimizer steps) are seen through the views
+    anyway.  Nothing is copied either way.
+
+    Attributes
+    ----------
+    module : nn.Module
+        The converted module.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self._key: tuple[Any, ...] | None = None
+        self._net: Sequential | None = None
+        self.resolve()  # convert (and validate) now, not at the first call
+
+    def _fingerprint(self) -> tuple[Any, ...]:
+        key: list[Any] = []
+        for leaf in _leaves(self.module):
+            key += [id(leaf), getattr(leaf, "step", None), getattr(leaf, "beta", None)]
+            for p in leaf.parameters():
+                key += [id(p), p.data_ptr(), p.dtype, p.device]
+        return tuple(key)
+
+    def resolve(self) -> Sequential:
+        """The module as an xderiv network over its Parameters as they are now."""
+        if self._net is not None and _compiling():  # traced: the guards of the compiled graph own staleness
+            return self._net
+        key = self._fingerprint()
+        if key != self._key or self._net is None:
+            self._net, self._key = _convert(self.module), key
+        return self._net
+
+    @property
+    def plan(self) -> Any:  # type: ignore[override]
+        """The current network's :class:`~xderiv._call.Plan`."""
+        return self.resolve().plan
+
+    @property
+    def xp(self) -> Any:  # type: ignore[override]
+        """Namespace of the module's current Parameters."""
+        return self.resolve().xp
+
+    @property
+    def device(self) -> Any:  # type: ignore[override]
+        """Device of the module's current Parameters."""
+        return self.resolve().device
+
+    @property
+    def dtype(self) -> Any:  # type: ignore[override]
+        """dtype of the module's current Parameters."""
+        return self.resolve().dtype
+
+    def with_arrays(self, arrays: list[Any]) -> Any:
+        """A plain :class:`~xderiv.Sequential` of the same architecture over ``arrays``."""
+        return self.resolve().with_arrays(arrays)
+
+    def __repr__(self) -> str:
+        return f"from_torch({type(self.module).__name__}): {self.resolve()!r}"
+
+
+def _compiling() -> bool:
+    """True while torch.compile traces the call."""
+    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(check()) if check is not None else False
+
+
+def _convert(module: nn.Module) -> Sequential:
+    """One conversion of ``module`` into a plain Sequential over views of its current Parameters."""
     layers: list[Dense] = []
     items = _leaves(module)
     with torch.enable_grad():  # the .mT views must record autograd even if called under no_grad
@@ -256,6 +337,7 @@ class XDerivModule(nn.Module):
     def __init__(self, source: nn.Module | None = None, spec: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.source = source
+        self._live = None if source is None else from_torch(source)
         self._spec = spec
         self._recipe: list[tuple[str, str, tuple[int, ...]]] = []
 
@@ -263,7 +345,8 @@ class XDerivModule(nn.Module):
     def net(self) -> Sequential | Potential:
         """The xderiv network over the current Parameters."""
         if self.source is not None:
-            return from_torch(self.source)
+            assert self._live is not None
+            return self._live.resolve()
         assert self._spec is not None
         arrays = []
         for name, how, shape in self._recipe:
@@ -339,7 +422,6 @@ def as_module(net: Any) -> XDerivModule:
     >>> loss.backward(); opt.step()
     """
     if isinstance(net, nn.Module):
-        from_torch(net)  # validate now, not at the first call
         return XDerivModule(source=net)
     spec, arrays = flatten(net)
     for a in arrays:
@@ -374,4 +456,14 @@ def _param_names(spec: dict[str, Any]) -> list[str]:
     return [n.replace(".", "_") for n in array_names(spec)]
 
 
-__all__ = ["AntiTanh", "LogCosh", "Quadratic", "ResidualBlock", "Sin", "XDerivModule", "as_module", "from_torch"]
+__all__ = [
+    "AntiTanh",
+    "LogCosh",
+    "Quadratic",
+    "ResidualBlock",
+    "Sin",
+    "TorchSequential",
+    "XDerivModule",
+    "as_module",
+    "from_torch",
+]
