@@ -109,7 +109,7 @@ def _concrete_bool(flag: Any) -> bool | None:
     be read without tracing errors or forced computation; those return None.
     """
     # array-api-compat calls every JAX array lazy; a concrete one has a value, a tracer raises below.
-    if array_api_compat.is_lazy_array(flag) and not array_api_compat.is_jax_array(flag):
+    if is_lazy(flag):
         return None  # dask & co.: bool() would compute the whole graph
     try:
         return bool(flag)
