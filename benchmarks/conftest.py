@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 
+_not_timed: list = []  # skipped or failed cases, for report.py
+_load: list = []
+
 
 def pytest_addoption(parser):
     g = parser.getgroup("xderiv benchmarks")
@@ -16,6 +19,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    _load.append(os.getloadavg()[0])  # a busy machine shows up here (2 shared cores: read ratios, not times)
     threads = config.getoption("--threads", "0")
     if threads != "0":  # before numpy, torch and jax start their thread pools
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -33,11 +37,9 @@ def pytest_runtest_logreport(report):
         _not_timed.append({**case, "status": "skipped" if report.skipped else "failed", "reason": msg[:300]})
 
 
-_not_timed: list = []
-
-
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["not_timed"] = _not_timed
+    output_json["load_average"] = {"start": _load[0], "end": os.getloadavg()[0], "cpus": os.cpu_count()}
     output_json["options"] = {k: config.getoption(k) for k in ("quick", "dtype", "device", "threads")}
     versions = {}
     for pkg in ("xderiv", "numpy", "torch", "jax", "folx", "hessQuik", "cupy"):

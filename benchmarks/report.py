@@ -35,6 +35,9 @@ def section(run, name):
         f"`{name}`, {run['datetime'][:16]}; {run['machine_info'].get('cpu', {}).get('brand_raw', '?')}, "
         f"{o['threads']} thread(s); " + ", ".join(f"{k} {x}" for k, x in v.items() if x) + "."
     )
+    if "load_average" in run:
+        la = run["load_average"]
+        lines[-1] += f" Load average {la['start']:.1f} at the start, {la['end']:.1f} at the end, on {la['cpus']} CPUs."
     summary = [
         "| problem | quantity | best xderiv | time | best peer | time | ratio |",
         "|---|---|---|---|---|---|---|",
