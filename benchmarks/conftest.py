@@ -33,7 +33,8 @@ def pytest_runtest_logreport(report):
     """Remember what was skipped or failed, with the reason, for report.py."""
     case = dict(report.user_properties).get("case")
     if case and (report.skipped or report.failed):
-        msg = report.longrepr[2] if report.skipped else report.longreprtext.strip().splitlines()[-1]
+        crash = getattr(report.longrepr, "reprcrash", None)  # a failure: the exception's first line
+        msg = report.longrepr[2] if report.skipped else crash.message.split("\n")[0] if crash else "failed"
         _not_timed.append({**case, "status": "skipped" if report.skipped else "failed", "reason": msg[:300]})
 
 
