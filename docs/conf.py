@@ -50,7 +50,7 @@ def _benchmark_plot() -> None:
         lines = [
             ".. note::",
             "",
-            "   No benchmark plot in this build: run ``python benchmarks/run.py`` (it writes",
+            "   No benchmark plot in this build: run ``nox -s bench`` (it writes",
             "   ``benchmarks/results/*_time_vs_d_*.png``) and rebuild the docs to show it here.",
             "",
         ]
