@@ -1,15 +1,42 @@
-"""The ``backend`` fixture: one per nox session, chosen by ``XDERIV_BACKEND``.
+"""The ``backend`` fixture, hypothesis profiles and the representative subset for the slow backends.
 
-``XDERIV_BACKEND`` is ``numpy`` (default), ``torch``, ``strict``
-(array-api-strict with extensions disabled, arrays on its ``device1``),
-``jax`` (float64 enabled), ``dask`` (dask.array, lazy) or ``cupy``;
-``XDERIV_DEVICE=cuda`` puts the torch session on the GPU.  A backend that
-cannot run here skips every test, saying why.
+Backend
+    ``XDERIV_BACKEND`` is ``numpy`` (default), ``torch``, ``strict``
+    (array-api-strict with extensions disabled, arrays on its ``device1``),
+    ``jax`` (float64 enabled), ``dask`` (dask.array, lazy) or ``cupy``;
+    ``XDERIV_DEVICE=cuda`` puts the torch session on the GPU.  A backend that
+    cannot run here skips every test, saying why.
+
+    Every array a test builds goes through the fixture (``backend.asarray``,
+    ``device=backend.device``) and every conversion back to NumPy through
+    ``backend.to_numpy``, which asserts that the array lives on the session's
+    device.  ``XDERIV_TORCH_DEFAULT_DEVICE=meta`` (torch session only) checks
+    this without a GPU: a tensor a test file builds without ``device=`` is an
+    error naming the line, and one built without ``device=`` elsewhere (in
+    xderiv, say) lands on ``meta`` instead of the session's device, as a CPU
+    tensor does in a CUDA session, and fails where it meets the session's
+    tensors (device mismatch, or no data to convert).
+
+Hypothesis profiles
+    ``XDERIV_HYPOTHESIS_PROFILE`` selects ``ci`` (few examples, derandomized,
+    no example database), ``dev`` (the default) or ``thorough`` (many
+    examples); ``XDERIV_HYPOTHESIS_EXAMPLES=N`` overrides ``max_examples``.
+
+Representative subset
+    JAX (eager, op by op) and dask (a graph per call) are slow per test, so
+    their sessions run a representative subset by default: every test
+    function, every operator and every mode, but the zoo networks cut to
+    :data:`SUBSET_NETS` and a few other parameter grids thinned (see
+    :data:`SUBSET_RULES`).  ``--full`` or ``XDERIV_FULL=1`` runs everything;
+    ``--subset`` or ``XDERIV_SUBSET=1`` asks for the subset on any backend.
+    Dropped parametrizations are *deselected* (reported as such), not skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +44,54 @@ import numpy as np
 import pytest
 
 BACKEND = os.environ.get("XDERIV_BACKEND", "numpy")
+TORCH_DEFAULT_DEVICE = os.environ.get("XDERIV_TORCH_DEFAULT_DEVICE")  # "meta": the device-cleanliness check
+SLOW_BACKENDS = ("jax", "dask")  # run the representative subset unless --full / XDERIV_FULL=1
+
+
+def _flag(name: str) -> bool | None:
+    """``True``/``False`` for a set environment flag (``1``/``0``, ``yes``/``no``, ...), ``None`` when unset."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return None
+    return value not in ("0", "no", "false", "off")
+
+
+# --------------------------------------------------------------------------- hypothesis profiles
+
+HYPOTHESIS_PROFILE = os.environ.get("XDERIV_HYPOTHESIS_PROFILE", "dev")
+HYPOTHESIS_EXAMPLES = {"ci": 25, "dev": 100, "thorough": 1000}
+
+
+def _load_hypothesis_profile() -> str | None:
+    """Register ``ci``, ``dev`` and ``thorough``; load ``XDERIV_HYPOTHESIS_PROFILE``. Returns a description."""
+    try:
+        from hypothesis import settings
+    except ImportError:
+        return None
+    # The backends dispatch op by op and JAX compiles on first use: timings vary too much for a deadline.
+    settings.register_profile(
+        "ci", max_examples=HYPOTHESIS_EXAMPLES["ci"], derandomize=True, deadline=None, database=None
+    )
+    settings.register_profile("dev", max_examples=HYPOTHESIS_EXAMPLES["dev"], deadline=None)
+    settings.register_profile("thorough", max_examples=HYPOTHESIS_EXAMPLES["thorough"], deadline=None)
+    if HYPOTHESIS_PROFILE not in HYPOTHESIS_EXAMPLES:
+        raise pytest.UsageError(
+            f"XDERIV_HYPOTHESIS_PROFILE={HYPOTHESIS_PROFILE!r}: expected one of {', '.join(HYPOTHESIS_EXAMPLES)}"
+        )
+    name = HYPOTHESIS_PROFILE
+    examples = os.environ.get("XDERIV_HYPOTHESIS_EXAMPLES")
+    if examples:
+        name = f"{HYPOTHESIS_PROFILE}-{int(examples)}-examples"
+        settings.register_profile(name, parent=settings.get_profile(HYPOTHESIS_PROFILE), max_examples=int(examples))
+    settings.load_profile(name)
+    return f"{name} (max_examples={settings.default.max_examples}, derandomize={settings.default.derandomize})"
+
+
+# Loaded at import, before any test module builds its settings objects from the active profile.
+HYPOTHESIS_DESCRIPTION = _load_hypothesis_profile()
+
+
+# --------------------------------------------------------------------------- backend
 
 
 @dataclass
@@ -25,16 +100,19 @@ class Backend:
 
     name: str
     module: Any  # what a user passes as xp= to the factories
-    device: Any  # device of every array the tests create
+    device: Any  # device of every array the tests create (None: the library's only/default device)
     xp: Any  # the Array API namespace of those arrays
 
     def dtype(self, name: str) -> Any:
         return getattr(self.xp, name)
 
     def asarray(self, a: Any, dtype: str = "float64") -> Any:
+        """``a`` (anything NumPy reads) as an array of the session's backend, on its device."""
         return self.xp.asarray(np.asarray(a), dtype=self.dtype(dtype), device=self.device)
 
     def to_numpy(self, a: Any) -> np.ndarray:
+        """A NumPy copy of ``a``, which must be an array of this session on the session's device."""
+        self.check_device(a)
         if self.name == "torch":
             return a.detach().cpu().numpy()
         if self.name == "cupy":
@@ -52,6 +130,42 @@ class Backend:
 
         return array_api_compat.device(a)
 
+    def check_device(self, a: Any) -> None:
+        """Assert that ``a`` lives on the session's device (when the session names one)."""
+        if self.device is None:
+            return
+        dev = self.device_of(a)
+        assert dev == self.device, (
+            f"an array on device {dev} in a session on {self.device}: build test arrays with "
+            "backend.asarray(...) or device=backend.device"
+        )
+
+    def default_device(self) -> contextlib.AbstractContextManager[Any]:
+        """Make the session's device the library default, for code run as written (README, demos)."""
+        if self.name == "torch" and self.device is not None:
+            return self.device  # a torch.device is a context manager that sets the default device
+        return contextlib.nullcontext()
+
+    @property
+    def on_cpu(self) -> bool:
+        """Whether the session's arrays live in host memory (NumPy-convertible without a copy to host)."""
+        if self.name == "cupy":
+            return False
+        if self.name == "torch":
+            return self.device is None or self.device.type == "cpu"
+        return True
+
+
+def _torch_device(torch: Any) -> Any:
+    """The torch session's device: ``XDERIV_DEVICE`` (``cuda`` means the current CUDA device), else the CPU."""
+    name = os.environ.get("XDERIV_DEVICE", "cpu")  # e.g. "cuda" on a GPU machine
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip(f"XDERIV_DEVICE={name} but torch sees no CUDA device")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:  # arrays report cuda:0, not cuda
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
 
 def _make_backend(name: str) -> Backend:
     import array_api_compat
@@ -61,12 +175,8 @@ def _make_backend(name: str) -> Backend:
     if name == "torch":
         torch = pytest.importorskip("torch", reason="torch is not installed in this session")
         torch.set_num_threads(1)  # the test problems are tiny: threads only add dispatch overhead
-        device = os.environ.get("XDERIV_DEVICE")  # e.g. "cuda" on a GPU machine
-        if device is not None:
-            if device.startswith("cuda") and not torch.cuda.is_available():
-                pytest.skip(f"XDERIV_DEVICE={device} but torch sees no CUDA device")
-            device = torch.device(device)
-        return Backend("torch", torch, device, array_api_compat.array_namespace(torch.zeros(1)))
+        device = _torch_device(torch)
+        return Backend("torch", torch, device, array_api_compat.array_namespace(torch.zeros(1, device=device)))
     if name == "strict":
         strict = pytest.importorskip("array_api_strict")
         strict.set_array_api_strict_flags(enabled_extensions=())
@@ -106,3 +216,243 @@ def backend() -> Backend:
 def xp(backend: Backend) -> Any:
     """The Array API namespace of the session's backend."""
     return backend.xp
+
+
+@pytest.fixture(autouse=True)
+def _restore_memory_budget() -> Iterator[None]:
+    """xderiv's memory budget is process-global: whatever a test sets, the next test starts from the same value.
+
+    (Tests that change it restore it themselves too; this keeps a failing or new test from
+    leaking its budget into the tests that follow it on the same pytest-xdist worker.)
+    """
+    import xderiv as xd
+
+    before = xd.get_memory_budget() if hasattr(xd, "get_memory_budget") else None
+    yield
+    if before is not None and xd.get_memory_budget() != before:
+        xd.set_memory_budget(before)
+
+
+@pytest.fixture(scope="session")
+def torch_device(request: pytest.FixtureRequest) -> Any:
+    """Where tests of torch-only code (``xderiv.interop``) build their tensors.
+
+    The session's device in the torch session (so ``XDERIV_DEVICE=cuda`` moves them to the GPU
+    too), the CPU in every other session.
+    """
+    torch = pytest.importorskip("torch")
+    if BACKEND == "torch":
+        return request.getfixturevalue("backend").device
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- options, header
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("xderiv")
+    group.addoption("--subset", action="store_true", help="run the representative subset (default on jax and dask)")
+    group.addoption("--full", action="store_true", help="run every parametrization, also on jax and dask")
+
+
+def _torch_device_check(device: str) -> Any:
+    """A torch function mode for ``XDERIV_TORCH_DEFAULT_DEVICE``: tensors built without ``device=``.
+
+    Built in a test file (tests/), such a tensor is an error naming the file and line: test
+    tensors belong on ``backend.device``.  Built elsewhere (xderiv, array-api-compat, hessQuik,
+    torch itself) it lands on ``device`` (e.g. ``meta``) instead of the session's device, as a
+    CPU tensor does in a CUDA session, and fails wherever it meets the session's tensors.
+    Inside an explicit ``with torch.device(...)`` (README blocks, examples, modules built on
+    the CPU on purpose) that device applies.
+    """
+    import sys
+
+    import torch
+    import torch.utils._device as torch_device_module
+    from torch.overrides import TorchFunctionMode
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+    target = torch.device(device)
+
+    class DeviceCheck(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+            kwargs = dict(kwargs or {})
+            if (
+                kwargs.get("device") is None
+                and torch_device_module.CURRENT_DEVICE is None  # no explicit `with torch.device(...)`
+                and func in torch_device_module._device_constructors()
+            ):
+                frame = sys._getframe(1)
+                while frame is not None and frame.f_code.co_filename.startswith(torch_dir):
+                    frame = frame.f_back
+                if frame is not None and frame.f_code.co_filename.startswith(tests_dir):
+                    where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+                    raise RuntimeError(
+                        f"{where}: torch.{getattr(func, '__name__', func)} without device=: build test tensors "
+                        "with backend.asarray(...) or device=backend.device"
+                    )
+                kwargs["device"] = target
+            return func(*args, **kwargs)
+
+    return DeviceCheck()
+
+
+def _jax_compilation_cache(config: pytest.Config) -> None:
+    """JAX compiles every primitive for every new shape, even eagerly: most of a JAX session's time.
+
+    Keep the compiled kernels in pytest's cache directory (``.pytest_cache/d/xderiv-jax``),
+    shared by the pytest-xdist workers and reused by the next run.  ``XDERIV_JAX_CACHE=0``
+    turns it off; an explicit ``JAX_COMPILATION_CACHE_DIR`` is left alone.
+    """
+    if _flag("XDERIV_JAX_CACHE") is False or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
+    try:
+        import jax
+    except ImportError:
+        return
+    if cache is None:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache.mkdir("xderiv-jax")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # the kernels are tiny but many
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global HYPOTHESIS_DESCRIPTION
+    if HYPOTHESIS_DESCRIPTION and subset_enabled(config) and not os.environ.get("XDERIV_HYPOTHESIS_EXAMPLES"):
+        from hypothesis import settings
+
+        if settings.default.max_examples > SUBSET_HYPOTHESIS_EXAMPLES:
+            name = f"{HYPOTHESIS_PROFILE}-subset"
+            settings.register_profile(
+                name, parent=settings.get_profile(HYPOTHESIS_PROFILE), max_examples=SUBSET_HYPOTHESIS_EXAMPLES
+            )
+            settings.load_profile(name)
+            HYPOTHESIS_DESCRIPTION = (
+                f"{name} (max_examples={settings.default.max_examples}, derandomize={settings.default.derandomize})"
+            )
+    if BACKEND == "jax":
+        _jax_compilation_cache(config)
+    if BACKEND == "torch" and TORCH_DEFAULT_DEVICE:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return
+        config._xderiv_device_check = _torch_device_check(TORCH_DEFAULT_DEVICE)  # type: ignore[attr-defined]
+        config._xderiv_device_check.__enter__()  # type: ignore[attr-defined]
+
+
+def subset_enabled(config: pytest.Config) -> bool:
+    if config.getoption("--full") or _flag("XDERIV_FULL"):
+        return False
+    if config.getoption("--subset"):
+        return True
+    env = _flag("XDERIV_SUBSET")
+    return BACKEND in SLOW_BACKENDS if env is None else env
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    device = os.environ.get("XDERIV_DEVICE", "default")
+    lines = [f"xderiv: backend={BACKEND} device={device} subset={'on' if subset_enabled(config) else 'off (full)'}"]
+    if TORCH_DEFAULT_DEVICE:
+        lines.append(f"xderiv: tensors built without device= go to {TORCH_DEFAULT_DEVICE} (device-cleanliness check)")
+    if HYPOTHESIS_DESCRIPTION:
+        lines.append(f"xderiv: hypothesis profile {HYPOTHESIS_DESCRIPTION}")
+    return lines
+
+
+# --------------------------------------------------------------------------- representative subset
+
+# Zoo networks kept by the subset wherever a test of a module that uses tests/networks_zoo.py
+# is parametrized over the zoo (parameters ``name``, ``net_name`` or the ``case`` fixture).
+# Together they take every code path of the recursions:
+# - mlp-silu: a plain Dense chain, a non-trivial activation in every layer and at the output;
+# - residual-first: a Residual straight on the input (J_u = I), then Dense and Residual layers;
+# - potential-general: the Potential head on a Dense + Residual trunk, with a non-symmetric A
+#   and a linear term.
+# Every operator and every mode still runs on each of them; the activations are covered one
+# by one by test_activations and the activation tests of test_reliability, kept whole.
+SUBSET_NETS = frozenset({"mlp-silu", "residual-first", "potential-general"})
+
+# Test function -> {parameter: values kept}, narrower than SUBSET_NETS where one network or a
+# few grid points exercise the same code.  No rule ever drops a value of ``mode`` or ``op``.
+SUBSET_RULES: dict[str, dict[str, frozenset[Any]]] = {
+    # test_autodiff: every operator x mode, with its weight gradient, on the OT-Flow-style
+    # potential (Dense opening, Residual trunk, quadratic and linear head terms).
+    "test_operator_and_weight_gradient_match_autodiff": {"name": frozenset({"potential"})},
+    # test_derivatives
+    "test_float32_matches_float64": {"name": frozenset({"potential-general"})},
+    "test_batch_shapes": {"batch": frozenset({(2, 3), (0,)})},
+    # test_reliability
+    "test_zero_size_batch_gives_empty_results_of_the_right_shape": {"batch": frozenset({(3, 0)})},
+    "test_one_input_dimension": {"kind": frozenset({"potential", "residual-only"})},
+    "test_float32_within_the_documented_tolerance": {
+        "kind": frozenset({"resnet"}),
+        "depth": frozenset({3}),
+        "width": frozenset({32}),
+    },
+    "test_no_operator_mutates_inputs_weights_or_aliases_them": {"name": frozenset({"potential-general"})},
+    "test_non_finite_input_stays_in_its_own_row": {"bad": frozenset({float("inf"), 1e300})},
+    # test_threads: the float64 network with every layer kind (float32 callers: the dtype test below)
+    "test_concurrent_evaluation_matches_sequential": {"name": frozenset({"potential-general"})},
+}
+
+# Test functions the subset leaves out entirely, with what covers them instead.
+SUBSET_DROP = {
+    # chunk sizes 1, 3, 35, 1000 for every operator: the same chunking path is run in both modes
+    # by test_operators::test_chunking_gives_identical_results (budget and chunk_size).
+    "test_low_memory_budget_chunks_and_gives_the_same_results",
+}
+
+# Per backend, further test functions the subset leaves out.
+SUBSET_DROP_BY_BACKEND = {
+    # Every dask compute already runs on dask's own thread pool; six caller threads times every
+    # operator and mode times dask's pool take minutes.  Threads still call xderiv concurrently in
+    # test_concurrent_construction_and_evaluation and test_one_network_shared_by_threads_with_...
+    "dask": {"test_concurrent_evaluation_matches_sequential"},
+}
+
+# Hypothesis examples per property under the subset (unless XDERIV_HYPOTHESIS_EXAMPLES is set).
+SUBSET_HYPOTHESIS_EXAMPLES = 3
+
+
+def _network_names() -> frozenset[str]:
+    from .networks_zoo import NAMES
+
+    return frozenset(NAMES)
+
+
+def _kept(item: pytest.Item, nets: frozenset[str]) -> bool:
+    name = getattr(item, "originalname", item.name)
+    if name in SUBSET_DROP or name in SUBSET_DROP_BY_BACKEND.get(BACKEND, ()):
+        return False
+    if BACKEND != "torch" and "torch_device" in getattr(item, "fixturenames", ()):
+        return False  # torch-only interop code, independent of this session: the torch session runs it
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return True
+    rules = SUBSET_RULES.get(name, {})
+    module = getattr(item, "module", None)
+    uses_zoo = getattr(getattr(module, "zoo", None), "__module__", "").endswith("networks_zoo")
+    for param, value in callspec.params.items():
+        if param in rules:
+            if value not in rules[param]:
+                return False
+        elif param in ("name", "net_name", "case") and isinstance(value, str) and value in nets and uses_zoo:
+            if value not in SUBSET_NETS:
+                return False
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not subset_enabled(config):
+        return
+    nets = _network_names()
+    keep, drop = [], []
+    for item in items:
+        (keep if _kept(item, nets) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

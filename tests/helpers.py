@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -43,3 +45,16 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     scale = max(float(np.max(np.abs(b))), 1e-30) if b.size else 1.0
     return float(np.max(np.abs(a - b))) / scale if a.size else 0.0
+
+
+@contextlib.contextmanager
+def torch_on_cpu() -> Iterator[None]:
+    """Build torch modules on the CPU (then ``.to(device)``): the same weights on every device.
+
+    Explicit, so that a session that changes torch's default device (``XDERIV_TORCH_DEFAULT_DEVICE``)
+    does not build them elsewhere.
+    """
+    import torch
+
+    with torch.device("cpu"):
+        yield

@@ -75,8 +75,9 @@ def test_mixed_devices_are_an_error(backend):
     elif backend.name == "torch":
         import torch
 
-        x = torch.zeros((2, 3), dtype=torch.float64, device="meta")
-        other = torch.ones((4, 1), dtype=torch.float64, device="meta")
+        elsewhere = "cpu" if backend.device.type == "meta" else "meta"  # any device but the session's
+        x = torch.zeros((2, 3), dtype=torch.float64, device=elsewhere)
+        other = torch.ones((4, 1), dtype=torch.float64, device=elsewhere)
     else:
         pytest.skip(f"{backend.name}: only one device on this machine")
     with pytest.raises(ValueError, match="x is on device .* but the network's weights are on"):

@@ -14,12 +14,24 @@ import hessQuik.networks as hnet  # noqa: E402
 import xderiv as xd  # noqa: E402
 from xderiv.interop.hessquik import from_hessquik  # noqa: E402
 
+from .helpers import torch_on_cpu  # noqa: E402
+
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 F64 = torch.float64
 
+# Every tensor is built on ``torch_device`` (tests/conftest.py): the session's device in the
+# torch session, the CPU elsewhere.  Models are built on the CPU from a fixed seed, then moved.
 
-def _models():
-    torch.manual_seed(0)
+
+def _models(device=None):
+    """The hessQuik test models in float64, same weights on every device: built on the CPU, then moved."""
+    with torch_on_cpu():
+        torch.manual_seed(0)
+        models = _cpu_models()
+    return {k: m.to(device=device, dtype=F64) for k, m in models.items()}
+
+
+def _cpu_models():
     d, w = 4, 10
     return {
         "fullyConnected-softplus": hnet.fullyConnectedNN([d, w, w, 2], act=act.softplusActivation()),
@@ -42,8 +54,8 @@ def _models():
 
 
 @pytest.fixture(params=list(_models()))
-def model(request):
-    return _models()[request.param].to(F64)
+def model(request, torch_device):
+    return _models(torch_device)[request.param]
 
 
 def _torch_func(f, x):
@@ -55,8 +67,8 @@ def _torch_func(f, x):
 
 @pytest.mark.parametrize("hq_forward", [True, False])
 @pytest.mark.parametrize("mode", ["forward", "backward"])
-def test_matches_hessquik_derivatives(model, mode, hq_forward):
-    x = 0.5 * torch.randn(7, 4, dtype=F64)
+def test_matches_hessquik_derivatives(model, mode, hq_forward, torch_device):
+    x = 0.5 * torch.randn(7, 4, dtype=F64, device=torch_device)
     fx, dfdx, d2fd2x = model(x, do_gradient=True, do_Hessian=True, forward_mode=hq_forward)
     net = from_hessquik(model)
     r = xd.derivatives(net, x, hessian=True, mode=mode)
@@ -65,8 +77,8 @@ def test_matches_hessquik_derivatives(model, mode, hq_forward):
     torch.testing.assert_close(r.hessian, d2fd2x.permute(0, 3, 1, 2), rtol=1e-10, atol=1e-11)
 
 
-def test_matches_torch_func_and_hessquik_laplacian(model):
-    x = 0.5 * torch.randn(5, 4, dtype=F64)
+def test_matches_torch_func_and_hessquik_laplacian(model, torch_device):
+    x = 0.5 * torch.randn(5, 4, dtype=F64, device=torch_device)
     net = from_hessquik(model)
     J, H = _torch_func(model, x)
     torch.testing.assert_close(xd.jacobian(net, x), J, rtol=1e-11, atol=1e-12)
@@ -77,12 +89,12 @@ def test_matches_torch_func_and_hessquik_laplacian(model):
     torch.testing.assert_close(xd.laplacian(net, x), torch.diagonal(H, dim1=-2, dim2=-1).sum(-1))
 
 
-def test_shares_parameters_and_gradients():
-    model = _models()["NN-antiTanh-resnet-tanh"].to(F64)
+def test_shares_parameters_and_gradients(torch_device):
+    model = _models(torch_device)["NN-antiTanh-resnet-tanh"]
     net = from_hessquik(model)
     K0 = model[0][0].K
     assert net.layers[0].weight is K0
-    x = torch.randn(3, 4, dtype=F64)
+    x = torch.randn(3, 4, dtype=F64, device=torch_device)
     xd.laplacian(net, x).sum().backward()
     assert K0.grad is not None and torch.count_nonzero(K0.grad) > 0
     with torch.no_grad():

@@ -74,19 +74,20 @@ def test_float32_target(saved, backend):
     assert rel_err(backend.to_numpy(phi(x)), saved["value"]) < 1e-5
 
 
-def _torch_phi(saved):
+def _torch_phi(saved, backend):
     """OT-Flow's Phi as torch Modules with the saved weights (only the attributes from_phi reads)."""
     torch = pytest.importorskip("torch")
-    s = {k: torch.tensor(v) for k, v in _state(saved).items()}
+    s = {k: backend.asarray(v) for k, v in _state(saved).items()}
+    kw = {"device": backend.device, "dtype": torch.float64}
     layers = torch.nn.ModuleList()
     for i in range(3):
         w = s[f"N.layers.{i}.weight"]
-        lin = torch.nn.Linear(w.shape[1], w.shape[0]).double()
+        lin = torch.nn.Linear(w.shape[1], w.shape[0], **kw)
         lin.weight.data, lin.bias.data = w.clone(), s[f"N.layers.{i}.bias"].clone()
         layers.append(lin)
-    wlin = torch.nn.Linear(8, 1, bias=False).double()
+    wlin = torch.nn.Linear(8, 1, bias=False, **kw)
     wlin.weight.data = s["w.weight"].clone()
-    clin = torch.nn.Linear(4, 1).double()
+    clin = torch.nn.Linear(4, 1, **kw)
     clin.weight.data, clin.bias.data = s["c.weight"].clone(), s["c.bias"].clone()
     A = torch.nn.Parameter(s["A"].clone())
     return SimpleNamespace(N=SimpleNamespace(layers=layers, h=0.5), w=wlin, c=clin, A=A)
@@ -112,9 +113,9 @@ def test_from_phi_matches_autodiff_and_shares(saved, backend):
     import torch
     from torch.func import hessian, vmap
 
-    phi_t = _torch_phi(saved)
+    phi_t = _torch_phi(saved, backend)
     phi = otflow.from_phi(phi_t)
-    x = torch.tensor(saved["x"])
+    x = backend.asarray(saved["x"])
     H_ref = vmap(hessian(lambda p: _reference(phi_t, p[None])[0]))(x)
     torch.testing.assert_close(xd.hessian(phi, x), H_ref, rtol=1e-11, atol=1e-12)
     torch.testing.assert_close(phi(x), _reference(phi_t, x), rtol=1e-12, atol=1e-12)

@@ -20,8 +20,13 @@ from xderiv.interop.torch import (  # noqa: E402
     from_torch,
 )
 
+from .helpers import torch_on_cpu  # noqa: E402
+
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 F64 = torch.float64
+
+# Every tensor is built on ``torch_device`` (tests/conftest.py): the session's device in the
+# torch session, the CPU elsewhere.  Modules are built on the CPU from a fixed seed, then moved.
 
 
 def _autodiff(f, x):
@@ -36,8 +41,15 @@ def _trace(h):
     return torch.diagonal(h, dim1=-2, dim2=-1).sum(-1)
 
 
-def _models():
-    torch.manual_seed(0)
+def _models(device=None, dtype=None):
+    """The test modules, same weights on every device: built on the CPU, then moved with ``.to``."""
+    with torch_on_cpu():
+        torch.manual_seed(0)
+        models = _cpu_models()
+    return {k: m.to(device=device, dtype=dtype) for k, m in models.items()}
+
+
+def _cpu_models():
     return {
         "tanh-mlp": nn.Sequential(nn.Linear(3, 12), nn.Tanh(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 2)),
         "sigmoid-silu": nn.Sequential(nn.Linear(3, 10), nn.Sigmoid(), nn.Linear(10, 10), nn.SiLU(), nn.Linear(10, 1)),
@@ -66,13 +78,13 @@ MODELS = list(_models())
 
 
 @pytest.fixture(params=MODELS)
-def model(request):
-    return _models()[request.param].to(F64)
+def model(request, torch_device):
+    return _models(torch_device, F64)[request.param]
 
 
 @pytest.mark.parametrize("mode", ["forward", "backward"])
-def test_from_torch_matches_module_and_torch_func(model, mode):
-    x = torch.randn(6, 3, dtype=F64)
+def test_from_torch_matches_module_and_torch_func(model, mode, torch_device):
+    x = torch.randn(6, 3, dtype=F64, device=torch_device)
     net = from_torch(model)
     y, J, H = _autodiff(model, x)
     r = xd.derivatives(net, x, hessian=True, mode=mode)
@@ -82,22 +94,22 @@ def test_from_torch_matches_module_and_torch_func(model, mode):
     torch.testing.assert_close(xd.laplacian(net, x, mode=mode), _trace(H), rtol=1e-10, atol=1e-11)
 
 
-def test_from_torch_shares_tensors(model):
+def test_from_torch_shares_tensors(model, torch_device):
     net = from_torch(model)
     first = model[0]
     assert net.layers[0].weight.data_ptr() == first.weight.data_ptr()  # a view, not a copy
     assert net.layers[0].bias is first.bias
-    x = torch.randn(4, 3, dtype=F64)
+    x = torch.randn(4, 3, dtype=F64, device=torch_device)
     with torch.no_grad():
         first.weight.mul_(1.5)
         first.bias.add_(0.3)
     torch.testing.assert_close(net(x), model(x), rtol=1e-12, atol=1e-12)
 
 
-def test_weight_gradients_reach_the_module():
+def test_weight_gradients_reach_the_module(torch_device):
     """d/dθ of a Laplacian loss through xderiv equals the double-backward reference."""
-    model = _models()["resnet-antitanh"].to(F64)
-    x = torch.randn(5, 3, dtype=F64, requires_grad=True)
+    model = _models(torch_device, F64)["resnet-antitanh"]
+    x = torch.randn(5, 3, dtype=F64, device=torch_device, requires_grad=True)
     params = list(model.parameters())
 
     net = from_torch(model)
@@ -114,43 +126,48 @@ def test_weight_gradients_reach_the_module():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_from_torch_under_no_grad_still_tracks():
-    model = _models()["tanh-mlp"].to(F64)
+def test_from_torch_under_no_grad_still_tracks(torch_device):
+    model = _models(torch_device, F64)["tanh-mlp"]
     with torch.no_grad():
         net = from_torch(model)
-    loss = xd.value(net, torch.randn(3, 3, dtype=F64)).sum()
+    loss = xd.value(net, torch.randn(3, 3, dtype=F64, device=torch_device)).sum()
     loss.backward()
     assert model[0].weight.grad is not None
 
 
-def test_float32_module_stays_float32():
-    model = _models()["tanh-mlp"]
-    x = torch.randn(4, 3)
+def test_float32_module_stays_float32(torch_device):
+    model = _models(torch_device)["tanh-mlp"]
+    x = torch.randn(4, 3, device=torch_device)
     lap = xd.laplacian(from_torch(model), x)
     assert lap.dtype == torch.float32
     _, _, H = _autodiff(model, x)
     torch.testing.assert_close(lap, _trace(H), rtol=2e-4, atol=2e-5)
 
 
-def test_unsupported_modules_are_named():
+def test_unsupported_modules_are_named(torch_device):
+    def refused(build):
+        with torch_on_cpu():
+            model = nn.Sequential(*build())
+        return from_torch(model.to(torch_device))
+
     with pytest.raises(TypeError, match="module 1 \\(ReLU\\)"):
-        from_torch(nn.Sequential(nn.Linear(2, 3), nn.ReLU()))
+        refused(lambda: [nn.Linear(2, 3), nn.ReLU()])
     with pytest.raises(ValueError, match="no Linear layer right before"):
-        from_torch(nn.Sequential(nn.Tanh(), nn.Linear(2, 3)))
+        refused(lambda: [nn.Tanh(), nn.Linear(2, 3)])
     with pytest.raises(ValueError, match="no Linear"):
-        from_torch(nn.Sequential(nn.Identity()))
+        refused(lambda: [nn.Identity()])
     with pytest.raises(TypeError, match="inside a ResidualBlock"):
-        from_torch(nn.Sequential(ResidualBlock(3, nn.ReLU())))
+        refused(lambda: [ResidualBlock(3, nn.ReLU())])
 
 
 # --------------------------------------------------------------------------- as_module
 
 
-def test_as_module_of_torch_sequential_trains_the_sequential():
-    model = _models()["resnet-antitanh"].to(F64)
+def test_as_module_of_torch_sequential_trains_the_sequential(torch_device):
+    model = _models(torch_device, F64)["resnet-antitanh"]
     u = as_module(model)
     assert {id(p) for p in u.parameters()} == {id(p) for p in model.parameters()}
-    x = torch.randn(16, 3, dtype=F64)
+    x = torch.randn(16, 3, dtype=F64, device=torch_device)
     torch.testing.assert_close(u(x), model(x))
     opt = torch.optim.SGD(u.parameters(), lr=1e-2)
     before = model[0].weight.detach().clone()
@@ -166,12 +183,12 @@ def test_as_module_of_torch_sequential_trains_the_sequential():
     torch.testing.assert_close(u(x), model(x))  # still one and the same network
 
 
-def test_as_module_of_xderiv_potential():
-    phi = xd.potential(in_features=3, width=8, depth=2, rank=2, xp=torch, seed=0)
+def test_as_module_of_xderiv_potential(torch_device):
+    phi = xd.potential(in_features=3, width=8, depth=2, rank=2, xp=torch, device=torch_device, seed=0)
     u = as_module(phi)
     names = [n for n, _ in u.named_parameters()]
     assert names[:2] == ["layers_0_weight", "layers_0_bias"] and {"w", "b", "A", "c"} <= set(names)
-    x = torch.randn(5, 3, dtype=F64)
+    x = torch.randn(5, 3, dtype=F64, device=torch_device)
     torch.testing.assert_close(u(x), phi(x))
     torch.testing.assert_close(u.hessian(x), xd.hessian(phi, x))
     torch.testing.assert_close(u.gradient(x), xd.gradient(phi, x))
@@ -181,23 +198,23 @@ def test_as_module_of_xderiv_potential():
     assert all(p.grad is not None for p in u.parameters())
 
 
-def test_as_module_registers_view_bases_once_and_converts_dtype():
-    model = _models()["tanh-mlp"]  # float32
+def test_as_module_registers_view_bases_once_and_converts_dtype(torch_device):
+    model = _models(torch_device)["tanh-mlp"]  # float32
     net = from_torch(model)
     u = as_module(net)  # weights are .mT views of the Linear Parameters: those are registered
     ids = {id(p) for p in u.parameters()}
     assert {id(p) for p in model.parameters()} == ids
     u.double()
-    x = torch.randn(4, 3, dtype=F64)
+    x = torch.randn(4, 3, dtype=F64, device=torch_device)
     out = u.jacobian(x)
     assert out.dtype == F64
     torch.testing.assert_close(out, _autodiff(model.double(), x)[1])
 
 
-def test_as_module_state_dict_round_trip():
-    a = as_module(xd.mlp([2, 6, 1], activation="sin", xp=torch, seed=0))
-    b = as_module(xd.mlp([2, 6, 1], activation="sin", xp=torch, seed=1))
-    x = torch.randn(3, 2, dtype=F64)
+def test_as_module_state_dict_round_trip(torch_device):
+    a = as_module(xd.mlp([2, 6, 1], activation="sin", xp=torch, device=torch_device, seed=0))
+    b = as_module(xd.mlp([2, 6, 1], activation="sin", xp=torch, device=torch_device, seed=1))
+    x = torch.randn(3, 2, dtype=F64, device=torch_device)
     assert not torch.allclose(a(x), b(x))
     b.load_state_dict(a.state_dict())
     torch.testing.assert_close(a.laplacian(x), b.laplacian(x))
@@ -208,7 +225,7 @@ def test_as_module_refuses_numpy_weights():
         as_module(xd.mlp([2, 3, 1], seed=0))
 
 
-def test_antitanh_module_matches_xderiv():
-    z = torch.tensor([-1e4, -3.0, 0.0, 2.0, 1e4], dtype=F64)
+def test_antitanh_module_matches_xderiv(torch_device):
+    z = torch.tensor([-1e4, -3.0, 0.0, 2.0, 1e4], dtype=F64, device=torch_device)
     torch.testing.assert_close(AntiTanh()(z), xd.get_activation("antitanh")(z, torch))
     torch.testing.assert_close(LogCosh()(z) + math.log(2.0), AntiTanh()(z))

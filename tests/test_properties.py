@@ -9,14 +9,14 @@ For every drawn network and input, on the session's backend:
   Hessian is symmetric;
 - every result has the documented shape for any batch shape (empty ones included).
 
-``max_examples`` is modest so that each backend's run stays well under a minute;
-raise it locally with ``XDERIV_HYPOTHESIS_EXAMPLES``.
+The number of examples comes from the hypothesis profile that tests/conftest.py
+loads (``XDERIV_HYPOTHESIS_PROFILE``: ``ci``, ``dev`` or ``thorough``;
+``XDERIV_HYPOTHESIS_EXAMPLES`` overrides it).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +31,9 @@ import xderiv as xd  # noqa: E402
 
 from .networks_zoo import ACTIVATIONS  # noqa: E402
 
-EXAMPLES = int(os.environ.get("XDERIV_HYPOTHESIS_EXAMPLES", "100"))
+# max_examples, derandomize and the database come from the active profile (tests/conftest.py).
 SETTINGS = settings(
-    max_examples=EXAMPLES,
     deadline=None,
-    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 MODES = ("forward", "backward", "auto")

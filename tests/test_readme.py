@@ -18,4 +18,6 @@ def test_readme_example_runs(backend, index):
     needs = [name for name, line in LIBRARY.items() if line in block.splitlines()[0]]
     if backend.name not in needs:
         pytest.skip(f"README block {index} is a {needs} example; this session is {backend.name}")
-    exec(compile(block, f"README block {index}", "exec"), {"__name__": "readme"})
+    # The blocks create their arrays on the library's default device: make it the session's device.
+    with backend.default_device():
+        exec(compile(block, f"README block {index}", "exec"), {"__name__": "readme"})

@@ -1,4 +1,4 @@
-"""Reliability (issue 5): degenerate and unusual input, non-finite weights, dtypes, numerics, immutability.
+"""Reliability: degenerate and unusual input, non-finite weights, dtypes, numerics, immutability.
 
 Every test runs on the session's backend (``XDERIV_BACKEND``).  References are
 independent of xderiv: mpmath at 40 digits (activations and a per-sample
@@ -172,12 +172,9 @@ def _odd_layouts(backend: Any, xs: np.ndarray) -> dict[str, Any]:
         views["broadcast_to"] = np.broadcast_to(xs[0], (n, d))  # zero strides, read-only
         views["fortran"] = np.asfortranarray(xs)
     if backend.name == "torch":
-        import torch
-
-        tt = torch.asarray(np.ascontiguousarray(xs.T))
-        views["mT"] = tt.mT
-        views["expand"] = torch.asarray(xs[:1]).expand(n, d)
-        views["as_strided-rows"] = torch.asarray(np.repeat(xs, 2, axis=0))[::2]
+        views["mT"] = t.mT
+        views["expand"] = row.expand(n, d)
+        views["as_strided-rows"] = wide[::2]
     return views
 
 
@@ -304,10 +301,10 @@ def test_finiteness_check_keeps_autograd_and_skips_unknowable_values(backend):
         pytest.skip("requires_grad and meta tensors are torch notions")
     import torch
 
-    w = torch.ones((3, 2), dtype=torch.float64, requires_grad=True)
+    w = backend.asarray(np.ones((3, 2))).requires_grad_(True)
     layer = xd.Dense(w, activation="tanh")
     assert layer.weight is w and w.grad is None and w.requires_grad
-    y = xd.laplacian(xd.Sequential(layer), torch.zeros((2, 3), dtype=torch.float64)).sum()
+    y = xd.laplacian(xd.Sequential(layer), backend.asarray(np.zeros((2, 3)))).sum()
     y.backward()
     assert w.grad is not None
     meta = torch.full((3, 2), float("nan"), dtype=torch.float64, device="meta")
@@ -458,6 +455,7 @@ def _versions(backend: Any, arrays: list[Any]) -> list[int]:
 
 
 IMMUTABLE_NETS = ["seed-pinn", "resnet", "residual-first", "potential-otflow", "potential-general", "mlp-quadratic"]
+
 
 @pytest.mark.parametrize("name", IMMUTABLE_NETS + ["linear"])
 @pytest.mark.parametrize("mode", MODES)
