@@ -27,9 +27,10 @@ def _torch_only(backend):
 
 def _model(device, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Linear(3, 8), nn.Tanh(), ResidualBlock(8, nn.Softplus(beta=2.0), step=0.5), nn.Linear(8, 2)
-    ).to(device)
+    with torch.device(device):
+        return nn.Sequential(
+            nn.Linear(3, 8), nn.Tanh(), ResidualBlock(8, nn.Softplus(beta=2.0), step=0.5), nn.Linear(8, 2)
+        )
 
 
 def _check(net, model, x, tol):
@@ -76,7 +77,7 @@ def test_half_precision_after_conversion_computes_in_half(backend):
 def test_move_to_another_device_is_seen(backend):
     model = _model("cpu").double()
     net = from_torch(model)
-    x = torch.randn(5, 3, dtype=torch.float64)
+    x = torch.randn(5, 3, dtype=torch.float64, device="cpu")  # starts on the CPU on purpose
     _check(net, model, x, 1e-12)
     if backend.device is None or torch.device(backend.device).type == "cpu":
         # No second device here: a move to 'meta' must still be seen (shapes only, no values).
@@ -149,7 +150,8 @@ def test_no_copies_and_no_reconversion_while_nothing_changes(backend):
 
 def test_conversion_leaves_the_activation_registry_alone(backend):
     names = xd.available_activations()
-    net = from_torch(nn.Sequential(nn.Linear(2, 4), nn.Softplus(beta=3.0), nn.Linear(4, 1)).double())
+    with torch.device(backend.device):
+        net = from_torch(nn.Sequential(nn.Linear(2, 4), nn.Softplus(beta=3.0), nn.Linear(4, 1)).double())
     assert xd.available_activations() == names
     assert net.layers[0].activation.name == "softplus(beta=3.0)"
 
