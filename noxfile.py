@@ -1,116 +1,211 @@
-"""Test sessions, one per backend: ``nox`` runs those that can run here.
+"""Sessions: the suite once per backend, the dependency floors, lint, types, docs, packaging, benchmarks.
 
-torch is pinned by the ``XDERIV_TORCH`` environment variable (default
-``torch==2.13.0``, the CPU build this project's machines carry on disk); the
-library itself only asks for ``torch>=2.1``.
+``nox`` runs the default list below (what CI runs, about 10 minutes on 2 cores);
+``nox -s tests-numpy tests-torch`` is the fast subset (about a minute).  Every
+test session runs the same ``tests/`` through one ``backend`` fixture chosen by
+``XDERIV_BACKEND``, in parallel on every core (pytest-xdist).
+
+- Hypothesis: profile ``XDERIV_HYPOTHESIS_PROFILE`` (default ``ci``: 25
+  derandomized examples per property; ``dev`` 100, ``thorough`` 1000).
+- JAX and dask run a representative subset (every test, operator and mode on
+  three zoo networks); ``nox -s tests-jax -- --full`` runs everything.
+- torch is pinned by ``XDERIV_TORCH`` (default ``torch==2.13.0``, the CPU
+  build this project's machines carry on disk); the library itself only asks
+  for ``torch>=2.1``.
+- With ``uv`` installed (``pip install nox uv``) nox builds the environments
+  with it, several times faster than pip.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import tempfile
 
 import nox
 
 nox.options.sessions = [
+    "lint",
     "tests-numpy",
     "tests-torch",
     "tests-strict",
     "tests-jax",
     "tests-dask",
+    "tests-oldest",
     "tests-cupy",
-    "tests-interop",
-    "lint",
+    "tests-gpu",
     "typecheck",
     "docs",
     "build",
 ]
 nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "uv|virtualenv"  # uv when installed, else pip
+
+# uv reads no pip configuration: hand it pip's local wheel folders (comma-separated for uv) so that
+# torch==2.13.0 resolves to the local CPU wheel instead of the index's CUDA build.
+if os.environ.get("PIP_FIND_LINKS") and "UV_FIND_LINKS" not in os.environ:
+    os.environ["UV_FIND_LINKS"] = ",".join(os.environ["PIP_FIND_LINKS"].split())
 
 TORCH = os.environ.get("XDERIV_TORCH", "torch==2.13.0")
-PYTEST = ["pytest", "-q", "-ra"]
+PROFILE = os.environ.get("XDERIV_HYPOTHESIS_PROFILE", "ci")
+PARALLEL = ["pytest-xdist"]
 
 
-def _run_tests(session: nox.Session, backend: str, examples: int = 100) -> None:
-    """Run the suite with the ``backend`` fixture; ``examples`` hypothesis cases per property."""
-    env = {"XDERIV_BACKEND": backend, "XDERIV_HYPOTHESIS_EXAMPLES": str(examples)}
-    session.run(*PYTEST, *session.posargs, env=env)
+def _run_tests(session: nox.Session, backend: str, *args: str, parallel: bool = True, **env: str) -> None:
+    """The suite on ``backend`` (``XDERIV_BACKEND``), on every core, with the session's hypothesis profile."""
+    env = {"XDERIV_BACKEND": backend, "XDERIV_HYPOTHESIS_PROFILE": PROFILE, **env}
+    workers = ["-n", "auto"] if parallel else []
+    session.run("pytest", "-q", "-ra", *workers, *args, *session.posargs, env=env)
 
 
 @nox.session(name="tests-numpy")
 def tests_numpy(session: nox.Session) -> None:
-    """The suite on NumPy (and the NumPy-only demo)."""
-    session.install("-e", ".[test]")
+    """The suite on NumPy, then the demo."""
+    session.install("-e", ".[test]", *PARALLEL)
     _run_tests(session, "numpy")
     session.run("python", "-m", "xderiv", "--quiet")
 
 
 @nox.session(name="tests-torch")
 def tests_torch(session: nox.Session) -> None:
-    """The suite on PyTorch (CPU), plus torch.func, weight-gradient checks and the PINN examples."""
+    """The suite on PyTorch (CPU): torch.func agreement, weight gradients, converters, PINN examples.
+
+    A second pass puts every tensor built without ``device=`` on torch's ``meta`` device: a
+    test that would build its arrays off the session's device (and fail on a GPU) fails here.
+    """
     session.install(TORCH)
-    session.install("-e", ".[test,examples]")
+    session.install("-e", ".[test,examples,interop]", *PARALLEL)
     _run_tests(session, "torch")
+    _run_tests(session, "torch", "--subset", XDERIV_TORCH_DEFAULT_DEVICE="meta")
 
 
 @nox.session(name="tests-strict")
 def tests_strict(session: nox.Session) -> None:
-    """The suite on array-api-strict, extensions disabled, arrays on its device1."""
-    session.install("-e", ".[test]")
+    """The suite on array-api-strict, extensions disabled, arrays on its device1: the core uses only the standard."""
+    session.install("-e", ".[test]", *PARALLEL)
     _run_tests(session, "strict")
 
 
 @nox.session(name="tests-jax")
 def tests_jax(session: nox.Session) -> None:
-    """The suite on jax.numpy (float64 enabled), plus jax.jit / jax.grad through every operator."""
+    """jax.numpy (float64), jax.jit / jax.grad through every operator; a representative subset (``-- --full``)."""
     session.install("jax", "jaxlib")
-    session.install("-e", ".[test]")
-    _run_tests(session, "jax", examples=25)  # jax dispatches eagerly op by op: slow per case
+    session.install("-e", ".[test]", *PARALLEL)
+    _run_tests(session, "jax")
 
 
 @nox.session(name="tests-dask")
 def tests_dask(session: nox.Session) -> None:
-    """The suite on dask.array (lazy, chunked along the batch), plus the LocalCluster example."""
-    session.install("-e", ".[test,dask]")
-    _run_tests(session, "dask", examples=25)
+    """dask.array (lazy, chunked along the batch) and the LocalCluster example; a representative subset."""
+    session.install("-e", ".[test,dask]", *PARALLEL)
+    _run_tests(session, "dask")
+
+
+def _gpu_missing() -> str | None:
+    """Why this machine cannot run GPU sessions, or None if it has an NVIDIA GPU."""
+    if shutil.which("nvidia-smi") is None:
+        return "no NVIDIA GPU here (nvidia-smi not found): CuPy would import but cannot allocate"
+    return None
 
 
 @nox.session(name="tests-cupy")
 def tests_cupy(session: nox.Session) -> None:
-    """The suite on CuPy; skips when this machine has no NVIDIA GPU."""
-    if shutil.which("nvidia-smi") is None:
-        session.skip("no NVIDIA GPU here (nvidia-smi not found): CuPy would import but cannot allocate")
+    """The suite on CuPy; skips, saying why, without an NVIDIA GPU."""
+    if (why := _gpu_missing()) is not None:
+        session.skip(why)
     session.install("cupy-cuda13x")
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test]", *PARALLEL)
     _run_tests(session, "cupy")
 
 
-@nox.session
-def bench(session: nox.Session) -> None:
-    """Side-by-side timings against torch.func, hessQuik, jax and folx (peers installed here only)."""
-    session.install(TORCH)
-    session.install("-r", "benchmarks/requirements.txt", "-e", ".")
-    session.run("python", "benchmarks/run.py", *(session.posargs or ["--threads", "1"]))
-    session.run("python", "benchmarks/operators.py")
+@nox.session(name="tests-gpu", venv_backend="none")
+def tests_gpu(session: nox.Session) -> None:
+    """The suite on the GPU, torch CUDA then CuPy, in the machine's own Python (whose CUDA builds match its driver).
+
+    Needs torch (CUDA), CuPy, pytest, hypothesis, mpmath, array-api-compat and
+    array-api-strict installed there; skips, saying why, without an NVIDIA GPU.
+    """
+    if (why := _gpu_missing()) is not None:
+        session.skip(why)
+    env = {"PYTHONPATH": os.getcwd(), "XDERIV_HYPOTHESIS_PROFILE": PROFILE}
+    pytest = ["python", "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", *session.posargs]
+    session.run(*pytest, env={**env, "XDERIV_BACKEND": "torch", "XDERIV_DEVICE": "cuda"}, external=True)
+    session.run(*pytest, env={**env, "XDERIV_BACKEND": "cupy"}, external=True)
+
+
+# --------------------------------------------------------------------------- the dependency floors
+
+# Lowest NumPy that array-api-strict runs on: every array-api-strict release calls
+# np.asarray(..., copy=True), a NumPy 2 keyword (its to_device fails on NumPy 1.26).
+STRICT_NUMPY = "numpy==2.0.0"
+
+
+def _floors(*extras: str, skip: tuple[str, ...] = ("torch",)) -> list[str]:
+    """``name==X`` for every ``name>=X`` in pyproject's dependencies and ``extras``: the floors, declared once.
+
+    Requirements without a ``>=`` are left out, and so are the names in
+    ``skip`` (torch: pinned by ``XDERIV_TORCH`` instead).
+    """
+    from packaging.requirements import Requirement
+
+    project = nox.project.load_toml("pyproject.toml")["project"]
+    reqs = list(project["dependencies"])
+    for extra in extras:
+        reqs += project["optional-dependencies"][extra]
+    pins = []
+    for req in map(Requirement, reqs):
+        lows = [spec.version for spec in req.specifier if spec.operator == ">="]
+        if lows and req.name not in skip:
+            pins.append(f"{req.name}=={lows[0]}")
+    return pins
+
+
+_AT_FLOORS = """
+import sys
+from importlib.metadata import version
+from packaging.version import Version
+pins = [arg.split("==") for arg in sys.argv[1:]]
+bad = [f"{name} {version(name)} (want {want})" for name, want in pins if Version(version(name)) != Version(want)]
+print("at the floors:", *(f"{name}=={version(name)}" for name, _ in pins))
+sys.exit("not at the floor: " + ", ".join(bad) if bad else 0)
+"""
+
+
+@nox.session(name="tests-oldest")
+def tests_oldest(session: nox.Session) -> None:
+    """numpy, torch and strict with every declared ``>=`` floor installed exactly (pyproject is the one source).
+
+    array-api-compat, numpy and the test tools sit at their floors; torch at
+    ``XDERIV_TORCH`` (the only CPU build this project's machines carry; set
+    e.g. ``XDERIV_TORCH=torch==2.1.0`` where that wheel exists to test the
+    ``torch>=2.1`` floor).  The strict suite then runs at the array-api-strict
+    floor on the lowest NumPy it supports (``STRICT_NUMPY``).  The floors are
+    under test here, not the properties: the representative subset runs.
+    """
+    floors = _floors("test", "examples")
+    constraints = os.path.join(session.create_tmp(), "floors.txt")
+    with open(constraints, "w") as f:
+        f.write("\n".join(floors) + "\n")
+    session.install("-c", constraints, TORCH, "-e", ".[test,examples]", *PARALLEL)
+    session.run("python", "-c", _AT_FLOORS, *floors, silent=True)  # no resolver or constraint moved one
+    _run_tests(session, "numpy", "--subset")
+    _run_tests(session, "torch", "--subset")
+    session.install("-c", constraints, STRICT_NUMPY)
+    session.run("python", "-c", _AT_FLOORS, *[p for p in floors if not p.startswith("numpy==")], STRICT_NUMPY)
+    _run_tests(session, "strict", "--subset")
+
+
+# --------------------------------------------------------------------------- lint, types, docs, packaging
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on the whole tree."""
-    session.install("ruff")
+    """ruff on the whole tree; import-linter: the core's layers (no cycle) and no array library in the core."""
+    session.install("ruff", "import-linter", "-e", ".")
     session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", "xderiv")
-
-
-# --------------------------------------------------------------------------- docs, types, packaging, interop
-
-
-@nox.session
-def docs(session: nox.Session) -> None:
-    """Sphinx site from the numpydoc docstrings, warnings as errors (output in docs/_build/html)."""
-    session.install(TORCH)  # autodoc imports xderiv.interop.torch
-    session.install("-e", ".[docs]")
-    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+    session.run("ruff", "format", "--check", "xderiv", "tests", "benchmarks")
+    session.run("lint-imports")
 
 
 @nox.session
@@ -122,14 +217,19 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Sphinx site from the numpydoc docstrings, warnings as errors (output in docs/_build/html)."""
+    session.install(TORCH)  # autodoc imports xderiv.interop.torch
+    session.install("-e", ".[docs]")
+    session.run("sphinx-build", "-q", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
 def build(session: nox.Session) -> None:
     """Wheel and sdist with ``python -m build``; the wheel installed in a fresh venv passes a smoke test."""
-    import glob
-    import tempfile
-
     session.install("build")
     out = tempfile.mkdtemp(prefix="xderiv-dist-")
-    session.run("python", "-m", "build", "--outdir", out)
+    session.run("python", "-m", "build", "--outdir", out, silent=True)
     wheels = glob.glob(os.path.join(out, "*.whl"))
     sdists = glob.glob(os.path.join(out, "*.tar.gz"))
     if len(wheels) != 1 or len(sdists) != 1:
@@ -144,16 +244,29 @@ def build(session: nox.Session) -> None:
         session.run(py, "-m", "xderiv", "--quiet", external=True)
 
 
-@nox.session(name="tests-interop")
-def tests_interop(session: nox.Session) -> None:
-    """Converters (torch, hessQuik, OT-Flow, Keras) and save/load, on the torch backend."""
+# --------------------------------------------------------------------------- benchmarks (not in the default list)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Side-by-side timings against torch.func, hessQuik, jax and folx (pytest-benchmark; peers installed here only).
+
+    ``nox -s bench`` rewrites benchmarks/results/ (JSON, results.md, PNGs); with arguments
+    (``-- --quick``, ``-- --dtype float32 -k P4``) they go to pytest and the output to a temporary folder.
+    """
     session.install(TORCH)
-    session.install("-e", ".[test,interop]")
-    session.run(*PYTEST, *session.posargs, *sorted(glob_tests("test_interop_*.py")), env={"XDERIV_BACKEND": "torch"})
-
-
-def glob_tests(pattern: str) -> list[str]:
-    """Test files under tests/ matching ``pattern``."""
-    import glob
-
-    return glob.glob(os.path.join("tests", pattern))
+    session.install("-r", "benchmarks/requirements.txt", "-e", ".")
+    out = session.create_tmp() if session.posargs else "benchmarks/results"
+    js = os.path.join(out, "bench.json" if session.posargs else "bench_float64.json")
+    session.run(
+        "pytest",
+        "benchmarks/test_bench.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-disable-gc",
+        f"--benchmark-json={js}",
+        *session.posargs,
+        success_codes=[0, 1],  # a failed check is listed in results.md; still write the report
+    )
+    session.run("python", "benchmarks/report.py", js, "--out", out)

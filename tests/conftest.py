@@ -412,6 +412,9 @@ SUBSET_DROP_BY_BACKEND = {
     # operator and mode times dask's pool take minutes.  Threads still call xderiv concurrently in
     # test_concurrent_construction_and_evaluation and test_one_network_shared_by_threads_with_...
     "dask": {"test_concurrent_evaluation_matches_sequential"},
+    # JAX compiles a kernel per operation and shape on first use, and its dispatch holds no
+    # xderiv state: the numpy, torch and strict sessions run this test in full.
+    "jax": {"test_concurrent_evaluation_matches_sequential"},
 }
 
 # Hypothesis examples per property under the subset (unless XDERIV_HYPOTHESIS_EXAMPLES is set).
