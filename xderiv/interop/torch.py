@@ -195,6 +195,11 @@ def from_torch(module: nn.Module) -> TorchSequential:
     return TorchSequential(module)
 
 
+def _current(name: str, doc: str) -> Any:
+    """A read-only property forwarding ``name`` to the network over the module's current Parameters."""
+    return property(lambda self: getattr(self.resolve(), name), doc=doc)
+
+
 class TorchSequential(Sequential):
     """A :class:`~xderiv.Sequential` over a torch module's current Parameters (made by :func:`from_torch`).
 
@@ -236,25 +241,10 @@ class TorchSequential(Sequential):
             self._net, self._key = _convert(self.module), key
         return self._net
 
-    @property
-    def plan(self) -> Any:  # type: ignore[override]
-        """The current network's :class:`~xderiv._call.Plan`."""
-        return self.resolve().plan
-
-    @property
-    def xp(self) -> Any:  # type: ignore[override]
-        """Namespace of the module's current Parameters."""
-        return self.resolve().xp
-
-    @property
-    def device(self) -> Any:  # type: ignore[override]
-        """Device of the module's current Parameters."""
-        return self.resolve().device
-
-    @property
-    def dtype(self) -> Any:  # type: ignore[override]
-        """dtype of the module's current Parameters."""
-        return self.resolve().dtype
+    plan = _current("plan", "The current network's :class:`~xderiv._call.Plan`.")  # type: ignore[assignment]
+    xp = _current("xp", "Namespace of the module's current Parameters.")  # type: ignore[assignment]
+    device = _current("device", "Device of the module's current Parameters.")  # type: ignore[assignment]
+    dtype = _current("dtype", "dtype of the module's current Parameters.")  # type: ignore[assignment]
 
     def with_arrays(self, arrays: list[Any]) -> Any:
         """A plain :class:`~xderiv.Sequential` of the same architecture over ``arrays``."""
