@@ -188,7 +188,7 @@ def tests_oldest(session: nox.Session) -> None:
     with open(constraints, "w") as f:
         f.write("\n".join(floors) + "\n")
     session.install("-c", constraints, TORCH, "-e", ".[test,examples]", *PARALLEL)
-    session.run("python", "-c", _AT_FLOORS, *floors, silent=True)  # no resolver or constraint moved one
+    session.run("python", "-c", _AT_FLOORS, *floors)  # no resolver or constraint moved one
     _run_tests(session, "numpy", "--subset")
     _run_tests(session, "torch", "--subset")
     session.install(STRICT_NUMPY)  # nothing else moves: every other floor already allows NumPy 2.0 (checked next)
