@@ -15,10 +15,10 @@ mode and the Potential's terms), ``tape`` is the value sweep of this chunk.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ._cost import Quantity, choose, floats_per_point
+from ._cost import LayerShape, Quantity, choose, floats_per_point, shape_of
 from ._forward import Tape, value_sweep
 from ._namespace import Array, Context, flatten_batch, is_lazy, resolve_call
 from ._potential import PotentialTerms
@@ -66,6 +66,11 @@ class Plan:
     quadratic: Array | None
     linear: Array | None
     scalar: bool
+    shape: tuple[LayerShape, ...] = field(init=False)
+    """What the cost model reads of the layers (:func:`~xderiv._cost.shape_of`), computed once."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", shape_of(self.layers))
 
     @property
     def in_features(self) -> int:
@@ -87,12 +92,12 @@ class NetworkLike(Protocol):
     dtype: Any
 
 
-@dataclass(frozen=True)
+@dataclass
 class Call:
     """Everything one public call resolved at entry.
 
-    :func:`run` builds it once, then one per chunk of points (only ``x``
-    changes); kernels read it and never change it.
+    :func:`run` builds it once, sets the mode, then copies it per chunk of
+    points (only ``x`` changes); kernels read it and never change it.
 
     Attributes
     ----------
@@ -197,7 +202,7 @@ def _chunk_size(call: Call, quantity: Quantity, k: int | None, chunk_size: int |
     if is_lazy(call.x):  # dask: its own chunks bound the memory
         return max(call.n, 1)
     itemsize = int(call.ctx.xp.finfo(call.ctx.dtype).bits // 8)
-    need = floats_per_point(call.plan.layers, quantity, call.mode, k) * itemsize
+    need = floats_per_point(call.plan.shape, quantity, call.mode, k) * itemsize
     budget = get_memory_budget()
     if need > budget:
         raise MemoryError(
@@ -250,7 +255,7 @@ def run(
     call = Call(plan, ctx, x2, batch, params, terms, plan.in_features, plan.out_features)
     args = extras(call) if extras is not None else ()
     k = rows(*[a for a, _ in args]) if rows is not None else None
-    call = replace(call, mode=choose(plan.layers, quantity, mode, k))
+    call.mode = choose(plan.shape, quantity, mode, k)
     size = _chunk_size(call, quantity, k, chunk_size)
 
     def kernel_on(sub: Call, sub_args: list[Array]) -> Sequence[Array | None]:

@@ -176,16 +176,17 @@ def costs(layers: Sequence[Dense], quantity: Quantity, k: int | None = None) -> 
     return {"forward": fwd, "backward": bwd}
 
 
-def choose(layers: Sequence[Dense], quantity: Quantity, mode: str, k: int | None = None) -> str:
+def choose(shape: tuple[LayerShape, ...], quantity: Quantity, mode: str, k: int | None = None) -> str:
     """``mode`` itself, or for ``"auto"`` the cheaper of ``"forward"`` and ``"backward"`` (memoised per shape).
 
-    A quantity computed one way only is always ``"forward"``.
+    ``shape`` is :func:`shape_of` the layers.  A quantity computed one way only
+    is always ``"forward"``.
     """
     if quantity.flops is None:
         return "forward"
     if mode != "auto":
         return mode
-    return _cheaper(shape_of(layers), quantity.name, k)
+    return _cheaper(shape, quantity.name, k)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -194,12 +195,17 @@ def _cheaper(shape: tuple[LayerShape, ...], name: str, k: int | None) -> str:
     return "forward" if fwd <= bwd else "backward"
 
 
-def floats_per_point(layers: Sequence[Dense], quantity: Quantity, direction: str, k: int | None = None) -> float:
-    """Working floats one point needs (outputs excluded), for automatic chunking.
+def floats_per_point(shape: tuple[LayerShape, ...], quantity: Quantity, direction: str, k: int | None = None) -> float:
+    """Working floats one point needs (outputs excluded), for automatic chunking (memoised per shape).
 
     The arrays alive at the widest layer: carried Jacobian rows and their
     products (forward), or second-order adjoints (backward), plus the
     per-layer activation derivatives kept from the value sweep.
     """
-    dims = Dims(shape_of(layers))
-    return dims.kept() + quantity.memory(dims, direction, dims.d if k is None else k)
+    return _floats(shape, quantity.name, direction, k)
+
+
+@functools.lru_cache(maxsize=1024)
+def _floats(shape: tuple[LayerShape, ...], name: str, direction: str, k: int | None) -> float:
+    dims = Dims(shape)
+    return dims.kept() + QUANTITIES[name].memory(dims, direction, dims.d if k is None else k)

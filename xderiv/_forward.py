@@ -19,16 +19,18 @@ sum-of-layers Hessian are visitors of it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ._namespace import Array, Context, matmul_last, scale, sum_squares
 from .layers import Dense
 
 
-@dataclass(frozen=True)
+@dataclass
 class Step:
-    """One layer as every derivative recursion sees it after the value sweep.
+    """One layer as every derivative recursion sees it after the value sweep (read-only).
 
     Attributes
     ----------
@@ -36,28 +38,34 @@ class Step:
         Position of the layer, 0 at the input.
     layer : Dense
         The layer itself (activation, ``skip``).
-    w, wt : arrays (w_in, w_out), (w_out, w_in)
-        The weight in the working dtype and its transpose.
+    w : array (w_in, w_out)
+        The weight in the working dtype.
     h : float
         The step: 1 for :class:`~xderiv.Dense`, ``step`` for :class:`~xderiv.Residual`.
     d1 : array (n, w_out) or None
         :math:`\\sigma'(z)`; None for a linear activation (:math:`\\sigma' = 1`).
     d2 : array (n, w_out) or None
         :math:`\\sigma''(z)`; None for a linear activation or when not requested.
+    xp : namespace
     """
 
     index: int
     layer: Dense
     w: Array
-    wt: Array
     h: float
     d1: Array | None
     d2: Array | None
+    xp: Any
 
     @property
     def skip(self) -> bool:
         """True for a residual layer (``u' = u + h a``)."""
         return self.layer.skip
+
+    @functools.cached_property
+    def wt(self) -> Array:
+        """:math:`W^\\top` (w_out, w_in), formed once, when a backward sweep first asks."""
+        return self.xp.matrix_transpose(self.w)
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,7 @@ def value_sweep(
             d1 = parts[1] if order >= 1 else None
             d2 = parts[2] if order >= 2 else None
         u = u + scale(a, layer.step) if layer.skip else a
-        steps.append(Step(i, layer, w, xp.matrix_transpose(w), layer.step, d1, d2))
+        steps.append(Step(i, layer, w, layer.step, d1, d2, xp))
     return Tape(u, tuple(steps), ctx, int(x.shape[0]))
 
 
