@@ -168,14 +168,6 @@ def _flops(shape: tuple[LayerShape, ...], quantity: Quantity, k: int | None) -> 
     return quantity.flops(dims, dims.d if k is None else k)
 
 
-def costs(layers: Sequence[Dense], quantity: Quantity, k: int | None = None) -> dict[str, float]:
-    """Multiply-adds per point of ``quantity`` in each of its modes (``k`` rows; ``d`` when None)."""
-    if quantity.flops is None:
-        return {"forward": 0.0}
-    fwd, bwd = _flops(shape_of(layers), quantity, k)
-    return {"forward": fwd, "backward": bwd}
-
-
 def choose(shape: tuple[LayerShape, ...], quantity: Quantity, mode: str, k: int | None = None) -> str:
     """``mode`` itself, or for ``"auto"`` the cheaper of ``"forward"`` and ``"backward"`` (memoised per shape).
 
