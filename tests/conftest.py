@@ -395,6 +395,11 @@ SUBSET_RULES: dict[str, dict[str, frozenset[Any]]] = {
     },
     "test_no_operator_mutates_inputs_weights_or_aliases_them": {"name": frozenset({"potential-general"})},
     "test_non_finite_input_stays_in_its_own_row": {"bad": frozenset({float("inf"), 1e300})},
+    # test_composition: a scalar Potential times a two-output network plus a one-output network
+    # (broadcasting, Sum, Product of a scalar), and a product of sums with scalings (nesting)
+    "test_jacobian_and_hessian_match_finite_differences": {"case": frozenset({"broadcast", "nested"})},
+    "test_every_operator_by_the_product_rule": {"case": frozenset({"broadcast", "nested"})},
+    "test_directional_and_hvp": {"case": frozenset({"broadcast", "nested"})},
     # test_threads: the float64 network with every layer kind (float32 callers: the dtype test below)
     "test_concurrent_evaluation_matches_sequential": {"name": frozenset({"potential-general"})},
 }

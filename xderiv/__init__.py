@@ -8,9 +8,10 @@
 
 from ._call import get_memory_budget, set_memory_budget
 from .activations import Activation, available_activations, get_activation, register_activation
+from .composition import Product, Scaled, Sum
 from .derivatives import Derivatives, derivatives, gradient, hessian, jacobian, value
-from .layers import Dense, Residual
-from .networks import Potential, Sequential, mlp, potential, resnet
+from .layers import Dense, InputScale, Residual, fourier_features
+from .networks import Potential, Sequential, mlp, potential, quadratic, resnet
 from .operators import directional, divergence, hessian_diagonal, hvp, laplacian, trace_hessian
 
 __version__ = "0.1.0"
@@ -19,6 +20,10 @@ __all__ = [
     "Activation",
     "Dense",
     "Derivatives",
+    "InputScale",
+    "Product",
+    "Scaled",
+    "Sum",
     "Potential",
     "Residual",
     "Sequential",
@@ -32,12 +37,14 @@ __all__ = [
     "set_memory_budget",
     "trace_hessian",
     "get_activation",
+    "fourier_features",
     "gradient",
     "hessian",
     "jacobian",
     "laplacian",
     "mlp",
     "potential",
+    "quadratic",
     "register_activation",
     "resnet",
     "value",

@@ -27,11 +27,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
+
 from ._backward import adjoint_sweep, backward_second_order
 from ._call import Call, coordinate_rows, run, value_kernel
 from ._cost import HESSIAN, JACOBIAN, LAPLACIAN, VALUE
 from ._forward import Tape, forward_hessian, forward_laplacian, jacobian_sweep
 from ._namespace import Array, diagonal, materialize
+from .composition import Composite, Rule, fold
 from .networks import as_network
 
 
@@ -143,6 +146,8 @@ def derivatives(
         ``value``, ``jacobian``, ``hessian``, ``laplacian`` (None where not requested).
     """
     network = as_network(net)
+    if isinstance(network, Composite):
+        return _composite_derivatives(network, x, jacobian, hessian, laplacian, coords, mode, chunk_size)
     d = network.in_features
 
     def kernel(call: Call, tape: Tape) -> tuple:
@@ -177,9 +182,71 @@ def derivatives(
     return Derivatives(value, jac, hess, lap)
 
 
+def outer_cross(a: Array, b: Array) -> Array:
+    r"""Hessian cross term of a product: :math:`a b^\top + b a^\top` for gradients ``a``, ``b`` of shape (..., d)."""
+    ab = a[..., :, None] * b[..., None, :]
+    return ab + array_api_compat.array_namespace(ab).matrix_transpose(ab)
+
+
+def coordinate_mask(a: Array, coords: Sequence[int] | None) -> Array | float:
+    """1 on ``coords`` and 0 elsewhere along the last axis of ``a`` (1.0 for all coordinates)."""
+    if coords is None:
+        return 1.0
+    xp, d = array_api_compat.array_namespace(a), a.shape[-1]
+    chosen = {int(i) % d for i in coords}
+    return xp.asarray([1.0 if i in chosen else 0.0 for i in range(d)], dtype=a.dtype, device=array_api_compat.device(a))
+
+
+def _composite_derivatives(
+    network: Composite,
+    x: Any,
+    jacobian: bool,
+    hessian: bool,
+    laplacian: bool,
+    coords: Sequence[int] | None,
+    mode: str,
+    chunk_size: int | None,
+) -> Derivatives:
+    """:func:`derivatives` of a composite: each leaf's one pass, combined by the product rule."""
+
+    def leaf(net: Any, x: Any) -> tuple:
+        r = derivatives(
+            net,
+            x,
+            jacobian=True,
+            hessian=hessian,
+            laplacian=laplacian and not hessian,
+            coords=coords,
+            mode=mode,
+            chunk_size=chunk_size,
+        )
+        return r.value, r.jacobian, (r.hessian if hessian else r.laplacian)
+
+    def laplacian_cross(a: Array, b: Array) -> Array:
+        xp = array_api_compat.array_namespace(a)
+        return 2.0 * xp.sum(a * b * coordinate_mask(a, coords), axis=-1)
+
+    if hessian:
+        jet = fold(network, x, Rule(leaf, first_rank=1, second_rank=2, cross=outer_cross))
+    elif laplacian:
+        jet = fold(network, x, Rule(leaf, first_rank=1, second_rank=0, cross=laplacian_cross))
+    else:
+        jet = fold(network, x, Rule(leaf, first_rank=1))
+    hess = jet.second if hessian else None
+    lap = jet.second if laplacian and not hessian else None
+    if hessian and laplacian:
+        xp = array_api_compat.array_namespace(jet.value)
+        diag = diagonal(hess, xp, array_api_compat.device(hess))
+        lap = xp.sum(diag * coordinate_mask(diag, coords), axis=-1)
+    return Derivatives(jet.value, jet.first if jacobian else None, hess, lap)
+
+
 def value(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:
     """Evaluate ``net`` at ``x``: shape ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
-    out = run(as_network(net), x, VALUE, value_kernel, trailing=[()], chunk_size=chunk_size)[0]
+    network = as_network(net)
+    if isinstance(network, Composite):
+        return network(x)
+    out = run(network, x, VALUE, value_kernel, trailing=[()], chunk_size=chunk_size)[0]
     assert out is not None
     return out
 
@@ -199,7 +266,7 @@ def gradient(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None =
             f"gradient needs a single-output network, this one has {network.out_features} outputs; use xderiv.jacobian"
         )
     jac = jacobian(network, x, mode, chunk_size=chunk_size)
-    if network.plan.scalar:
+    if network.scalar:
         return jac
     return network.xp.reshape(jac, tuple(jac.shape[:-2]) + (network.in_features,))
 

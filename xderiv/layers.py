@@ -13,6 +13,7 @@ Both are instances of one update ``u' = skip * u + h * sigma(u W + b)`` with
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import array_api_compat
@@ -145,6 +146,84 @@ class Residual(Dense):
 
     def _extra_repr(self) -> str:
         return f", step={self.step}"
+
+
+class InputScale(Dense):
+    r"""Input normalisation :math:`u' = (u - \mu) / s` as a linear layer.
+
+    It is a :class:`Dense` layer with :math:`W = \mathrm{diag}(1/s)`,
+    :math:`b = -\mu / s` and the identity activation, so every recursion
+    treats it as an ordinary layer (it costs one ``d x d`` product per point).
+    Mapping a box ``[lo, hi]`` to ``[-1, 1]`` is ``mean = (lo + hi) / 2``,
+    ``std = (hi - lo) / 2``.
+
+    Parameters
+    ----------
+    mean : array of shape (d,), or a number
+    std : array of shape (d,), or a number
+        Positive scales; at least one of ``mean`` and ``std`` is an array
+        (its namespace, dtype and device are the layer's).
+    """
+
+    def __init__(self, mean: Array | float, std: Array | float):
+        ref: Any = std if is_array(std) else mean
+        if not is_array(ref):
+            raise TypeError(
+                "InputScale: mean or std must be an array of shape (d,) to fix d, the namespace and the device; "
+                f"got {type(mean).__name__} and {type(std).__name__}"
+            )
+        if ref.ndim != 1:
+            raise ValueError(f"InputScale: mean and std must have shape (d,), got shape {tuple(ref.shape)}")
+        xp = array_api_compat.array_namespace(ref)
+        check_real_floating(xp, ref, "InputScale: " + ("std" if ref is std else "mean"))
+        d, dev = int(ref.shape[0]), array_api_compat.device(ref)
+
+        def full(a: Any, name: str) -> Array:
+            if is_array(a):
+                return a
+            return xp.full((d,), check_finite_number(a, f"InputScale: {name}"), dtype=ref.dtype, device=dev)
+
+        mean_a, std_a = full(mean, "mean"), full(std, "std")
+        for name, a in (("mean", mean_a), ("std", std_a)):
+            if tuple(a.shape) != (d,):
+                raise ValueError(f"InputScale: {name} has shape {tuple(a.shape)}, expected ({d},)")
+        if not is_array(std) and not float(std) > 0.0:
+            raise ValueError(f"InputScale: std must be positive, got {std}")
+        weight = xp.eye(d, dtype=std_a.dtype, device=dev) / std_a
+        super().__init__(weight, -mean_a / std_a, activation="identity")
+        self.mean, self.std = mean_a, std_a
+
+    def __repr__(self) -> str:
+        return f"InputScale({self.in_features})"
+
+
+def fourier_features(B: Array) -> Dense:
+    r"""Fourier features :math:`u' = [\sin(uB),\ \cos(uB)]` as one :class:`Dense` layer.
+
+    Because :math:`\sin(z + \pi/2) = \cos z`, this is exactly
+    ``Dense(concat([B, B], axis=1), concat([0, ..., 0, pi/2, ..., pi/2]), "sin")``:
+    every recursion treats it as an ordinary layer, and its derivatives are
+    those of a sine layer.
+
+    Parameters
+    ----------
+    B : array, shape (d, k)
+        Frequencies (e.g. ``2 * pi * sigma * N(0, 1)`` entries for random
+        Fourier features).
+
+    Returns
+    -------
+    Dense
+        ``d -> 2k`` features: the first ``k`` are sines, the last ``k`` cosines.
+    """
+    if not is_array(B) or B.ndim != 2:
+        raise ValueError(f"fourier_features: B must be a 2-D array (d, k), got {getattr(B, 'shape', type(B).__name__)}")
+    xp = array_api_compat.array_namespace(B)
+    check_real_floating(xp, B, "fourier_features: B")
+    k, dev = int(B.shape[1]), array_api_compat.device(B)
+    zeros = xp.zeros((k,), dtype=B.dtype, device=dev)
+    bias = xp.concat([zeros, zeros + math.pi / 2], axis=0)
+    return Dense(xp.concat([B, B], axis=1), bias, activation="sin")
 
 
 Layer = Dense

@@ -18,12 +18,13 @@ from ._call import Plan, run, value_kernel
 from ._cost import VALUE
 from ._namespace import Array, check_finite, check_finite_number, check_real_floating, is_array, namespace_of_weights
 from .activations import Activation
+from .composition import Composable, Composite
 from .interop._random import WeightSampler
 from .layers import Dense, Residual
 
 
-class _Network:
-    """Common behaviour: namespace/device/dtype bookkeeping and evaluation."""
+class _Network(Composable):
+    """Common behaviour: namespace, device and dtype bookkeeping, evaluation, and ``+``/``*`` (:class:`Composable`)."""
 
     plan: Plan
     xp: Any
@@ -51,6 +52,11 @@ class _Network:
     def out_features(self) -> int:
         """Number of outputs ``m`` (1 for a Potential)."""
         return self.plan.out_features
+
+    @property
+    def scalar(self) -> bool:
+        """True for a Potential: results have no output axis."""
+        return self.plan.scalar
 
     def __call__(self, x: Array) -> Array:
         """Evaluate the network: ``x`` of shape ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
@@ -89,13 +95,15 @@ class _Network:
         return new
 
 
-def as_network(net: Any) -> _Network:
-    """Accept a Sequential/Potential, or a single layer (wrapped in a Sequential)."""
-    if isinstance(net, _Network):
+def as_network(net: Any) -> _Network | Composite:
+    """Accept a Sequential/Potential/composite, or a single layer (wrapped in a Sequential)."""
+    if isinstance(net, (_Network, Composite)):
         return net.resolve()
     if isinstance(net, Dense):
         return Sequential(net)
-    raise TypeError(f"net must be an xderiv Sequential, Potential or layer, got {type(net).__name__}")
+    raise TypeError(
+        f"net must be an xderiv Sequential, Potential, layer or composite (Sum/Product), got {type(net).__name__}"
+    )
 
 
 def _check_chain(layers: tuple[Dense, ...], owner: str) -> None:
@@ -308,6 +316,35 @@ def resnet(
     if out_features is not None:
         layers.append(_dense(s, width, out_features, "identity"))
     return Sequential(*layers)
+
+
+def quadratic(A: Array | None = None, c: Array | None = None, b: float = 0.0) -> Potential:
+    r"""The quadratic :math:`q(x) = \tfrac12 x^\top A x + c^\top x + b` as a :class:`Potential` (no network).
+
+    The building block of hard constraints: :math:`\varphi(x) = 1 - \lVert x\rVert^2`
+    is ``quadratic(-2 * I, b=1.0)``, and ``u = g + phi * N`` equals ``g`` on the
+    unit sphere whatever the network ``N`` (:mod:`xderiv.composition`).
+
+    Parameters
+    ----------
+    A : array (d, d), optional
+    c : array (d,), optional
+        At least one of ``A`` and ``c`` (it fixes ``d``, namespace and device).
+    b : float
+
+    Notes
+    -----
+    The Potential's trunk is a single ``d -> 1`` linear layer with zero
+    weights and zero read-out: its cost is one extra dot product per point.
+    """
+    ref = A if A is not None else c
+    if ref is None or not is_array(ref):
+        raise TypeError("quadratic: give A (d, d) or c (d,) as an array")
+    xp, dev = array_api_compat.array_namespace(ref), array_api_compat.device(ref)
+    d = int(ref.shape[-1])
+    zeros = xp.zeros((d, 1), dtype=ref.dtype, device=dev)
+    trunk = Sequential(Dense(zeros))
+    return Potential(trunk, xp.zeros((1,), dtype=ref.dtype, device=dev), A, c, b)
 
 
 def potential(

@@ -22,12 +22,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import array_api_compat
+
 from ._backward import backward_second_order, hvp_sweep
 from ._call import Call, coordinate_rows, per_point, run
 from ._cost import DIAGONAL, DIRECTIONAL, HVP, LAPLACIAN
 from ._forward import Tape, forward_laplacian, tangent_sweep
 from ._namespace import Array, diagonal, materialize
-from .derivatives import derivatives, jacobian, trace_kernel
+from .composition import Composite, Rule, fold
+from .derivatives import derivatives, jacobian, trace_kernel, value
 from .networks import as_network
 
 
@@ -98,11 +101,27 @@ def trace_hessian(
     chunk_size : int, optional
     """
 
+    network = as_network(net)
+    if isinstance(network, Composite):
+        if coords is not None and directions is None:
+            return derivatives(
+                network, x, jacobian=False, laplacian=True, coords=coords, mode=mode, chunk_size=chunk_size
+            ).laplacian
+        return _composite(
+            network,
+            x,
+            lambda leaf: trace_hessian(leaf, x, directions, coords=coords, mode=mode, chunk_size=chunk_size),
+            0,
+            lambda a, b: _trace_cross(a, b, directions),
+            mode,
+            chunk_size,
+        )
+
     def kernel(call: Call, tape: Tape, seed: Array) -> tuple:
         return (trace_kernel(call, tape, seed)[1],)
 
     return run(
-        as_network(net),
+        network,
         x,
         LAPLACIAN,
         kernel,
@@ -131,6 +150,16 @@ def hessian_diagonal(net: Any, x: Array, mode: str = "auto", *, chunk_size: int 
         return (call.terms.add_diagonal(diag),)
 
     network = as_network(net)
+    if isinstance(network, Composite):
+        return _composite(
+            network,
+            x,
+            lambda leaf: hessian_diagonal(leaf, x, mode, chunk_size=chunk_size),
+            1,
+            lambda a, b: 2.0 * a * b,
+            mode,
+            chunk_size,
+        )
     return run(network, x, DIAGONAL, kernel, mode=mode, trailing=[(network.in_features,)], chunk_size=chunk_size)[0]
 
 
@@ -161,6 +190,16 @@ def hvp(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) -> Array
         return (call.terms.add_hvp(out, seed),)
 
     network = as_network(net)
+    if isinstance(network, Composite):
+        return _composite(
+            network,
+            x,
+            lambda leaf: hvp(leaf, x, v, chunk_size=chunk_size),
+            1,
+            lambda a, b: _hvp_cross(a, b, v),
+            "auto",
+            chunk_size,
+        )
     return run(
         network,
         x,
@@ -189,8 +228,17 @@ def directional(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) 
         first = call.ctx.xp.reshape(materialize(jac, (call.n, 1, call.m), call.ctx.xp), (call.n, call.m))
         return call.terms.add_directional(first, call.x, seed), call.terms.add_trace(second, seed)
 
+    network = as_network(net)
+    if isinstance(network, Composite):
+
+        def leaf(part: Any, x: Any) -> tuple:
+            return (value(part, x, chunk_size=chunk_size), *directional(part, x, v, chunk_size=chunk_size))
+
+        jet = fold(network, x, Rule(leaf, first_rank=0, second_rank=0, cross=lambda a, b: 2.0 * a * b))
+        assert jet.first is not None and jet.second is not None
+        return jet.first, jet.second
     dv, dvv = run(
-        as_network(net),
+        network,
         x,
         DIRECTIONAL,
         kernel,
@@ -206,10 +254,59 @@ def directional(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) 
 def divergence(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
     r"""Divergence :math:`\sum_i \partial y_i / \partial x_i` of a vector field (``m = d``), shape ``x.shape[:-1]``."""
     network = as_network(net)
-    if network.out_features != network.in_features or network.plan.scalar:
+    if network.out_features != network.in_features or network.scalar:
         raise ValueError(
             f"divergence needs as many outputs as inputs (m = d); this network maps "
-            f"d={network.in_features} to m={1 if network.plan.scalar else network.out_features}"
+            f"d={network.in_features} to m={1 if network.scalar else network.out_features}"
         )
     jac = jacobian(network, x, mode, chunk_size=chunk_size)
     return network.xp.sum(diagonal(jac, network.xp, network.device), axis=-1)
+
+
+# --------------------------------------------------------------------------- composites
+
+
+def _composite(
+    network: Composite,
+    x: Any,
+    operator: Any,
+    rank: int,
+    cross: Any,
+    mode: str,
+    chunk_size: int | None,
+) -> Array:
+    """``operator`` of a composite by the product rule; each leaf gives its value and Jacobian, then the operator.
+
+    ``rank`` is the number of trailing axes of the operator's result after the
+    output axis; ``cross(grad_f, grad_g)`` its product cross term.
+    """
+
+    def leaf(part: Any, x: Any) -> tuple:
+        r = derivatives(part, x, mode=mode, chunk_size=chunk_size)
+        return r.value, r.jacobian, operator(part)
+
+    jet = fold(network, x, Rule(leaf, first_rank=1, second_rank=rank, cross=cross))
+    assert jet.second is not None
+    return jet.second
+
+
+def _like(a: Array, b: Any) -> Array:
+    """``b`` as an array of ``a``'s namespace, dtype and device (already validated by the leaf calls)."""
+    xp = array_api_compat.array_namespace(a)
+    b = xp.asarray(b, device=array_api_compat.device(a))
+    return b if b.dtype == a.dtype else xp.astype(b, a.dtype)
+
+
+def _trace_cross(a: Array, b: Array, directions: Any) -> Array:
+    r""":math:`2 \sum_j (S^\top a)_j (S^\top b)_j` for gradients (..., m, d) and :math:`S` (d, k) or (..., d, k)."""
+    xp = array_api_compat.array_namespace(a)
+    s = _like(a, directions)
+    return 2.0 * xp.sum((a @ s) * (b @ s), axis=-1)
+
+
+def _hvp_cross(a: Array, b: Array, v: Any) -> Array:
+    r""":math:`a\,(b \cdot v) + b\,(a \cdot v)` for gradients (..., m, d) and ``v`` (d,) or (..., d)."""
+    xp = array_api_compat.array_namespace(a)
+    v = _like(a, v)
+    v = xp.reshape(v, tuple(v.shape[:-1]) + (1, v.shape[-1]))
+    return a * xp.sum(b * v, axis=-1)[..., None] + b * xp.sum(a * v, axis=-1)[..., None]
