@@ -11,6 +11,20 @@ import math
 from typing import Any
 
 
+def _erf(xp: Any):
+    """The backend's own erf (torch and JAX, the sessions with autodiff references)."""
+    name = getattr(xp, "__name__", "")
+    if "torch" in name:
+        import torch
+
+        return torch.special.erf
+    if "jax" in name:
+        import jax.scipy.special
+
+        return jax.scipy.special.erf
+    raise ValueError(f"no reference erf for {name}")
+
+
 def activation(name: str, xp: Any):
     def anti(z):
         return xp.abs(z) + xp.log1p(xp.exp(-2 * xp.abs(z)))
@@ -18,7 +32,24 @@ def activation(name: str, xp: Any):
     def sig(z):
         return 1 / (1 + xp.exp(-z))
 
+    def negative(z):  # min(z, 0): the exponential branches never see z > 0 (no inf * 0 in autodiff)
+        return xp.minimum(z, xp.zeros_like(z))
+
+    def elu(z, alpha=1.0):
+        return xp.where(z > 0, z, alpha * xp.expm1(negative(z)))
+
+    selu_alpha, selu_scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+    c, k = math.sqrt(2.0 / math.pi), 0.044715
+
     return {
+        "gelu": lambda z: 0.5 * z * (1.0 + _erf(xp)(z / math.sqrt(2.0))),
+        "gelu_tanh": lambda z: 0.5 * z * (1.0 + xp.tanh(c * (z + k * z * z * z))),
+        "elu": elu,
+        "celu": elu,
+        "selu": lambda z: selu_scale * elu(z, selu_alpha),
+        "mish": lambda z: z * xp.tanh(xp.log1p(xp.exp(z))),
+        "relu2": lambda z: xp.maximum(z, xp.zeros_like(z)) ** 2,
+        "gaussian": lambda z: xp.exp(-0.5 * z * z),
         "identity": lambda z: z,
         "sigmoid": sig,
         "tanh": xp.tanh,

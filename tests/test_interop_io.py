@@ -9,7 +9,6 @@ import pytest
 
 import xderiv as xd
 from xderiv.interop import io
-from xderiv.interop._structure import softplus_beta
 
 from .helpers import rel_err
 
@@ -18,7 +17,7 @@ def _nets():
     pot = xd.potential(in_features=3, width=6, depth=2, rank=2, seed=0)
     res = xd.resnet(in_features=3, width=5, depth=2, out_features=2, activation="antitanh", step=0.5, seed=1)
     beta = xd.Sequential(
-        xd.Dense(np.ones((3, 4)) * 0.3, np.zeros(4), activation=softplus_beta(2.0)), xd.Dense(np.ones((4, 1)))
+        xd.Dense(np.ones((3, 4)) * 0.3, np.zeros(4), activation=xd.activations.softplus(2.0)), xd.Dense(np.ones((4, 1)))
     )
     no_quad = xd.Potential(xd.mlp([3, 4, 4], "sin", "tanh", seed=2), np.ones(4), None, np.ones(3) * 0.1, 0.5)
     return {"potential": pot, "resnet": res, "softplus-beta": beta, "potential-linear-only": no_quad}

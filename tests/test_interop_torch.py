@@ -71,6 +71,20 @@ def _cpu_models():
             nn.Linear(5, 2),
             nn.Identity(),
         ),
+        "gelu-elu-mish": nn.Sequential(
+            nn.Linear(3, 8),
+            nn.GELU(),
+            nn.Linear(8, 8),
+            nn.ELU(alpha=0.7),
+            nn.Linear(8, 7),
+            nn.Mish(),
+            ResidualBlock(7, nn.GELU(approximate="tanh"), step=0.5),
+            nn.Linear(7, 6),
+            nn.CELU(alpha=0.5),
+            nn.Linear(6, 6),
+            nn.SELU(),
+            nn.Linear(6, 2),
+        ),
     }
 
 

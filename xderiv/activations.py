@@ -6,19 +6,39 @@ into NaN for any finite ``z`` (checked at :math:`|z| = 10^4`): exponentials
 only ever see :math:`-|z|`, and no formula subtracts two nearly equal numbers
 where a stable form exists.
 
-=============  ======================================  ==========================  ==============================
-name           :math:`\sigma(z)`                        :math:`\sigma'(z)`           :math:`\sigma''(z)`
-=============  ======================================  ==========================  ==============================
-identity       :math:`z`                                1                           0
-sigmoid        :math:`1/(1+e^{-z})`                     :math:`\sigma(1-\sigma)`     :math:`\sigma'(1-2\sigma)`
-tanh           :math:`\tanh z`                          :math:`\mathrm{sech}^2 z`    :math:`-2\tanh z\,\mathrm{sech}^2`
-softplus       :math:`\log(1+e^{z})`                    sigmoid                     sigmoid'
-quadratic      :math:`z^2/2`                            :math:`z`                    1
-sin            :math:`\sin z`                           :math:`\cos z`               :math:`-\sin z`
-silu           :math:`z\,\mathrm{sigmoid}(z)`           :math:`s + z s'`             :math:`2s' + z s''`
-antitanh       :math:`\log(2\cosh z)`                   :math:`\tanh z`              :math:`\mathrm{sech}^2 z`
-logcosh        :math:`\log\cosh z`                      :math:`\tanh z`              :math:`\mathrm{sech}^2 z`
-=============  ======================================  ==========================  ==============================
+=========  ==============================  ==============================  ==================================
+name       :math:`\sigma(z)`               :math:`\sigma'(z)`              :math:`\sigma''(z)`
+=========  ==============================  ==============================  ==================================
+identity   :math:`z`                       1                               0
+sigmoid    :math:`1/(1+e^{-z})`            :math:`\sigma(1-\sigma)`        :math:`\sigma'(1-2\sigma)`
+tanh       :math:`\tanh z`                 :math:`\mathrm{sech}^2 z`       :math:`-2\tanh z\,\mathrm{sech}^2`
+softplus   :math:`\log(1+e^{z})`           sigmoid                         sigmoid'
+quadratic  :math:`z^2/2`                   :math:`z`                       1
+sin        :math:`\sin z`                  :math:`\cos z`                  :math:`-\sin z`
+silu       :math:`z\,\mathrm{sigmoid}(z)`  :math:`s + z s'`                :math:`2s' + z s''`
+antitanh   :math:`\log(2\cosh z)`          :math:`\tanh z`                 :math:`\mathrm{sech}^2 z`
+logcosh    :math:`\log\cosh z`             :math:`\tanh z`                 :math:`\mathrm{sech}^2 z`
+gelu       :math:`z\,\Phi(z)`              :math:`\Phi + z\varphi`         :math:`\varphi\,(2 - z^2)`
+gelu_tanh  :math:`z\,s(w)`                 :math:`s + z w' s'`             see :func:`gelu`
+elu        :math:`z;\ e^z - 1`             :math:`1;\ e^z`                 :math:`0;\ e^z`
+celu       :math:`z;\ e^z - 1`             :math:`1;\ e^z`                 :math:`0;\ e^z`
+selu       :math:`\lambda\,\mathrm{elu}`   :math:`\lambda\,\mathrm{elu}'`  :math:`\lambda\,\mathrm{elu}''`
+mish       :math:`z\,t`                    :math:`t + z s S`               :math:`S\,(2s + z(s' - 2ts^2))`
+relu2      :math:`\max(z, 0)^2`            :math:`2\max(z, 0)`             :math:`2\,[z > 0]`
+gaussian   :math:`e^{-z^2/2}`              :math:`-z\sigma`                :math:`(z^2 - 1)\,\sigma`
+=========  ==============================  ==============================  ==================================
+
+Here :math:`s, s', s''` are the sigmoid and its derivatives (for gelu_tanh at
+:math:`w = 2\sqrt{2/\pi}\,(z + 0.044715 z^3)`, since :math:`\tfrac12(1 + \tanh\tfrac w2)
+= s(w)`), :math:`\Phi, \varphi` the standard normal distribution and density,
+and for mish :math:`t = \tanh(\mathrm{softplus}\,z)`, :math:`S = 1 - t^2`.
+``a; b`` means ``a`` for :math:`z > 0` and ``b`` for :math:`z < 0` (for
+:math:`z = 0` see below); ``selu`` is :math:`\lambda` times ``elu(alpha)``
+with torch's constants :math:`\lambda, \alpha`.  The parametric forms (next
+paragraph) rescale these: ``softplus(beta)`` is
+:math:`\mathrm{softplus}(\beta z)/\beta`, ``sin(freq)`` :math:`\sin(\omega z)`,
+``elu(alpha)`` :math:`\alpha(e^z - 1)` for :math:`z < 0`, ``celu(alpha)``
+:math:`\alpha(e^{z/\alpha} - 1)`, ``gaussian(width)`` :math:`e^{-z^2/(2a^2)}`.
 
 ``antitanh`` is computed as :math:`|z| + \log(1 + e^{-2|z|}) = \log(2\cosh z)`,
 exactly as the seed notebook, hessQuik and OT-Flow do, so their trained
@@ -27,6 +47,33 @@ weights port over unchanged.  ``logcosh`` is :math:`\log\cosh z =
 of every later layer, so the two are **not** interchangeable for a given set
 of weights (their derivatives agree).
 
+Parametric activations
+    :func:`softplus` (``beta``), :func:`sine` (``freq``), :func:`elu` and
+    :func:`celu` (``alpha``), :func:`gaussian` (``width``) and :func:`gelu`
+    (``approximate``) return an :class:`Activation` named canonically, e.g.
+    ``"softplus(beta=2.0)"`` or ``"sin(freq=30.0)"``.  They are *not* added to
+    the registry (no global side effects), the same parameters give the same
+    object, and :func:`get_activation` reads such a name back, so saved
+    networks load again.  With the default parameter each returns the plain
+    registry entry (``softplus(1.0)`` is ``"softplus"``).
+
+Non-smooth points (smooth branches documented)
+    At :math:`z = 0` (where a zero bias and a zero input put every
+    pre-activation) ``elu``, ``celu`` and ``selu`` return exactly what torch's
+    autograd returns: :math:`\sigma'(0)` from the :math:`z < 0` branch
+    (:math:`\alpha` for ``elu(alpha)``, 1 for ``celu``, :math:`\lambda\alpha`
+    for ``selu``; :math:`\sigma'` is continuous for ``elu`` with
+    :math:`\alpha = 1` and for ``celu``) and :math:`\sigma''(0) = 0`, from the
+    :math:`z > 0` branch.  ``relu2`` has :math:`\sigma''(0) = 0`
+    (:math:`2\,[z > 0]`); its :math:`\sigma, \sigma'` are continuous.
+
+``gelu`` needs the error function, which the Array API standard does not
+have: :math:`\Phi` is computed from standard operations with W. J. Cody's
+rational Chebyshev approximations (Math. Comp. 23, 1969, the SPECFUN
+``CALERF`` coefficients) and his splitting of :math:`e^{-z^2/2}`, to full
+double precision and full *relative* precision in the lower tail
+(:math:`\Phi(-30) \approx 4.9\cdot 10^{-198}` to a few ulps).
+
 A user registers an activation of their own with :func:`register_activation`.
 """
 
@@ -34,8 +81,10 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ._namespace import Array
@@ -43,6 +92,10 @@ from ._namespace import Array
 Fused = Callable[[Array, Any, int], tuple[Array, ...]]
 
 _LOG2 = math.log(2.0)
+# Beyond |z| = _CLIP every exponential factor of the activations below is exactly 0 (in
+# float32 too): their derivatives are evaluated at the clipped argument, which gives the same
+# values and keeps z * 0 from becoming inf * 0 = NaN for z near the largest float.
+_CLIP = 1e3
 
 
 @dataclass(frozen=True)
@@ -73,14 +126,16 @@ class Activation:
         return self.evaluate(z, xp, 0)[0]
 
 
-def _sigmoid_parts(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+def _sigmoid_parts(z: Array, xp: Any, order: int, e: Array | None = None) -> tuple[Array, ...]:
     """Stable sigmoid and derivatives from ``e = exp(-|z|)``, ``r = 1/(1+e)``.
 
     sigmoid = r (z >= 0) or e r (z < 0); sigmoid' = e r^2;
     sigmoid'' = -sign(z) (1 - e) r sigmoid', with 1 - e = -expm1(-|z|).
+    A caller that already has ``e`` passes it.
     """
     a = xp.abs(z)
-    e = xp.exp(-a)
+    if e is None:
+        e = xp.exp(-a)
     r = 1.0 / (1.0 + e)
     s = xp.where(z >= 0, r, e * r)
     if order == 0:
@@ -97,6 +152,11 @@ def _sech2(z: Array, xp: Any) -> Array:
     e = xp.exp(-2.0 * xp.abs(z))
     q = 1.0 + e
     return 4.0 * e / (q * q)
+
+
+def _clip(z: Array, xp: Any) -> Array:
+    """``z`` clipped to ``[-_CLIP, _CLIP]`` (see ``_CLIP``)."""
+    return xp.clip(z, min=-_CLIP, max=_CLIP)
 
 
 def _identity(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
@@ -173,6 +233,247 @@ def _logcosh(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
     return _tanh_derivatives(z, xp, order, value)
 
 
+def _rescaled(
+    z: Array, xp: Any, order: int, *, base: Fused, inner: float, coeffs: tuple[float, float, float]
+) -> tuple[Array, ...]:
+    r"""``c0 g(inner z)``, ``c1 g'(inner z)``, ``c2 g''(inner z)`` for a base activation ``g``.
+
+    With ``coeffs = (c, c inner, c inner^2)`` these are :math:`\sigma(z) = c\,g(\mathrm{inner}\,z)`
+    and its derivatives.  The caller passes the products, so that e.g. softplus(beta) gets exactly
+    ``1`` for ``(1/beta) beta``.
+    """
+    parts = base(inner * z, xp, order)
+    return tuple(c * p for c, p in zip(coeffs, parts))
+
+
+# --------------------------------------------------------------------------- the normal distribution
+
+# W. J. Cody, "Rational Chebyshev approximations for the error function", Math. Comp. 23 (1969),
+# as in his SPECFUN routine CALERF; coefficients highest degree first, for _horner.
+# erf(x) = x N1(x^2)/D1(x^2) for |x| <= 0.46875;
+_ERF_SPLIT = 0.46875
+_ERF_N1 = (
+    1.85777706184603153e-1,
+    3.16112374387056560e00,
+    1.13864154151050156e02,
+    3.77485237685302021e02,
+    3.20937758913846947e03,
+)
+_ERF_D1 = (1.0, 2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03, 2.84423683343917062e03)
+# erfc(x) = exp(-x^2) N2(x)/D2(x) for 0.46875 <= x <= 4;
+_ERF_N2 = (
+    2.15311535474403846e-8,
+    5.64188496988670089e-1,
+    8.88314979438837594e00,
+    6.61191906371416295e01,
+    2.98635138197400131e02,
+    8.81952221241769090e02,
+    1.71204761263407058e03,
+    2.05107837782607147e03,
+    1.23033935479799725e03,
+)
+_ERF_D2 = (
+    1.0,
+    1.57449261107098347e01,
+    1.17693950891312499e02,
+    5.37181101862009858e02,
+    1.62138957456669019e03,
+    3.29079923573345963e03,
+    4.36261909014324716e03,
+    3.43936767414372164e03,
+    1.23033935480374942e03,
+)
+# erfc(x) = exp(-x^2) (1/sqrt(pi) - s N3(s)/D3(s)) / x, s = 1/x^2, for x > 4.
+_ERF_N3 = (
+    1.63153871373020978e-2,
+    3.05326634961232344e-1,
+    3.60344899949804439e-1,
+    1.25781726111229246e-1,
+    1.60837851487422766e-2,
+    6.58749161529837803e-4,
+)
+_ERF_D3 = (
+    1.0,
+    2.56852019228982242e00,
+    1.87295284992346047e00,
+    5.27905102951428412e-1,
+    6.05183413124413191e-2,
+    2.33520497626869185e-3,
+)
+_INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_HALF = math.sqrt(0.5)
+
+
+def _horner(x: Array, coeffs: tuple[float, ...]) -> Array:
+    """The polynomial with ``coeffs`` (highest degree first) at ``x``."""
+    h = coeffs[0] * x + coeffs[1]
+    for c in coeffs[2:]:
+        h = h * x + c
+    return h
+
+
+def _exp_neg_square(y: Array, scale: float, xp: Any) -> Array:
+    r""":math:`e^{-s y^2}` for :math:`s = 1` or :math:`1/2`, to full relative accuracy.
+
+    Cody's splitting: with :math:`y_h = \lfloor 16|y| \rfloor / 16`, :math:`s y_h^2` is exact and
+    :math:`e^{-s y^2} = e^{-s y_h^2} e^{-s (|y| - y_h)(|y| + y_h)}`, so the large exponent is not
+    rounded (rounding :math:`s y^2 \approx 700` itself would cost 700 ulps of relative accuracy).
+    """
+    a = xp.clip(xp.abs(y), max=_CLIP)
+    high = xp.trunc(16.0 * a) / 16.0
+    return xp.exp(-scale * high * high) * xp.exp(-scale * (a - high) * (a + high))
+
+
+def _erf_small(x: Array, xp: Any) -> Array:
+    """erf(x) for ``|x| <= 0.46875`` (other lanes: a finite value to be discarded)."""
+    x = xp.clip(x, min=-_ERF_SPLIT, max=_ERF_SPLIT)
+    t = x * x
+    return x * _horner(t, _ERF_N1) / _horner(t, _ERF_D1)
+
+
+def _erfc_ratio(a: Array, xp: Any) -> Array:
+    """``exp(a^2) erfc(a)`` for ``a >= 0.46875`` (other lanes: a finite value to be discarded)."""
+    mid = xp.clip(a, max=4.0)
+    tail = xp.clip(a, min=4.0, max=_CLIP)
+    s = 1.0 / (tail * tail)
+    far = (_INV_SQRT_PI - s * _horner(s, _ERF_N3) / _horner(s, _ERF_D3)) / tail
+    return xp.where(a <= 4.0, _horner(mid, _ERF_N2) / _horner(mid, _ERF_D2), far)
+
+
+def _erfc_given(x: Array, exp_neg_x2: Array, xp: Any) -> Array:
+    """erfc(x) given ``exp(-x^2)``, which the caller computes without rounding ``x^2``."""
+    a = xp.abs(x)
+    tail = exp_neg_x2 * _erfc_ratio(a, xp)  # erfc(|x|) for |x| > 0.46875
+    return xp.where(a <= _ERF_SPLIT, 1.0 - _erf_small(x, xp), xp.where(x < 0, 2.0 - tail, tail))
+
+
+def _erfc(x: Array, xp: Any) -> Array:
+    """The complementary error function, full relative accuracy for every ``x``."""
+    return _erfc_given(x, _exp_neg_square(x, 1.0, xp), xp)
+
+
+def _erf(x: Array, xp: Any) -> Array:
+    """The error function, full relative accuracy for every ``x``."""
+    a = xp.abs(x)
+    tail = _exp_neg_square(x, 1.0, xp) * _erfc_ratio(a, xp)
+    return xp.where(a <= _ERF_SPLIT, _erf_small(x, xp), xp.sign(x) * (1.0 - tail))
+
+
+def _normal_parts(z: Array, xp: Any) -> tuple[Array, Array]:
+    r""":math:`(\Phi(z), \varphi(z))`, both to full relative accuracy, from one :math:`e^{-z^2/2}`.
+
+    :math:`\Phi(z) = \mathrm{erfc}(-z/\sqrt 2)/2` with the exponential split in :math:`z` itself,
+    so that the rounding of :math:`z/\sqrt 2` only reaches the slowly varying rational factor.
+    """
+    e = _exp_neg_square(z, 0.5, xp)
+    return 0.5 * _erfc_given(-_SQRT_HALF * z, e, xp), _INV_SQRT_2PI * e
+
+
+# --------------------------------------------------------------------------- more activations
+
+
+def _gelu(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    cdf, pdf = _normal_parts(z, xp)
+    value = z * cdf
+    if order == 0:
+        return (value,)
+    zc = _clip(z, xp)
+    d1 = cdf + zc * pdf
+    if order == 1:
+        return (value, d1)
+    return (value, d1, pdf * (2.0 - zc * zc))
+
+
+_GELU_TANH_C = math.sqrt(2.0 / math.pi)  # torch's kBeta
+_GELU_TANH_K = 0.044715  # torch's kKappa
+
+
+def _gelu_tanh(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    # 0.5 (1 + tanh u) = sigmoid(2u): the stable sigmoid parts of w = 2u give sigma and, through
+    # sigmoid'(w) = sech^2(u) / 4, the derivatives with no 1 + tanh cancellation for z << 0.
+    zc = _clip(z, xp)  # sigmoid(w) and its derivatives saturate exactly long before |z| = _CLIP
+    z2 = zc * zc
+    w = (2.0 * _GELU_TANH_C) * zc * (1.0 + _GELU_TANH_K * z2)
+    s = _sigmoid_parts(w, xp, order)
+    value = z * s[0]
+    if order == 0:
+        return (value,)
+    dw = (2.0 * _GELU_TANH_C) * (1.0 + (3.0 * _GELU_TANH_K) * z2)
+    d1 = s[0] + zc * dw * s[1]
+    if order == 1:
+        return (value, d1)
+    d2w = (12.0 * _GELU_TANH_C * _GELU_TANH_K) * zc
+    return (value, d1, s[1] * (2.0 * dw + zc * d2w) + zc * dw * dw * s[2])
+
+
+def _elu_family(
+    z: Array, xp: Any, order: int, *, slope: float, inner: float, coeffs: tuple[float, float, float]
+) -> tuple[Array, ...]:
+    r"""ELU, CELU and SELU: :math:`\sigma, \sigma', \sigma''` are ``slope z, slope, 0`` for :math:`z > 0`.
+
+    For :math:`z < 0` they are ``c0 expm1(inner z)``, ``c1 exp(inner z)``, ``c2 exp(inner z)``.
+    At :math:`z = 0`, as torch's autograd: :math:`\sigma' = c_1` (left branch) and
+    :math:`\sigma'' = 0` (right branch).  The exponentials see :math:`\min(z, 0)` only.
+    """
+    pos = z > 0
+    zn = inner * xp.minimum(z, xp.zeros_like(z))
+    value = xp.where(pos, slope * z, coeffs[0] * xp.expm1(zn))
+    if order == 0:
+        return (value,)
+    ex = xp.exp(zn)
+    d1 = xp.where(pos, xp.full_like(z, slope), coeffs[1] * ex)
+    if order == 1:
+        return (value, d1)
+    return (value, d1, xp.where(z < 0, coeffs[2] * ex, xp.zeros_like(z)))
+
+
+# torch's SELU constants (Klambauer et al., 2017), to double precision.
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _mish(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    # With q = e^z: tanh(softplus z) = q(q + 2) / (q(q + 2) + 2).  In e = exp(-|z|), numerator
+    # and gap = denominator - numerator are (1 + 2e, 2e^2) for z >= 0 and (e(e + 2), 2) for
+    # z < 0, all positive: t and S = sech^2(softplus z) = (1 - t)(1 + t) to full accuracy.
+    e = xp.exp(-xp.abs(z))
+    pos = z >= 0
+    num = xp.where(pos, 1.0 + 2.0 * e, e * (e + 2.0))
+    gap = xp.where(pos, 2.0 * e * e, xp.full_like(z, 2.0))
+    den = num + gap
+    t = num / den
+    value = z * t
+    if order == 0:
+        return (value,)
+    sech2 = gap * (num + den) / (den * den)
+    s = _sigmoid_parts(z, xp, order - 1, e)
+    zc = _clip(z, xp)
+    d1 = t + zc * s[0] * sech2
+    if order == 1:
+        return (value, d1)
+    return (value, d1, sech2 * (2.0 * s[0] + zc * (s[1] - 2.0 * t * s[0] * s[0])))
+
+
+def _relu2(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    p = xp.maximum(z, xp.zeros_like(z))
+    value = p * p
+    if order == 0:
+        return (value,)
+    return (value, 2.0 * p, 2.0 * xp.astype(z > 0, z.dtype))[: order + 1]
+
+
+def _gaussian(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    g = _exp_neg_square(z, 0.5, xp)
+    if order == 0:
+        return (g,)
+    zc = _clip(z, xp)
+    d1 = -zc * g
+    if order == 1:
+        return (g, d1)
+    return (g, d1, (zc - 1.0) * (zc + 1.0) * g)
+
+
 _REGISTRY: dict[str, Activation] = {}
 
 
@@ -183,7 +484,9 @@ def _register(activation: Activation, overwrite: bool = False) -> Activation:
     return activation
 
 
-for _name, _fn in [
+# The built-ins, kept here too so that a factory's default parameter gives the built-in even
+# after a user re-registers its name.
+_BUILTIN_FUNCTIONS: list[tuple[str, Fused]] = [
     ("sigmoid", _sigmoid_parts),
     ("tanh", _tanh),
     ("softplus", _softplus),
@@ -192,9 +495,239 @@ for _name, _fn in [
     ("silu", _silu),
     ("antitanh", _antitanh),
     ("logcosh", _logcosh),
-]:
-    _register(Activation(_name, _fn))
-_register(Activation("identity", _identity, linear=True))
+    ("gelu", _gelu),
+    ("gelu_tanh", _gelu_tanh),
+    ("elu", partial(_elu_family, slope=1.0, inner=1.0, coeffs=(1.0, 1.0, 1.0))),
+    ("celu", partial(_elu_family, slope=1.0, inner=1.0, coeffs=(1.0, 1.0, 1.0))),
+    ("selu", partial(_elu_family, slope=_SELU_SCALE, inner=1.0, coeffs=(_SELU_SCALE * _SELU_ALPHA,) * 3)),
+    ("mish", _mish),
+    ("relu2", _relu2),
+    ("gaussian", _gaussian),
+]
+_BUILTIN: dict[str, Activation] = {name: Activation(name, fn) for name, fn in _BUILTIN_FUNCTIONS}
+_BUILTIN["identity"] = Activation("identity", _identity, linear=True)
+for _activation in _BUILTIN.values():
+    _register(_activation)
+
+
+# --------------------------------------------------------------------------- parametric activations
+
+# Factory results by (kind, parameter value): the same parameters give the same object.
+_MADE: dict[tuple[str, float], Activation] = {}
+
+
+def _parameter(kind: str, name: str, value: Any, *, positive: bool) -> float:
+    """``value`` as a float, checked: finite, and positive when ``positive``; errors name the argument."""
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{kind}: {name} must be a real number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{kind}: {name} must be a real number, got {value!r}") from None
+    if positive and not (number > 0.0 and math.isfinite(number)):
+        raise ValueError(f"{kind}: {name} must be a positive finite number, got {value!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"{kind}: {name} must be a finite number, got {value!r}")
+    return number + 0.0  # -0.0 -> 0.0: one object, one name
+
+
+def _made(kind: str, name: str, value: float, evaluate: Callable[[], Fused]) -> Activation:
+    """The cached ``Activation`` named ``kind(name=value)``, built with ``evaluate()`` on first use."""
+    key = (kind, value)
+    act = _MADE.get(key)
+    if act is None:
+        act = _MADE.setdefault(key, Activation(f"{kind}({name}={value!r})", evaluate()))
+    return act
+
+
+def softplus(beta: float = 1.0) -> Activation:
+    r"""Softplus with sharpness ``beta``: :math:`\sigma(z) = \log(1 + e^{\beta z}) / \beta`.
+
+    :math:`\sigma'(z) = \mathrm{sigmoid}(\beta z)`,
+    :math:`\sigma''(z) = \beta\,\mathrm{sigmoid}'(\beta z)`.  torch's and hessQuik's
+    ``Softplus(beta)``.
+
+    Parameters
+    ----------
+    beta : float, default 1.0
+        Positive and finite.
+
+    Returns
+    -------
+    Activation
+        Named ``"softplus(beta=<beta>)"``; ``beta = 1`` gives the built-in ``"softplus"``.
+
+    Notes
+    -----
+    torch and hessQuik switch to the identity where :math:`\beta z` exceeds their ``threshold``
+    (default 20); xderiv evaluates the exact function everywhere, so values there differ by at
+    most :math:`\log(1 + e^{-20})/\beta \approx 2\cdot 10^{-9}/\beta`.
+    """
+    beta = _parameter("softplus", "beta", beta, positive=True)
+    if beta == 1.0:
+        return _BUILTIN["softplus"]
+    return _made(
+        "softplus", "beta", beta, lambda: partial(_rescaled, base=_softplus, inner=beta, coeffs=(1.0 / beta, 1.0, beta))
+    )
+
+
+def sine(freq: float = 1.0) -> Activation:
+    r"""Sine with frequency ``freq`` (SIREN): :math:`\sigma(z) = \sin(\omega z)`.
+
+    :math:`\sigma'(z) = \omega\cos(\omega z)`, :math:`\sigma''(z) = -\omega^2 \sin(\omega z)`.
+
+    Parameters
+    ----------
+    freq : float, default 1.0
+        :math:`\omega`, finite (SIREN uses 30 in its first layer).
+
+    Returns
+    -------
+    Activation
+        Named ``"sin(freq=<freq>)"``; ``freq = 1`` gives the built-in ``"sin"``.
+
+    Notes
+    -----
+    Like every sine of an argument beyond the float range, the result is NaN where
+    :math:`\omega z` overflows (:math:`|z| > 1.8\cdot 10^{308}/|\omega|`).
+    """
+    freq = _parameter("sin", "freq", freq, positive=False)
+    if freq == 1.0:
+        return _BUILTIN["sin"]
+    return _made(
+        "sin", "freq", freq, lambda: partial(_rescaled, base=_sin, inner=freq, coeffs=(1.0, freq, freq * freq))
+    )
+
+
+def elu(alpha: float = 1.0) -> Activation:
+    r"""ELU: :math:`\sigma(z) = z` for :math:`z > 0`, :math:`\alpha(e^z - 1)` for :math:`z \le 0`.
+
+    :math:`\sigma' = 1` or :math:`\alpha e^z`, :math:`\sigma'' = 0` or :math:`\alpha e^z`;
+    at :math:`z = 0` what torch's autograd of ``F.elu`` gives: :math:`\sigma'(0) = \alpha`
+    (left branch), :math:`\sigma''(0) = 0` (right branch).
+
+    Parameters
+    ----------
+    alpha : float, default 1.0
+        Positive and finite.
+
+    Returns
+    -------
+    Activation
+        Named ``"elu(alpha=<alpha>)"``; ``alpha = 1`` gives the built-in ``"elu"``.
+    """
+    alpha = _parameter("elu", "alpha", alpha, positive=True)
+    if alpha == 1.0:
+        return _BUILTIN["elu"]
+    return _made("elu", "alpha", alpha, lambda: partial(_elu_family, slope=1.0, inner=1.0, coeffs=(alpha,) * 3))
+
+
+def celu(alpha: float = 1.0) -> Activation:
+    r"""CELU: :math:`\sigma(z) = z` for :math:`z > 0`, :math:`\alpha(e^{z/\alpha} - 1)` for :math:`z \le 0`.
+
+    :math:`\sigma' = 1` or :math:`e^{z/\alpha}`, :math:`\sigma'' = 0` or :math:`e^{z/\alpha}/\alpha`;
+    at :math:`z = 0` what torch's autograd of ``F.celu`` gives: :math:`\sigma'(0) = 1`,
+    :math:`\sigma''(0) = 0` (right branch).
+
+    Parameters
+    ----------
+    alpha : float, default 1.0
+        Positive and finite.
+
+    Returns
+    -------
+    Activation
+        Named ``"celu(alpha=<alpha>)"``; ``alpha = 1`` gives the built-in ``"celu"``.
+    """
+    alpha = _parameter("celu", "alpha", alpha, positive=True)
+    if alpha == 1.0:
+        return _BUILTIN["celu"]
+    return _made(
+        "celu",
+        "alpha",
+        alpha,
+        lambda: partial(_elu_family, slope=1.0, inner=1.0 / alpha, coeffs=(alpha, 1.0, 1.0 / alpha)),
+    )
+
+
+def gaussian(width: float = 1.0) -> Activation:
+    r"""Gaussian bump of width :math:`a`: :math:`\sigma(z) = e^{-z^2/(2a^2)}`.
+
+    With :math:`y = z/a`: :math:`\sigma' = -(y/a)\,\sigma`, :math:`\sigma'' = (y^2 - 1)\,\sigma/a^2`.
+    The built-in ``"gaussian"`` is :math:`a = 1`, :math:`e^{-z^2/2}` (peak 1, not a normalised
+    density), evaluated to full relative accuracy in the tails.
+
+    Parameters
+    ----------
+    width : float, default 1.0
+        :math:`a`, positive and finite.
+
+    Returns
+    -------
+    Activation
+        Named ``"gaussian(width=<width>)"``; ``width = 1`` gives the built-in ``"gaussian"``.
+    """
+    width = _parameter("gaussian", "width", width, positive=True)
+    if width == 1.0:
+        return _BUILTIN["gaussian"]
+    inv = 1.0 / width
+    return _made(
+        "gaussian", "width", width, lambda: partial(_rescaled, base=_gaussian, inner=inv, coeffs=(1.0, inv, inv * inv))
+    )
+
+
+def gelu(approximate: str = "none") -> Activation:
+    r"""GELU, exact or with torch's tanh approximation.
+
+    ``approximate="none"`` (the built-in ``"gelu"``, torch's ``F.gelu``):
+    :math:`\sigma(z) = z\,\Phi(z)`, :math:`\sigma' = \Phi(z) + z\varphi(z)`,
+    :math:`\sigma'' = \varphi(z)(2 - z^2)`, with :math:`\Phi, \varphi` the standard normal
+    distribution and density (computed with Cody's rational approximations of erfc; full
+    relative accuracy also for :math:`z \ll 0`, where :math:`1 + \mathrm{erf}` would cancel).
+
+    ``approximate="tanh"`` (the built-in ``"gelu_tanh"``, ``F.gelu(approximate="tanh")``):
+    :math:`\sigma(z) = \tfrac12 z (1 + \tanh u)` with :math:`u = \sqrt{2/\pi}\,(z + 0.044715 z^3)`,
+    and the exact derivatives of that formula, computed from
+    :math:`\tfrac12(1 + \tanh u) = \mathrm{sigmoid}(2u)`: :math:`\sigma' = s + 2 z u' s'`,
+    :math:`\sigma'' = 2 s'(2u' + z u'') + 4 z u'^2 s''` with :math:`s^{(k)}` at :math:`2u`.
+
+    Parameters
+    ----------
+    approximate : {"none", "tanh"}
+
+    Returns
+    -------
+    Activation
+    """
+    if approximate == "none":
+        return _BUILTIN["gelu"]
+    if approximate == "tanh":
+        return _BUILTIN["gelu_tanh"]
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+# Canonical name "kind(parameter=value)" -> factory, for get_activation.
+_PARAMETRIC: dict[str, tuple[str, Callable[[float], Activation]]] = {
+    "softplus": ("beta", softplus),
+    "sin": ("freq", sine),
+    "elu": ("alpha", elu),
+    "celu": ("alpha", celu),
+    "gaussian": ("width", gaussian),
+}
+_CANONICAL = re.compile(r"^\s*(\w+)\(\s*(\w+)\s*=\s*([^()=,\s]+)\s*\)\s*$")
+
+
+def _parse_parametric(name: str) -> Activation | None:
+    """The activation a canonical parametric name describes, or None when ``name`` is not one."""
+    m = _CANONICAL.match(name)
+    if m is None or m.group(1) not in _PARAMETRIC or _PARAMETRIC[m.group(1)][0] != m.group(2):
+        return None
+    kind, param, text = m.groups()
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"activation {name!r}: {param}={text!r} is not a number") from None
+    return _PARAMETRIC[kind][1](value)
 
 
 def _with_xp(fn: Callable[..., Array], what: str) -> Callable[[Array, Any], Array]:
@@ -248,20 +781,41 @@ def register_activation(
 
 
 def get_activation(activation: str | Activation) -> Activation:
-    """Look up an activation by name (or pass an :class:`Activation` through)."""
+    """Look up an activation by name (or pass an :class:`Activation` through).
+
+    Parameters
+    ----------
+    activation : str or Activation
+        A registered name (:func:`available_activations`) or the canonical name of a parametric
+        activation, e.g. ``"softplus(beta=2.0)"``, ``"sin(freq=30.0)"``, ``"elu(alpha=0.5)"``,
+        ``"celu(alpha=0.5)"``, ``"gaussian(width=0.5)"`` (the ``name`` of what :func:`softplus`,
+        :func:`sine`, :func:`elu`, :func:`celu`, :func:`gaussian` return).
+
+    Returns
+    -------
+    Activation
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or an invalid parameter.
+    """
     if isinstance(activation, Activation):
         return activation
     if not isinstance(activation, str):
         raise TypeError(f"activation must be a name or an Activation, got {activation!r}")
-    try:
-        return _REGISTRY[activation]
-    except KeyError:
+    found = _REGISTRY.get(activation)
+    if found is None:
+        found = _parse_parametric(activation)
+    if found is None:
+        parametric = ", ".join(f"{kind}({param}=...)" for kind, (param, _) in _PARAMETRIC.items())
         raise ValueError(
-            f"unknown activation {activation!r}; known: {', '.join(sorted(_REGISTRY))} "
+            f"unknown activation {activation!r}; known: {', '.join(sorted(_REGISTRY))}; parametric: {parametric} "
             "(add your own with xderiv.register_activation)"
-        ) from None
+        )
+    return found
 
 
 def available_activations() -> list[str]:
-    """Names of all registered activations."""
+    """Names of all registered activations (parametric ones are made by their factories, e.g. :func:`softplus`)."""
     return sorted(_REGISTRY)

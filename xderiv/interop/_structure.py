@@ -10,67 +10,13 @@ and offset ``b`` (shape ``(1,)``), then ``A`` and ``c`` when present.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
-from ..activations import Activation, get_activation
+from ..activations import get_activation
 from ..layers import Dense, Residual
 from ..networks import Potential, Sequential
-
-_SOFTPLUS_BETA = re.compile(r"^softplus\(beta=([-+0-9.eE]+)\)$")
-
-
-def softplus_beta(beta: float) -> Activation:
-    r"""The activation :math:`\sigma(z) = \log(1 + e^{\beta z}) / \beta` (torch's and hessQuik's ``Softplus(beta)``).
-
-    :math:`\sigma' = \mathrm{sigmoid}(\beta z)`, :math:`\sigma'' = \beta\,\mathrm{sigmoid}'(\beta z)`.
-    ``beta = 1`` is the built-in ``"softplus"``.  Named ``"softplus(beta=<beta>)"``
-    so that saved networks load again (:func:`activation_by_name` reads the
-    name); it is not added to the global registry, so converting a model
-    changes nothing for other code.
-
-    Notes
-    -----
-    torch and hessQuik switch to the identity where :math:`\beta z` exceeds their
-    ``threshold`` (default 20); xderiv evaluates the exact function everywhere, so
-    values there differ by at most :math:`\log(1 + e^{-20})/\beta \approx 2\cdot 10^{-9}/\beta`.
-    """
-    beta = float(beta)
-    if beta == 1.0:
-        return get_activation("softplus")
-    if not beta > 0.0:
-        raise ValueError(f"softplus beta must be positive, got {beta}")
-    if beta not in _SOFTPLUS:
-        _SOFTPLUS[beta] = _make_softplus(beta)
-    return _SOFTPLUS[beta]
-
-
-_SOFTPLUS: dict[float, Activation] = {}
-
-
-def _make_softplus(beta: float) -> Activation:
-    base = get_activation("softplus")
-
-    def evaluate(z: Any, xp: Any, order: int) -> tuple[Any, ...]:
-        parts = base.evaluate(beta * z, xp, order)
-        out: tuple[Any, ...] = (parts[0] / beta,)
-        if order >= 1:
-            out += (parts[1],)
-        if order >= 2:
-            out += (beta * parts[2],)
-        return out
-
-    return Activation(f"softplus(beta={beta!r})", evaluate)
-
-
-def activation_by_name(name: str) -> Activation:
-    """:func:`xderiv.get_activation` plus the parametric names the converters create."""
-    m = _SOFTPLUS_BETA.match(name)
-    if m:
-        return softplus_beta(float(m.group(1)))
-    return get_activation(name)
 
 
 def flatten(net: Any) -> tuple[dict[str, Any], list[Any]]:
@@ -123,7 +69,7 @@ def unflatten(spec: dict[str, Any], arrays: list[Any]) -> Sequential | Potential
     layers: list[Dense] = []
     for i, ls in enumerate(spec["layers"]):
         w, b = arrays[2 * i], arrays[2 * i + 1]
-        act = activation_by_name(ls["activation"])
+        act = get_activation(ls["activation"])
         if ls["type"] == "Residual":
             layers.append(Residual(w, b, activation=act, step=ls["step"]))
         elif ls["type"] == "Dense":
@@ -217,13 +163,11 @@ def _dtype_name(arrays: list[Any]) -> str:
 
 
 __all__ = [
-    "activation_by_name",
     "array_names",
     "convert_all",
     "flatten",
     "place",
     "resolve_target",
-    "softplus_beta",
     "to_numpy",
     "unflatten",
 ]

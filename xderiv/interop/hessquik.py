@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..activations import softplus
 from ..layers import Dense, Residual
 from ..networks import Sequential
-from ._structure import softplus_beta
 
 _ACTIVATIONS = {
     "antiTanhActivation": "antitanh",
@@ -51,7 +51,7 @@ def _activation(act: Any, where: str) -> Any:
     if kind in _ACTIVATIONS:
         return _ACTIVATIONS[kind]
     if kind == "softplusActivation":
-        return softplus_beta(float(getattr(act, "beta", 1.0)))
+        return softplus(float(getattr(act, "beta", 1.0)))
     raise TypeError(
         f"from_hessquik: {where} uses activation {kind}, which has no xderiv counterpart; "
         f"supported: {', '.join(sorted(_ACTIVATIONS))}, softplusActivation"

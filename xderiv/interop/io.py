@@ -15,9 +15,11 @@ File layout: one array per weight, named as in
 ``w``, ``b``, ``A``, ``c``), plus ``__xderiv__``, a JSON string holding the
 format version, the xderiv version and the architecture (layer types,
 activation names, residual steps).  Nothing is pickled: the file loads with
-``numpy.load(path, allow_pickle=False)``.  A network using an activation
-registered with :func:`xderiv.register_activation` loads only after the same
-name is registered again.
+``numpy.load(path, allow_pickle=False)``.  Parametric activations are stored
+by their canonical names (``"softplus(beta=2.0)"``, ``"sin(freq=30.0)"``, ...)
+and load as the same objects.  A network using an activation registered with
+:func:`xderiv.register_activation` loads only after the same name is
+registered again.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ r"""PyTorch bridge: ``torch.nn.Sequential`` to xderiv and back, sharing the tens
 >>> H, lap = xd.hessian(net, x), xd.laplacian(net, x)      # (100, 1, 3, 3), (100, 1)
 
 :func:`from_torch` reads ``Linear`` layers and the activation module that
-follows each (``Tanh``, ``Sigmoid``, ``Softplus``, ``SiLU``, ``Identity`` and
-the small modules defined here: :class:`AntiTanh`, :class:`LogCosh`,
-:class:`Quadratic`, :class:`Sin`, :class:`ResidualBlock`).  The xderiv layers
+follows each (``Tanh``, ``Sigmoid``, ``Softplus``, ``SiLU``, ``GELU``, ``ELU``,
+``CELU``, ``SELU``, ``Mish``, ``Identity`` and the small modules defined here:
+:class:`AntiTanh`, :class:`LogCosh`, :class:`Quadratic`, :class:`Sin`,
+:class:`ResidualBlock`).  The xderiv layers
 hold ``linear.weight.mT`` — a *view* of the Parameter (torch stores ``(out,
 in)``, xderiv wants ``(in, out)``) — and ``linear.bias`` itself: nothing is
 copied, an optimizer step on the module is seen by the xderiv network, and
@@ -31,9 +32,10 @@ from torch import nn
 
 import xderiv as _d
 
+from .. import activations as _activations
 from ..layers import Dense, Residual
 from ..networks import Potential, Sequential
-from ._structure import flatten, softplus_beta, unflatten
+from ._structure import flatten, unflatten
 
 # --------------------------------------------------------------------------- activation modules
 
@@ -127,12 +129,20 @@ def _activation_of(module: nn.Module) -> Any:
         LogCosh: "logcosh",
         Quadratic: "quadratic",
         Sin: "sin",
+        nn.SELU: "selu",
+        nn.Mish: "mish",
     }
     for cls, name in simple.items():
         if type(module) is cls:
             return name
     if type(module) is nn.Softplus:
-        return softplus_beta(float(module.beta))
+        return _activations.softplus(float(module.beta))
+    if type(module) is nn.GELU:
+        return _activations.gelu(module.approximate)
+    if type(module) is nn.ELU:
+        return _activations.elu(float(module.alpha))
+    if type(module) is nn.CELU:
+        return _activations.celu(float(module.alpha))
     return None
 
 
@@ -162,8 +172,10 @@ def from_torch(module: nn.Module) -> TorchSequential:
     module : nn.Sequential or nn.Linear or ResidualBlock
         ``Linear`` layers, each optionally followed by one activation module
         (``Tanh``, ``Sigmoid``, ``Softplus`` with any ``beta``, ``SiLU``,
-        ``Identity``, :class:`AntiTanh`, :class:`LogCosh`, :class:`Quadratic`,
-        :class:`Sin`), and :class:`ResidualBlock` s.  Nested ``Sequential`` s
+        ``GELU`` (both ``approximate`` forms), ``ELU`` and ``CELU`` with any
+        positive ``alpha``, ``SELU``, ``Mish``, ``Identity``, :class:`AntiTanh`,
+        :class:`LogCosh`, :class:`Quadratic`, :class:`Sin`), and
+        :class:`ResidualBlock` s.  Nested ``Sequential`` s
         are flattened; ``Identity`` modules between layers are skipped; a
         ``Linear`` with no activation after it is linear.
 
@@ -301,7 +313,7 @@ def _convert(module: nn.Module) -> Sequential:
 def _unsupported(item: nn.Module, i: int) -> str:
     return (
         f"from_torch: module {i} ({type(item).__name__}) is not supported; use nn.Linear, "
-        "ResidualBlock and the activations Tanh, Sigmoid, Softplus, SiLU, Identity, "
+        "ResidualBlock and the activations Tanh, Sigmoid, Softplus, SiLU, GELU, ELU, CELU, SELU, Mish, Identity, "
         "xderiv.interop.torch.AntiTanh/LogCosh/Quadratic/Sin"
     )
 
