@@ -210,10 +210,16 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy on the package (torch typed; stubs missing for cupy, hessQuik, array-api-strict)."""
+    """mypy on the package (torch typed; stubs missing for cupy, hessQuik, array-api-strict).
+
+    Then mypy from outside the checkout, as in a user's project: the editable install must be
+    visible to it (a path in a .pth file, not an import hook, which type checkers do not run).
+    """
     session.install(TORCH)
     session.install("mypy", "-e", ".")
     session.run("mypy", "--ignore-missing-imports", "xderiv")
+    with session.chdir(tempfile.mkdtemp(prefix="xderiv-user-")):
+        session.run("mypy", "-c", "import xderiv; xderiv.laplacian")
 
 
 @nox.session

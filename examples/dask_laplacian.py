@@ -17,30 +17,52 @@ import time
 
 import dask.array as da
 import numpy as np
-from dask.distributed import Client, LocalCluster
+from dask.distributed import Client, LocalCluster, as_completed
 
 import xderiv as xd
 from xderiv.interop.dask import to_dask
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--points", type=int, default=2_000_000, help="collocation points")
+    p.add_argument("--chunk", type=int, default=100_000, help="points per dask chunk (one task chain each)")
+    p.add_argument("--d", type=int, default=8, help="input dimension")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (one thread each)")
+    p.add_argument("--scheduler", default=None, help="address of an existing dask scheduler (no LocalCluster)")
+    p.add_argument("--log-every", type=int, default=5, help="print progress every N finished chunks (0: quiet)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--points", type=int, default=2_000_000)
-    p.add_argument("--chunk", type=int, default=100_000)
-    p.add_argument("--d", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
-    args = p.parse_args(argv)
+    args = parser().parse_args(argv)
+
+    def say(text: str) -> None:
+        if args.log_every > 0:
+            print(text, flush=True)
 
     net = xd.resnet(args.d, 32, 3, activation="tanh", seed=0)
     dnet = to_dask(net)
     x = da.random.default_rng(0).standard_normal((args.points, args.d), chunks=(args.chunk, args.d))
 
+    say(
+        f"starting a LocalCluster of {args.workers} workers"
+        if not args.scheduler
+        else f"connecting to {args.scheduler}"
+    )
     cluster = None if args.scheduler else LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True)
     with Client(args.scheduler or cluster) as client:
         lap = xd.laplacian(dnet, x)  # lazy: one task chain per chunk
+        chunks = lap.to_delayed().ravel().tolist()  # the Laplacians of each chunk of points, in order
+        say(f"{args.points} Laplacians in {len(chunks)} chunks of up to {args.chunk} points")
         t0 = time.perf_counter()
-        lap_values = client.compute(lap).result()
+        futures = client.compute(chunks)
+        for done, _ in enumerate(as_completed(futures), 1):
+            if args.log_every > 0 and (done % args.log_every == 0 or done == len(futures)):
+                say(f"dask   {done:>{len(str(len(futures)))}}/{len(futures)} chunks  {time.perf_counter() - t0:6.1f} s")
+        lap_values = np.concatenate(client.gather(futures), axis=0)
         t_dask = time.perf_counter() - t0
         first = x[: args.chunk].compute()
     if cluster is not None:

@@ -57,8 +57,12 @@ def solve(
     lbfgs_iters: int = 800,
     points: int = 512,
     seed: int = 0,
+    log_every: int = 0,
 ) -> tuple[xd.Sequential, list[float], float]:
-    """Train; return the network, the loss history and the relative L2 error on held-out points."""
+    """Train; return the network, the loss history and the relative L2 error on held-out points.
+
+    ``log_every=N`` prints the step, the loss and the elapsed time every N optimiser steps.
+    """
     net = xd.mlp([d + 1] + [width] * depth + [1], activation="tanh", xp=torch, seed=seed)
     params = [a.requires_grad_() for a in net.arrays()]
     space = list(range(1, d + 1))
@@ -70,23 +74,47 @@ def solve(
         data = torch.cat([initial, boundary])
         return (residual**2).mean() + 10.0 * ((net(data)[:, 0] - exact(data)) ** 2).mean()
 
-    history = fit(params, loss_on, adam_steps=adam_steps, lbfgs_iters=lbfgs_iters, points=points, seed=seed)
+    history = fit(
+        params,
+        loss_on,
+        adam_steps=adam_steps,
+        lbfgs_iters=lbfgs_iters,
+        points=points,
+        seed=seed,
+        log_every=log_every,
+    )
     test, _, _ = sample(4096, d, torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         err = torch.linalg.norm(net(test)[:, 0] - exact(test)) / torch.linalg.norm(exact(test))
     return net, history, float(err)
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--adam", type=int, default=500, help="Adam steps, each on freshly drawn points")
+    p.add_argument("--lbfgs", type=int, default=800, help="L-BFGS iterations on one fixed sample of points")
+    p.add_argument(
+        "--points",
+        type=int,
+        default=512,
+        help="points of each kind (interior, initial, boundary) per Adam step; L-BFGS uses 4x as many",
+    )
+    p.add_argument(
+        "--log-every", type=int, default=25, help="print step, loss and elapsed time every N steps (0: quiet)"
+    )
+    p.add_argument("--out", default="heat.png", help="where to write the plot")
+    return p
+
+
 def main(argv: list[str] | None = None) -> float:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--adam", type=int, default=500, help="Adam steps on fresh points")
-    p.add_argument("--lbfgs", type=int, default=800, help="L-BFGS iterations on fixed points")
-    p.add_argument("--points", type=int, default=512)
-    p.add_argument("--out", default="heat.png")
-    args = p.parse_args(argv)
+    args = parser().parse_args(argv)
     d = 5
     with Timer() as t:
-        net, history, err = solve(d, adam_steps=args.adam, lbfgs_iters=args.lbfgs, points=args.points)
+        net, history, err = solve(
+            d, adam_steps=args.adam, lbfgs_iters=args.lbfgs, points=args.points, log_every=args.log_every
+        )
     s = torch.linspace(0, 1, 101, dtype=torch.float64)
     tx = torch.full((101, d + 1), 0.5, dtype=torch.float64)
     tx[:, 0], tx[:, 1] = T / 2, s

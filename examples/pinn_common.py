@@ -8,6 +8,24 @@ from collections.abc import Callable
 import torch
 
 
+class Progress:
+    """Prints ``phase, step, loss, elapsed`` every ``every`` steps (``every=0``: silent), flushed at once."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.t0 = time.perf_counter()
+
+    def say(self, text: str) -> None:
+        if self.every > 0:
+            print(text, flush=True)
+
+    def step(self, phase: str, step: int, total: int, loss: float, extra: str = "") -> None:
+        if self.every > 0 and (step % self.every == 0 or step == total):
+            elapsed = time.perf_counter() - self.t0
+            width = len(str(total))
+            print(f"{phase:<6} {step:>{width}}/{total}{extra}  loss {loss:.3e}  {elapsed:6.1f} s", flush=True)
+
+
 def fit(
     params: list[torch.Tensor],
     loss_on: Callable[[torch.Generator, int], torch.Tensor],
@@ -17,22 +35,31 @@ def fit(
     points: int,
     seed: int = 0,
     lr: float = 3e-3,
+    log_every: int = 0,
 ) -> list[float]:
     """Minimise ``loss_on(generator, n_points)`` over ``params``; return the loss history.
 
     Adam sees freshly sampled points each step (robust start), then L-BFGS
     polishes on one fixed, larger sample (PINN losses are smooth in the
     weights, and quasi-Newton steps cut the residual by orders of magnitude).
+    With ``log_every=N`` it prints the step, the loss and the elapsed time
+    every N Adam steps and every N L-BFGS iterations.
     """
+    progress = Progress(log_every)
+    progress.say(
+        f"training: {adam_steps} Adam steps on {points} fresh points each, "
+        f"then up to {lbfgs_iters} L-BFGS iterations on {4 * points} fixed points"
+    )
     gen = torch.Generator().manual_seed(seed)
     history: list[float] = []
     opt = torch.optim.Adam(params, lr=lr)
-    for _ in range(adam_steps):
+    for step in range(1, adam_steps + 1):
         loss = loss_on(gen, points)
         opt.zero_grad()
         loss.backward()
         opt.step()
         history.append(loss.item())
+        progress.step("adam", step, adam_steps, history[-1])
     if lbfgs_iters:
         fixed = torch.Generator().manual_seed(seed + 12345)
         state = fixed.get_state()
@@ -45,6 +72,7 @@ def fit(
             tolerance_grad=1e-12,
             tolerance_change=1e-15,
         )
+        reported = [0]  # the last L-BFGS iteration reported
 
         def closure() -> torch.Tensor:
             fixed.set_state(state)  # the same points at every evaluation
@@ -52,9 +80,16 @@ def fit(
             loss = loss_on(fixed, 4 * points)
             loss.backward()
             history.append(loss.item())
+            it = lbfgs.state[params[0]].get("n_iter", 0)  # the iteration this evaluation belongs to
+            if it > reported[0] and it % max(log_every, 1) == 0:
+                reported[0] = it
+                evals = len(history) - adam_steps
+                progress.step("l-bfgs", it, lbfgs_iters, history[-1], f" ({evals} evaluations)")
             return loss
 
         lbfgs.step(closure)
+        it, evals = lbfgs.state[params[0]].get("n_iter", 0), len(history) - adam_steps
+        progress.say(f"l-bfgs stopped after {it} iterations ({evals} evaluations), loss {history[-1]:.3e}")
     return history
 
 

@@ -1,8 +1,9 @@
-"""Reduced-size runs of the PINN examples: they still train (torch session)."""
+"""Reduced-size runs of the examples: they still train and report progress; ``--help`` shows the defaults."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -31,17 +32,43 @@ def test_example_trains_and_plots(backend, name, tmp_path, capsys):
         _, untrained, err0 = example.solve(adam_steps=0, lbfgs_iters=0, points=64)
         assert untrained == [] and err0 > 0.3  # a random network is far from the solution
         out = tmp_path / f"{name}.png"
-        err = example.main(["--adam", "40", "--lbfgs", "40", "--points", "64", "--out", str(out)])
+        args = ["--adam", "40", "--lbfgs", "40", "--points", "64", "--log-every", "20", "--out", str(out)]
+        err = example.main(args)
     printed = capsys.readouterr().out
     assert "relative L2 error" in printed
+    # progress while it trains: step, loss and elapsed time every 20 steps of each phase
+    assert re.search(r"^adam +20/40 +loss \d\.\d{3}e[+-]\d\d +\d+\.\d s$", printed, re.M), printed
+    assert re.search(r"^adam +40/40 ", printed, re.M), printed
+    assert re.search(r"^l-bfgs +20/40 \(\d+ evaluations\) +loss ", printed, re.M), printed
+    assert "l-bfgs stopped after" in printed
     assert out.stat().st_size > 10_000  # a real PNG with two panels
     assert err < 0.5 * err0
 
 
-def test_dask_example_matches_numpy(backend):
+def test_dask_example_matches_numpy(backend, capsys):
     if backend.name != "dask":
         pytest.skip("the dask example runs in the dask session")
     pytest.importorskip("dask.distributed")
     example = _load("dask_laplacian")
-    out = example.main(["--points", "20000", "--chunk", "5000", "--workers", "1"])
+    out = example.main(["--points", "20000", "--chunk", "5000", "--workers", "1", "--log-every", "2"])
     assert out["max_rel_diff"] < 1e-14 and out["dask_points_per_s"] > 0
+    printed = capsys.readouterr().out
+    assert re.search(r"^dask +2/4 chunks +\d+\.\d s$", printed, re.M), printed
+    assert re.search(r"^dask +4/4 chunks ", printed, re.M), printed
+
+
+@pytest.mark.parametrize(
+    "name, needs", [("poisson", "torch"), ("heat", "torch"), ("dask_laplacian", "dask.distributed")]
+)
+def test_help_shows_every_default(name, needs, capsys):
+    """``python examples/<name>.py --help`` names the default of every option."""
+    pytest.importorskip(needs)
+    example = _load(name)
+    with pytest.raises(SystemExit) as exit_:
+        example.main(["--help"])
+    assert exit_.value.code == 0
+    printed = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    options = [a for a in example.parser()._actions if a.option_strings and a.dest != "help"]
+    assert options
+    for action in options:
+        assert f"(default: {action.default})" in printed, f"{name} --help does not show the default of {action.dest}"

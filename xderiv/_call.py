@@ -154,10 +154,7 @@ def per_point(call: Call, a: Any, name: str, trailing: tuple[int, ...]) -> tuple
         raise TypeError(
             f"{name} must be an array of shape {trailing} or {call.batch + trailing}, got {type(a).__name__}"
         )
-    try:
-        same = resolve_call(a, xp, call.ctx.device, call.ctx.dtype)[1]
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{name}: {exc}") from None
+    same = resolve_call(a, xp, call.ctx.device, call.ctx.dtype, name=name)[1]
     shape = tuple(same.shape)
     if shape == trailing:
         return call.cast(same), False

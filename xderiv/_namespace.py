@@ -40,6 +40,88 @@ def describe(a: object) -> str:
     return f"{kind} of shape {tuple(shape)} and dtype {dtype}"
 
 
+# What the namespace of each library is called where a user types it (array-api-compat wraps some).
+_LIBRARIES = (
+    ("numpy", "is_numpy_namespace"),
+    ("torch", "is_torch_namespace"),
+    ("cupy", "is_cupy_namespace"),
+    ("jax.numpy", "is_jax_namespace"),
+    ("dask.array", "is_dask_namespace"),
+    ("array_api_strict", "is_array_api_strict_namespace"),
+)
+
+
+def library(xp: Any) -> str:
+    """The name a user imports the array library of namespace ``xp`` by (``numpy``, ``torch``, ``jax.numpy``...).
+
+    For error messages only: the core names libraries, it never imports them.
+    """
+    for name, check in _LIBRARIES:
+        if getattr(array_api_compat, check)(xp):
+            return name
+    return str(getattr(xp, "__name__", type(xp).__name__))
+
+
+def _dtype_expr(lib: str, dtype: Any) -> str:
+    """``dtype`` spelled in library ``lib`` (``torch.float64``, ``numpy.float32``...)."""
+    return f"{lib}.{str(dtype).rpartition('.')[2]}"
+
+
+def _device_expr(device: Any) -> str:
+    """``device`` as a user would type it: ``'cuda:0'`` for torch devices, its repr otherwise."""
+    return repr(str(device)) if type(device).__module__.startswith("torch") else repr(device)
+
+
+def convert_hint(name: str, src: str, dst: str, dtype: Any, device: Any) -> str:
+    """An expression that turns the array ``name`` of library ``src`` into one of library ``dst``."""
+    if dst == "numpy":
+        return {
+            "torch": f"{name}.detach().cpu().numpy()",
+            "cupy": f"{name}.get()",
+            "dask.array": f"{name}.compute()",
+        }.get(src, f"numpy.asarray({name})")
+    if dst == "torch":
+        if src in ("numpy", "array_api_strict", "dask.array"):
+            return f"torch.as_tensor({name}, dtype={_dtype_expr('torch', dtype)}, device={_device_expr(device)})"
+        return f"torch.from_dlpack({name})"
+    if dst == "dask.array":
+        return f"dask.array.from_array({name}, chunks=(points_per_chunk, d))"
+    return f"{dst}.asarray({name})"
+
+
+def _rebuild_hint(lib: str, net_lib: str) -> str:
+    """How to get a network whose weights belong to library ``lib`` (one that ``net_lib`` weights came from)."""
+    if lib == "dask.array" and net_lib == "numpy":
+        return "wrap the network's weights with xderiv.interop.dask.to_dask(net)"
+    hint = (
+        f"build the network with {lib}: xd.mlp(..., xp={lib}) (likewise xd.resnet, xd.potential, "
+        f"xderiv.interop.io.load(path, xp={lib}))"
+    )
+    if lib == "torch":
+        hint += ", or convert an nn.Sequential with xderiv.interop.torch.from_torch(model)"
+    return hint
+
+
+def move_hint(name: str, lib: str, device: Any) -> str:
+    """An expression that moves the array ``name`` of library ``lib`` to ``device``."""
+    if lib == "torch":
+        return f"{name}.to({_device_expr(device)})"
+    if lib == "cupy" and hasattr(device, "id"):
+        return f"with cupy.cuda.Device({device.id}): {name} = cupy.asarray({name})"
+    if lib == "jax.numpy":
+        return f"jax.device_put({name}, {device!r})"
+    return f"{name}.to_device({device!r})"
+
+
+def astype_hint(name: str, lib: str, dtype: Any) -> str:
+    """An expression that casts the array ``name`` of library ``lib`` to ``dtype``."""
+    if lib == "torch":
+        return f"{name}.to({_dtype_expr('torch', dtype)})"
+    if lib in ("numpy", "cupy", "jax.numpy", "dask.array"):
+        return f"{name}.astype({_dtype_expr(lib, dtype)})"
+    return f"{lib}.astype({name}, {_dtype_expr(lib, dtype)})"
+
+
 def is_lazy(a: object) -> bool:
     """True for arrays whose library evaluates lazily in chunks of its own (dask): xderiv then does not chunk."""
     check = getattr(array_api_compat, "is_lazy_array", None)
@@ -83,7 +165,8 @@ def namespace_of_weights(arrays: list[Array], owner: str) -> tuple[Any, Any]:
         kinds = sorted({describe(a).split(" of shape")[0] for a in arrays})
         raise TypeError(
             f"{owner}: weights come from different array libraries ({', '.join(kinds)}); "
-            "build every layer's weights in one namespace"
+            "build every layer's weights in one namespace (e.g. torch.as_tensor(w) for a NumPy "
+            "weight in a torch network)"
         ) from exc
     # A traced array (jax.grad/jit) may report no device: nothing to compare then.
     devices = [dev for dev in (array_api_compat.device(a) for a in arrays) if dev is not None] or [None]
@@ -91,7 +174,8 @@ def namespace_of_weights(arrays: list[Array], owner: str) -> tuple[Any, Any]:
         if dev != devices[0]:
             raise ValueError(
                 f"{owner}: weights live on different devices ({devices[0]} and {dev}); "
-                "move them to one device first (xderiv never copies silently)"
+                f"move them to one device first, e.g. {move_hint('w', library(xp), devices[0])} "
+                "for each weight w (xderiv never copies silently)"
             )
     return xp, devices[0]
 
@@ -99,7 +183,11 @@ def namespace_of_weights(arrays: list[Array], owner: str) -> tuple[Any, Any]:
 def check_real_floating(xp: Any, a: Array, name: str) -> None:
     """Raise ``TypeError`` unless ``a`` has a real floating dtype."""
     if not xp.isdtype(a.dtype, "real floating"):
-        raise TypeError(f"{name} must have a real floating dtype, got {a.dtype}")
+        lib = library(xp)
+        raise TypeError(
+            f"{name} must have a real floating dtype, got {a.dtype}; "
+            f"cast it first, e.g. {astype_hint('w', lib, 'float64')}"
+        )
 
 
 def _concrete_bool(flag: Any) -> bool | None:
@@ -150,7 +238,7 @@ def check_finite_number(value: Any, name: str) -> float:
     return out
 
 
-def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tuple[Context, Array]:
+def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any, name: str = "x") -> tuple[Context, Array]:
     """Validate the input of a public call and cast it once.
 
     Parameters
@@ -160,6 +248,8 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tup
         with the network's own namespace, device and weight dtype.
     net_xp, net_device, weight_dtype
         Namespace, device and (promoted) floating dtype of the network weights.
+    name : str
+        What the caller calls ``x`` (``"v"``, ``"S"``...), for error messages.
 
     Returns
     -------
@@ -172,42 +262,65 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tup
     Raises
     ------
     TypeError
-        ``x`` from another array library than the weights, complex or boolean ``x``.
+        ``x`` from another array library than the weights, complex or boolean
+        ``x``, or a sequence that is not a rectangular array of numbers.
     ValueError
         ``x`` on another device than the weights.
+
+    Every message names what it saw and how to fix it (the conversion, move
+    or cast to write, in the libraries involved).
     """
+    net_lib = library(net_xp)
     if x is None:
-        raise TypeError("x: expected an array of points of shape (..., d), got None")
+        raise TypeError(f"{name}: expected an array of points of shape (..., d), got None")
     if type(x).__name__ == "MaskedArray":
         raise TypeError(
-            f"x is a masked array ({describe(x)}); xderiv would ignore its mask: "
-            "pass x.filled(value) or x.data explicitly"
+            f"{name} is a masked array ({describe(x)}); xderiv would ignore its mask: "
+            f"pass {name}.filled(value) or {name}.data explicitly"
         )
     if not is_array(x):
         try:
             x = net_xp.asarray(x, dtype=weight_dtype, device=net_device)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"x: cannot read {type(x).__name__} as real {weight_dtype} points: {exc}") from exc
+        except (TypeError, ValueError, RuntimeError) as exc:
+            if isinstance(x, (list, tuple)) and any(is_array(item) for item in x):
+                fix = f"stack the arrays into one: {net_lib}.stack({name})"
+            else:
+                fix = (
+                    f"pass one rectangular array of shape (..., d), e.g. "
+                    f"{net_lib}.asarray({name}, dtype={_dtype_expr(net_lib, weight_dtype)})"
+                )
+            why = str(exc).strip().rstrip(".")
+            raise TypeError(
+                f"{name}: cannot read {type(x).__name__} as real {weight_dtype} points: {why}; {fix}"
+            ) from exc
     try:
         xp = array_api_compat.array_namespace(x)
     except TypeError as exc:  # pragma: no cover - is_array was True
-        raise TypeError(f"x: unsupported array type {describe(x)}") from exc
+        raise TypeError(f"{name}: unsupported array type {describe(x)}") from exc
     if xp is not net_xp:
+        lib, seen = library(xp), describe(x)
+        # The points may come from the library the user meant the network for; other arguments follow x.
+        rebuild = f", or {_rebuild_hint(lib, net_lib)}" if name == "x" else ""
         raise TypeError(
-            f"x is a {describe(x)} but the network's weights belong to "
-            f"{getattr(net_xp, '__name__', net_xp)}; convert one of them explicitly "
-            "(xderiv never copies between libraries or devices)"
+            f"{name} is {'an' if seen[0] in 'aeiou' else 'a'} {seen} but the network's weights belong to {net_lib} "
+            f"(xderiv never copies between libraries or devices): convert {name} with "
+            f"{convert_hint(name, lib, net_lib, weight_dtype, net_device)}{rebuild}"
         )
     device = array_api_compat.device(x)
     if device is None:  # traced input (jax): take the weights' device
         device = net_device
     if device != net_device and net_device is not None:
         raise ValueError(
-            f"x is on device {device} but the network's weights are on {net_device}; "
-            "move one of them explicitly (xderiv never copies between devices)"
+            f"{name} is on device {device} but the network's weights are on {net_device} "
+            f"(xderiv never copies between devices): move {name} with {move_hint(name, net_lib, net_device)}, "
+            f"or move the network with net.with_arrays([{move_hint('a', net_lib, device)} for a in net.arrays()])"
         )
     if not _is_real_dtype(xp, x.dtype):
-        raise TypeError(f"x must be real (floating or integer), got dtype {x.dtype}")
+        raise TypeError(
+            f"{name} must be real (floating or integer), got dtype {x.dtype}; "
+            f"cast it, e.g. {astype_hint(name, net_lib, weight_dtype)}"
+            + (f" (or take {name}.real if its imaginary part is zero)" if _is_complex(xp, x.dtype) else "")
+        )
     if xp.isdtype(x.dtype, "integral"):
         dtype = weight_dtype
     else:
@@ -215,6 +328,13 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tup
     if x.dtype != dtype:
         x = xp.astype(x, dtype)
     return Context(xp=xp, dtype=dtype, device=device), x
+
+
+def _is_complex(xp: Any, dtype: Any) -> bool:
+    try:
+        return bool(xp.isdtype(dtype, "complex floating"))
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_real_dtype(xp: Any, dtype: Any) -> bool:
@@ -230,13 +350,33 @@ def flatten_batch(x: Array, in_features: int, xp: Any) -> tuple[Array, tuple[int
     if x.ndim == 0 or x.shape[-1] != in_features:
         raise ValueError(
             f"x has shape {tuple(x.shape)}, but the network takes inputs of shape "
-            f"(..., {in_features}): the trailing dimension must be {in_features}"
+            f"(..., {in_features}): the trailing dimension must be {in_features}; "
+            + _shape_hint(tuple(x.shape), in_features, library(xp))
         )
     batch = tuple(x.shape[:-1])
     n = math.prod(batch)
     if x.ndim != 2:
         x = xp.reshape(x, (n, in_features))
     return x, batch
+
+
+def _shape_hint(shape: tuple[int, ...], d: int, lib: str) -> str:
+    """How to reshape points of ``shape`` for a network of input dimension ``d``."""
+    layout = f"n points in d={d} are an array of shape (n, {d}), one point has shape ({d},)"
+    if d == 1 and len(shape) >= 1:
+        return f"{layout}: add the trailing axis with x[..., None] or {lib}.reshape(x, (-1, 1))"
+    if len(shape) >= 2 and shape[-2] == d:
+        swap = (
+            "x.T"
+            if len(shape) == 2
+            else {"torch": "x.mT", "array_api_strict": "array_api_strict.matrix_transpose(x)"}.get(
+                lib, f"{lib}.swapaxes(x, -1, -2)"
+            )
+        )
+        return f"{layout}: x looks transposed (d={d} on its second-to-last axis), pass {swap}"
+    if len(shape) == 0:
+        return f"{layout}, not a scalar"
+    return f"{layout} (coordinates on the last axis)"
 
 
 def matmul_last(a: Array, w: Array, xp: Any) -> Array:
