@@ -28,6 +28,8 @@ class Context:
     xp: Any
     dtype: Any
     device: Any
+    lazy: bool = False
+    """True for arrays evaluated lazily in chunks of their own library (dask): xderiv does not chunk them."""
 
 
 def describe(a: object) -> str:
@@ -54,6 +56,43 @@ def is_lazy(a: object) -> bool:
 def is_array(a: object) -> bool:
     """True for an array of any namespace array-api-compat recognises."""
     return array_api_compat.is_array_api_obj(a)
+
+
+@dataclass(frozen=True)
+class ArrayKind:
+    """What a call needs to know of an array type: its namespace and whether it is lazy."""
+
+    xp: Any
+    lazy: bool
+    device_attribute: bool
+    """Whether ``a.device`` is the device array-api-compat reports (then read directly, cheaper and traceable)."""
+
+
+_KINDS: dict[type, ArrayKind] = {}
+"""Array types seen in network weights (and their namespace's own array type), filled at construction.
+
+A call looks its input's type up here instead of asking array-api-compat,
+whose type checks torch.compile cannot trace without warnings; nothing is
+added while a call runs, so a traced call mutates no state.
+"""
+
+
+def learn_array_types(arrays: list[Array], xp: Any, device: Any) -> None:
+    """Record the types of ``arrays`` and of ``xp``'s arrays on ``device`` in the table :func:`resolve_call` reads."""
+    probe = xp.asarray(0.0, device=device) if device is not None else xp.asarray(0.0)
+    for a in [*arrays, probe]:
+        if type(a) not in _KINDS:
+            _KINDS[type(a)] = _kind(a)
+
+
+def _kind(a: Array) -> ArrayKind:
+    dev = array_api_compat.device(a)
+    try:
+        own = a.device  # type: ignore[attr-defined]
+        attribute = type(own) is type(dev) and bool(own == dev)
+    except Exception:  # no attribute (NumPy < 2), or one a traced array cannot give
+        attribute = False
+    return ArrayKind(array_api_compat.array_namespace(a), is_lazy(a), attribute)
 
 
 def namespace_of_weights(arrays: list[Array], owner: str) -> tuple[Any, Any]:
@@ -93,6 +132,7 @@ def namespace_of_weights(arrays: list[Array], owner: str) -> tuple[Any, Any]:
                 f"{owner}: weights live on different devices ({devices[0]} and {dev}); "
                 "move them to one device first (xderiv never copies silently)"
             )
+    learn_array_types(arrays, xp, devices[0])
     return xp, devices[0]
 
 
@@ -183,22 +223,25 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tup
             f"x is a masked array ({describe(x)}); xderiv would ignore its mask: "
             "pass x.filled(value) or x.data explicitly"
         )
-    if not is_array(x):
+    kind = _KINDS.get(type(x))
+    if kind is None:
+        if not is_array(x):
+            try:
+                x = net_xp.asarray(x, dtype=weight_dtype, device=net_device)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"x: cannot read {type(x).__name__} as real {weight_dtype} points: {exc}") from exc
         try:
-            x = net_xp.asarray(x, dtype=weight_dtype, device=net_device)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"x: cannot read {type(x).__name__} as real {weight_dtype} points: {exc}") from exc
-    try:
-        xp = array_api_compat.array_namespace(x)
-    except TypeError as exc:  # pragma: no cover - is_array was True
-        raise TypeError(f"x: unsupported array type {describe(x)}") from exc
+            kind = _kind(x)
+        except TypeError as exc:  # pragma: no cover - is_array was True
+            raise TypeError(f"x: unsupported array type {describe(x)}") from exc
+    xp = kind.xp
     if xp is not net_xp:
         raise TypeError(
             f"x is a {describe(x)} but the network's weights belong to "
             f"{getattr(net_xp, '__name__', net_xp)}; convert one of them explicitly "
             "(xderiv never copies between libraries or devices)"
         )
-    device = array_api_compat.device(x)
+    device = x.device if kind.device_attribute else array_api_compat.device(x)
     if device is None:  # traced input (jax): take the weights' device
         device = net_device
     if device != net_device and net_device is not None:
@@ -214,7 +257,7 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any) -> tup
         dtype = xp.result_type(x.dtype, weight_dtype)
     if x.dtype != dtype:
         x = xp.astype(x, dtype)
-    return Context(xp=xp, dtype=dtype, device=device), x
+    return Context(xp=xp, dtype=dtype, device=device, lazy=kind.lazy), x
 
 
 def _is_real_dtype(xp: Any, dtype: Any) -> bool:
@@ -257,6 +300,11 @@ def scale(a: Array, h: float) -> Array:
     return a if h == 1.0 else h * a
 
 
+def is_numpy_namespace(xp: Any) -> bool:
+    """True for NumPy's namespace (array-api-compat's wrapper or NumPy itself), by name: traceable, no cache."""
+    return getattr(xp, "__name__", "") in ("numpy", "array_api_compat.numpy")
+
+
 def sum_squares(a: Array, axis: int, xp: Any) -> Array:
     """Sum of squares of ``a`` along ``axis`` (backend-tuned: no temporary on NumPy).
 
@@ -264,7 +312,7 @@ def sum_squares(a: Array, axis: int, xp: Any) -> Array:
     on ``(n, d, w)`` Jacobian rows); elsewhere ``sum(a * a)`` is the fastest
     standard form (torch fuses it; ``vecdot`` is slower there).
     """
-    if array_api_compat.is_numpy_namespace(xp) and a.ndim == 3 and axis in (-2, 1):
+    if is_numpy_namespace(xp) and a.ndim == 3 and axis in (-2, 1):
         return xp.einsum("nkw,nkw->nw", a, a)
     return xp.sum(a * a, axis=axis)
 
