@@ -10,6 +10,7 @@ from ._call import get_memory_budget, set_memory_budget
 from .activations import Activation, available_activations, get_activation, register_activation
 from .composition import Product, Scaled, Sum
 from .derivatives import Derivatives, derivatives, gradient, hessian, jacobian, value
+from .jit import compile
 from .layers import Dense, InputScale, Residual, fourier_features
 from .networks import Potential, Sequential, mlp, potential, quadratic, resnet
 from .operators import directional, divergence, hessian_diagonal, hvp, laplacian, trace_hessian
@@ -28,6 +29,7 @@ __all__ = [
     "Residual",
     "Sequential",
     "available_activations",
+    "compile",
     "derivatives",
     "directional",
     "divergence",

@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ._cost import LayerShape, Quantity, choose, floats_per_point, shape_of
+from ._cost import Costs, LayerShape, Quantity, costs_of, shape_of
 from ._forward import Tape, value_sweep
-from ._namespace import Array, Context, flatten_batch, is_lazy, resolve_call
+from ._namespace import Array, Context, flatten_batch, resolve_call
 from ._potential import PotentialTerms
 from .layers import Dense, layer_params
 
@@ -68,9 +68,12 @@ class Plan:
     scalar: bool
     shape: tuple[LayerShape, ...] = field(init=False)
     """What the cost model reads of the layers (:func:`~xderiv._cost.shape_of`), computed once."""
+    costs: Costs = field(init=False, repr=False)
+    """The cost model's table for this shape (mode choices, memory per point), built here, read per call."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", shape_of(self.layers))
+        object.__setattr__(self, "costs", costs_of(self.shape))
 
     @property
     def in_features(self) -> int:
@@ -196,10 +199,10 @@ def _chunk_size(call: Call, quantity: Quantity, k: int | None, chunk_size: int |
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
         return int(chunk_size)
-    if is_lazy(call.x):  # dask: its own chunks bound the memory
+    if call.ctx.lazy:  # dask: its own chunks bound the memory
         return max(call.n, 1)
     itemsize = int(call.ctx.xp.finfo(call.ctx.dtype).bits // 8)
-    need = floats_per_point(call.plan.shape, quantity, call.mode, k) * itemsize
+    need = call.plan.costs.floats_per_point(quantity, call.mode, k) * itemsize
     budget = get_memory_budget()
     if need > budget:
         raise MemoryError(
@@ -252,7 +255,7 @@ def run(
     call = Call(plan, ctx, x2, batch, params, terms, plan.in_features, plan.out_features)
     args = extras(call) if extras is not None else ()
     k = rows(*[a for a, _ in args]) if rows is not None else None
-    call.mode = choose(plan.shape, quantity, mode, k)
+    call.mode = plan.costs.mode(quantity, mode, k)
     size = _chunk_size(call, quantity, k, chunk_size)
 
     def kernel_on(sub: Call, sub_args: list[Array]) -> Sequence[Array | None]:

@@ -24,7 +24,6 @@ kernel beside its public function.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -168,36 +167,71 @@ def _flops(shape: tuple[LayerShape, ...], quantity: Quantity, k: int | None) -> 
     return quantity.flops(dims, dims.d if k is None else k)
 
 
-def choose(shape: tuple[LayerShape, ...], quantity: Quantity, mode: str, k: int | None = None) -> str:
-    """``mode`` itself, or for ``"auto"`` the cheaper of ``"forward"`` and ``"backward"`` (memoised per shape).
-
-    ``shape`` is :func:`shape_of` the layers.  A quantity computed one way only
-    is always ``"forward"``.
-    """
-    if quantity.flops is None:
-        return "forward"
-    if mode != "auto":
-        return mode
-    return _cheaper(shape, quantity.name, k)
-
-
-@functools.lru_cache(maxsize=1024)
-def _cheaper(shape: tuple[LayerShape, ...], name: str, k: int | None) -> str:
-    fwd, bwd = _flops(shape, QUANTITIES[name], k)
+def _cheaper(shape: tuple[LayerShape, ...], quantity: Quantity, k: int | None) -> str:
+    fwd, bwd = _flops(shape, quantity, k)
     return "forward" if fwd <= bwd else "backward"
 
 
-def floats_per_point(shape: tuple[LayerShape, ...], quantity: Quantity, direction: str, k: int | None = None) -> float:
-    """Working floats one point needs (outputs excluded), for automatic chunking (memoised per shape).
-
-    The arrays alive at the widest layer: carried Jacobian rows and their
-    products (forward), or second-order adjoints (backward), plus the
-    per-layer activation derivatives kept from the value sweep.
-    """
-    return _floats(shape, quantity.name, direction, k)
-
-
-@functools.lru_cache(maxsize=1024)
-def _floats(shape: tuple[LayerShape, ...], name: str, direction: str, k: int | None) -> float:
+def _floats(shape: tuple[LayerShape, ...], quantity: Quantity, direction: str, k: int | None) -> float:
     dims = Dims(shape)
-    return dims.kept() + QUANTITIES[name].memory(dims, direction, dims.d if k is None else k)
+    return dims.kept() + quantity.memory(dims, direction, dims.d if k is None else k)
+
+
+_COMMON_ROWS = (None, 1)
+"""Forward-row counts tabulated up front: ``d`` (None) and the single direction of ``hvp``/``directional``."""
+
+
+class Costs:
+    """The cost model's answers for one network shape, tabulated once and read-only afterwards.
+
+    Built when a :class:`~xderiv._call.Plan` is (networks of one shape share a
+    table), so that a call only reads it: nothing is computed or cached while
+    ``torch.compile`` or ``jax.jit`` trace a call.  Other forward-row counts
+    ``k`` (``trace_hessian`` with ``k`` directions) are computed per call, a
+    pure function of the shape.
+    """
+
+    def __init__(self, shape: tuple[LayerShape, ...]) -> None:
+        self.shape = shape
+        self._modes = {(q.name, k): _cheaper(shape, q, k) for q in QUANTITIES.values() if q.flops for k in _COMMON_ROWS}
+        self._floats = {
+            (q.name, direction, k): _floats(shape, q, direction, k)
+            for q in QUANTITIES.values()
+            for direction in ("forward", "backward")
+            for k in _COMMON_ROWS
+        }
+
+    def mode(self, quantity: Quantity, mode: str, k: int | None = None) -> str:
+        """``mode`` itself, or for ``"auto"`` the cheaper of ``"forward"`` and ``"backward"``.
+
+        A quantity computed one way only is always ``"forward"``.
+        """
+        if quantity.flops is None:
+            return "forward"
+        if mode != "auto":
+            return mode
+        known = self._modes.get((quantity.name, k))
+        return known if known is not None else _cheaper(self.shape, quantity, k)
+
+    def floats_per_point(self, quantity: Quantity, direction: str, k: int | None = None) -> float:
+        """Working floats one point needs (outputs excluded), for automatic chunking.
+
+        The arrays alive at the widest layer: carried Jacobian rows and their
+        products (forward), or second-order adjoints (backward), plus the
+        per-layer activation derivatives kept from the value sweep.
+        """
+        known = self._floats.get((quantity.name, direction, k))
+        return known if known is not None else _floats(self.shape, quantity, direction, k)
+
+
+_TABLES: dict[tuple[LayerShape, ...], Costs] = {}
+
+
+def costs_of(shape: tuple[LayerShape, ...]) -> Costs:
+    """The :class:`Costs` of ``shape`` (shared by every network of that shape; called at construction)."""
+    table = _TABLES.get(shape)
+    if table is None:
+        if len(_TABLES) >= 1024:
+            _TABLES.clear()
+        table = _TABLES[shape] = Costs(shape)
+    return table

@@ -19,7 +19,6 @@ sum-of-layers Hessian are visitors of it.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,10 +61,18 @@ class Step:
         """True for a residual layer (``u' = u + h a``)."""
         return self.layer.skip
 
-    @functools.cached_property
+    _wt: Array | None = None
+
+    @property
     def wt(self) -> Array:
-        """:math:`W^\\top` (w_out, w_in), formed once, when a backward sweep first asks."""
-        return self.xp.matrix_transpose(self.w)
+        """:math:`W^\\top` (w_out, w_in), formed once, when a backward sweep first asks.
+
+        (A plain attribute, not ``functools.cached_property``, whose lock
+        torch.compile cannot trace on Python 3.11.)
+        """
+        if self._wt is None:
+            self._wt = self.xp.matrix_transpose(self.w)
+        return self._wt
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ class Context:
     xp: Any
     dtype: Any
     device: Any
+    lazy: bool = False
+    """True for arrays evaluated lazily in chunks of their own library (dask): xderiv does not chunk them."""
 
 
 def describe(a: object) -> str:
@@ -138,6 +140,43 @@ def is_array(a: object) -> bool:
     return array_api_compat.is_array_api_obj(a)
 
 
+@dataclass(frozen=True)
+class ArrayKind:
+    """What a call needs to know of an array type: its namespace and whether it is lazy."""
+
+    xp: Any
+    lazy: bool
+    device_attribute: bool
+    """Whether ``a.device`` is the device array-api-compat reports (then read directly, cheaper and traceable)."""
+
+
+_KINDS: dict[type, ArrayKind] = {}
+"""Array types seen in network weights (and their namespace's own array type), filled at construction.
+
+A call looks its input's type up here instead of asking array-api-compat,
+whose type checks torch.compile cannot trace without warnings; nothing is
+added while a call runs, so a traced call mutates no state.
+"""
+
+
+def learn_array_types(arrays: list[Array], xp: Any, device: Any) -> None:
+    """Record the types of ``arrays`` and of ``xp``'s arrays on ``device`` in the table :func:`resolve_call` reads."""
+    probe = xp.asarray(0.0, device=device) if device is not None else xp.asarray(0.0)
+    for a in [*arrays, probe]:
+        if type(a) not in _KINDS:
+            _KINDS[type(a)] = _kind(a)
+
+
+def _kind(a: Array) -> ArrayKind:
+    dev = array_api_compat.device(a)
+    try:
+        own = a.device  # type: ignore[attr-defined]
+        attribute = type(own) is type(dev) and bool(own == dev)
+    except Exception:  # no attribute (NumPy < 2), or one a traced array cannot give
+        attribute = False
+    return ArrayKind(array_api_compat.array_namespace(a), is_lazy(a), attribute)
+
+
 def namespace_of_weights(arrays: list[Array], owner: str) -> tuple[Any, Any]:
     """Common namespace and device of a network's weights.
 
@@ -177,6 +216,7 @@ def namespace_of_weights(arrays: list[Array], owner: str) -> tuple[Any, Any]:
                 f"move them to one device first, e.g. {move_hint('w', library(xp), devices[0])} "
                 "for each weight w (xderiv never copies silently)"
             )
+    learn_array_types(arrays, xp, devices[0])
     return xp, devices[0]
 
 
@@ -270,7 +310,6 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any, name: 
     Every message names what it saw and how to fix it (the conversion, move
     or cast to write, in the libraries involved).
     """
-    net_lib = library(net_xp)
     if x is None:
         raise TypeError(f"{name}: expected an array of points of shape (..., d), got None")
     if type(x).__name__ == "MaskedArray":
@@ -278,47 +317,50 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any, name: 
             f"{name} is a masked array ({describe(x)}); xderiv would ignore its mask: "
             f"pass {name}.filled(value) or {name}.data explicitly"
         )
-    if not is_array(x):
+    kind = _KINDS.get(type(x))
+    if kind is None:
+        if not is_array(x):
+            try:
+                x = net_xp.asarray(x, dtype=weight_dtype, device=net_device)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                if isinstance(x, (list, tuple)) and any(is_array(item) for item in x):
+                    fix = f"stack the arrays into one: {library(net_xp)}.stack({name})"
+                else:
+                    fix = (
+                        f"pass one rectangular array of shape (..., d), e.g. "
+                        f"{library(net_xp)}.asarray({name}, dtype={_dtype_expr(library(net_xp), weight_dtype)})"
+                    )
+                why = str(exc).strip().rstrip(".")
+                raise TypeError(
+                    f"{name}: cannot read {type(x).__name__} as real {weight_dtype} points: {why}; {fix}"
+                ) from exc
         try:
-            x = net_xp.asarray(x, dtype=weight_dtype, device=net_device)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            if isinstance(x, (list, tuple)) and any(is_array(item) for item in x):
-                fix = f"stack the arrays into one: {net_lib}.stack({name})"
-            else:
-                fix = (
-                    f"pass one rectangular array of shape (..., d), e.g. "
-                    f"{net_lib}.asarray({name}, dtype={_dtype_expr(net_lib, weight_dtype)})"
-                )
-            why = str(exc).strip().rstrip(".")
-            raise TypeError(
-                f"{name}: cannot read {type(x).__name__} as real {weight_dtype} points: {why}; {fix}"
-            ) from exc
-    try:
-        xp = array_api_compat.array_namespace(x)
-    except TypeError as exc:  # pragma: no cover - is_array was True
-        raise TypeError(f"{name}: unsupported array type {describe(x)}") from exc
+            kind = _kind(x)
+        except TypeError as exc:  # pragma: no cover - is_array was True
+            raise TypeError(f"{name}: unsupported array type {describe(x)}") from exc
+    xp = kind.xp
     if xp is not net_xp:
         lib, seen = library(xp), describe(x)
         # The points may come from the library the user meant the network for; other arguments follow x.
         rebuild = f", or {_rebuild_hint(lib, net_lib)}" if name == "x" else ""
         raise TypeError(
-            f"{name} is {'an' if seen[0] in 'aeiou' else 'a'} {seen} but the network's weights belong to {net_lib} "
+            f"{name} is {'an' if seen[0] in 'aeiou' else 'a'} {seen} but the network's weights belong to {library(net_xp)} "
             f"(xderiv never copies between libraries or devices): convert {name} with "
-            f"{convert_hint(name, lib, net_lib, weight_dtype, net_device)}{rebuild}"
+            f"{convert_hint(name, lib, library(net_xp), weight_dtype, net_device)}{rebuild}"
         )
-    device = array_api_compat.device(x)
+    device = x.device if kind.device_attribute else array_api_compat.device(x)
     if device is None:  # traced input (jax): take the weights' device
         device = net_device
     if device != net_device and net_device is not None:
         raise ValueError(
             f"{name} is on device {device} but the network's weights are on {net_device} "
-            f"(xderiv never copies between devices): move {name} with {move_hint(name, net_lib, net_device)}, "
-            f"or move the network with net.with_arrays([{move_hint('a', net_lib, device)} for a in net.arrays()])"
+            f"(xderiv never copies between devices): move {name} with {move_hint(name, library(net_xp), net_device)}, "
+            f"or move the network with net.with_arrays([{move_hint('a', library(net_xp), device)} for a in net.arrays()])"
         )
     if not _is_real_dtype(xp, x.dtype):
         raise TypeError(
             f"{name} must be real (floating or integer), got dtype {x.dtype}; "
-            f"cast it, e.g. {astype_hint(name, net_lib, weight_dtype)}"
+            f"cast it, e.g. {astype_hint(name, library(net_xp), weight_dtype)}"
             + (f" (or take {name}.real if its imaginary part is zero)" if _is_complex(xp, x.dtype) else "")
         )
     if xp.isdtype(x.dtype, "integral"):
@@ -327,7 +369,7 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any, name: 
         dtype = xp.result_type(x.dtype, weight_dtype)
     if x.dtype != dtype:
         x = xp.astype(x, dtype)
-    return Context(xp=xp, dtype=dtype, device=device), x
+    return Context(xp=xp, dtype=dtype, device=device, lazy=kind.lazy), x
 
 
 def _is_complex(xp: Any, dtype: Any) -> bool:
@@ -397,6 +439,11 @@ def scale(a: Array, h: float) -> Array:
     return a if h == 1.0 else h * a
 
 
+def is_numpy_namespace(xp: Any) -> bool:
+    """True for NumPy's namespace (array-api-compat's wrapper or NumPy itself), by name: traceable, no cache."""
+    return getattr(xp, "__name__", "") in ("numpy", "array_api_compat.numpy")
+
+
 def sum_squares(a: Array, axis: int, xp: Any) -> Array:
     """Sum of squares of ``a`` along ``axis`` (backend-tuned: no temporary on NumPy).
 
@@ -404,7 +451,7 @@ def sum_squares(a: Array, axis: int, xp: Any) -> Array:
     on ``(n, d, w)`` Jacobian rows); elsewhere ``sum(a * a)`` is the fastest
     standard form (torch fuses it; ``vecdot`` is slower there).
     """
-    if array_api_compat.is_numpy_namespace(xp) and a.ndim == 3 and axis in (-2, 1):
+    if is_numpy_namespace(xp) and a.ndim == 3 and axis in (-2, 1):
         return xp.einsum("nkw,nkw->nw", a, a)
     return xp.sum(a * a, axis=axis)
 

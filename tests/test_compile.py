@@ -1,0 +1,186 @@
+"""Every operator traces whole: torch.compile(fullgraph=True) with no warning, jax.jit/grad/vmap; xd.compile."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import xderiv as xd
+
+from .helpers import rel_err
+
+OPS = {
+    "value": lambda net, x, s, v, mode: xd.value(net, x),
+    "jacobian": lambda net, x, s, v, mode: xd.jacobian(net, x, mode=mode),
+    "hessian": lambda net, x, s, v, mode: xd.hessian(net, x, mode=mode),
+    "laplacian": lambda net, x, s, v, mode: xd.laplacian(net, x, mode=mode),
+    "partial-laplacian": lambda net, x, s, v, mode: xd.laplacian(net, x, mode=mode, coords=[1, 2]),
+    "trace_hessian": lambda net, x, s, v, mode: xd.trace_hessian(net, x, s, mode=mode),
+    "hessian_diagonal": lambda net, x, s, v, mode: xd.hessian_diagonal(net, x, mode=mode),
+    "hvp": lambda net, x, s, v, mode: xd.hvp(net, x, v),
+    "directional": lambda net, x, s, v, mode: xd.directional(net, x, v)[1],
+}
+ONE_MODE = {"value", "hvp", "directional"}
+CASES = [(op, mode) for op in OPS for mode in (["auto"] if op in ONE_MODE else ["forward", "backward"])]
+
+
+def _torch_only(backend):
+    if backend.name != "torch":
+        pytest.skip("torch.compile: the torch session runs it")
+    if os.environ.get("XDERIV_TORCH_DEFAULT_DEVICE"):
+        pytest.skip("compiled code is device-checked by the main torch pass")
+
+
+def _problem(backend):
+    net = xd.potential(3, 8, 2, rank=2, seed=0, xp=backend.module, device=backend.device)
+    resnet = xd.resnet(3, 8, 2, out_features=2, activation="tanh", seed=1, xp=backend.module, device=backend.device)
+    rng = np.random.default_rng(0)
+    x = backend.asarray(rng.standard_normal((6, 3)))
+    s = backend.asarray(rng.standard_normal((3, 2)))
+    v = backend.asarray(rng.standard_normal(3))
+    return net, resnet, x, s, v
+
+
+def _quiet_compile(fn, *args, **kw):
+    """``fn`` compiled with fullgraph=True and called; fails on any warning raised while tracing."""
+    import torch
+
+    compiled = torch.compile(fn, fullgraph=True, **kw)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = compiled(*args)
+    ours = [str(w.message)[:200] for w in caught if "deprecated" not in str(w.message)]
+    assert not ours, f"tracing warned: {ours}"
+    return out
+
+
+@pytest.mark.parametrize(("op", "mode"), CASES)
+def test_torch_compile_traces_every_operator_whole(backend, op, mode):
+    _torch_only(backend)
+    import torch
+
+    torch._dynamo.reset()
+    potential, resnet, x, s, v = _problem(backend)
+    net = resnet if mode == "backward" else potential  # two outputs backward; the Potential's terms forward
+    eager = OPS[op](net, x, s, v, mode)
+    got = _quiet_compile(lambda x: OPS[op](net, x, s, v, mode), x, dynamic=False)
+    assert rel_err(backend.to_numpy(got), backend.to_numpy(eager)) < 1e-13
+
+
+@pytest.mark.parametrize("op", ["laplacian", "hessian"])
+def test_torch_compile_with_dynamic_shapes(backend, op):
+    _torch_only(backend)
+    import torch
+
+    torch._dynamo.reset()
+    _, resnet, x, s, v = _problem(backend)
+    compiled = torch.compile(lambda x: OPS[op](resnet, x, s, v, "auto"), fullgraph=True, dynamic=True)
+    for n in (5, 9, 17):
+        xn = backend.asarray(np.random.default_rng(n).standard_normal((n, 3)))
+        want = backend.to_numpy(OPS[op](resnet, xn, s, v, "auto"))
+        assert rel_err(backend.to_numpy(compiled(xn)), want) < 1e-13
+
+
+def test_compiled_training_step_gives_the_eager_gradients(backend):
+    """loss(Δu of a converted module) under torch.compile, then .backward(): the eager weight gradients."""
+    _torch_only(backend)
+    import torch
+
+    from xderiv.interop.torch import from_torch
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    with torch.device(backend.device):
+        model = torch.nn.Sequential(
+            torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
+        ).double()
+    net = from_torch(model)
+    x = torch.rand(32, 3, dtype=torch.float64, device=backend.device)
+
+    def loss_fn(x):
+        return ((xd.laplacian(net, x) + 1.0) ** 2).mean()
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        # a weight the Laplacian does not depend on (the last bias) has no gradient or a zero one
+        return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+    eager = grads(loss_fn(x))
+    compiled = grads(_quiet_compile(loss_fn, x))
+    for a, b in zip(compiled, eager):
+        assert (a - b).abs().max().item() <= 1e-12 * max(b.abs().max().item(), 1.0)
+
+
+def test_xd_compile_equals_the_operator_on_every_backend(backend):
+    if backend.name == "torch" and os.environ.get("XDERIV_TORCH_DEFAULT_DEVICE"):
+        pytest.skip("compiled code is device-checked by the main torch pass")
+    _, resnet, x, s, v = _problem(backend)
+    lap = xd.compile(xd.laplacian, resnet, mode="forward")
+    assert rel_err(backend.to_numpy(lap(x)), backend.to_numpy(xd.laplacian(resnet, x, mode="forward"))) < 1e-13
+    tr = xd.compile(xd.trace_hessian, resnet)
+    assert rel_err(backend.to_numpy(tr(x, s)), backend.to_numpy(xd.trace_hessian(resnet, x, s))) < 1e-13
+
+
+def test_xd_compile_sees_new_weights(backend):
+    """In-place updates (an optimizer step) and a converted module cast after compiling are both seen."""
+    _torch_only(backend)
+    import torch
+
+    from xderiv.interop.torch import from_torch
+
+    torch.manual_seed(1)
+    with torch.device(backend.device):
+        model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    net = from_torch(model)
+    hess = xd.compile(xd.hessian, net)
+    x = torch.rand(4, 3, dtype=torch.float32, device=backend.device)
+    assert (hess(x) - xd.hessian(net, x)).abs().max().item() < 1e-6
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)
+    assert (hess(x) - xd.hessian(net, x)).abs().max().item() < 1e-6
+    model.double()
+    x64 = x.double()
+    out = hess(x64)
+    assert out.dtype == torch.float64
+    assert (out - xd.hessian(net, x64)).abs().max().item() < 1e-13
+
+
+def test_jax_vmap_of_an_operator_equals_the_batched_call(backend):
+    if backend.name != "jax":
+        pytest.skip("jax.vmap: the jax session runs it")
+    import jax
+
+    _, resnet, x, s, v = _problem(backend)
+    per_point = jax.vmap(lambda p: xd.laplacian(resnet, p))(x)
+    assert rel_err(backend.to_numpy(per_point), backend.to_numpy(xd.laplacian(resnet, x))) < 1e-13
+    hv = jax.vmap(lambda p, w: xd.hvp(resnet, p, w), in_axes=(0, None))(x, v)
+    assert rel_err(backend.to_numpy(hv), backend.to_numpy(xd.hvp(resnet, x, v))) < 1e-13
+
+
+def test_cuda_graph_capture_replays_the_operator(backend):
+    """An operator captured in a CUDA graph (no host synchronisation inside) replays to the eager result."""
+    _torch_only(backend)
+    import torch
+
+    if getattr(backend.device, "type", None) != "cuda":
+        pytest.skip("CUDA graphs need the torch session on a CUDA device (XDERIV_DEVICE=cuda)")
+    _, resnet, x, s, v = _problem(backend)
+    static_x = x.clone()
+    for op in ("laplacian", "hessian", "trace_hessian"):
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            OPS[op](resnet, static_x, s, v, "auto")  # warm-up outside the capture
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = OPS[op](resnet, static_x, s, v, "auto")
+        static_x.copy_(2.0 * x)
+        graph.replay()
+        want = OPS[op](resnet, 2.0 * x, s, v, "auto")
+        assert rel_err(backend.to_numpy(out), backend.to_numpy(want)) < 1e-13
+        static_x.copy_(x)

@@ -1,0 +1,114 @@
+"""One call to the fastest path each backend has: :func:`compile` specialises an operator to a network.
+
+``f = xd.compile(xd.laplacian, net)`` returns ``f(x, ...)`` equal to
+``xd.laplacian(net, x, ...)``, traced once by what the network's backend does
+best:
+
+- **torch**: ``torch.compile(fullgraph=True)``, which fuses the elementwise
+  chains of every layer (σ′ ⊙ (J W), squares, reductions, the residual add)
+  into a few kernels; on CUDA with static shapes also
+  ``mode="reduce-overhead"``, which replays the call from a CUDA graph (no
+  kernel-launch or Python cost per call).
+- **JAX**: ``jax.jit`` over the network's weights (so an optimizer's new
+  weights are used without retracing) and the arguments.
+- **NumPy, CuPy, array-api-strict, dask**: the eager call (NumPy has nothing
+  to trace into; dask builds its own graph).
+
+The first call pays the trace and compile (seconds; recompiled when shapes,
+dtypes or devices change), later calls only the compiled kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat
+
+from .networks import as_network
+
+
+def compile(  # noqa: A001 - xd.compile mirrors torch.compile / jax.jit
+    operator: Callable[..., Any],
+    net: Any,
+    /,
+    *,
+    dynamic: bool | None = False,
+    cuda_graphs: bool | None = None,
+    **fixed: Any,
+) -> Callable[..., Any]:
+    """``f(x, *args, **kwargs) == operator(net, x, *args, **fixed, **kwargs)``, compiled for ``net``'s backend.
+
+    Parameters
+    ----------
+    operator : callable
+        Any xderiv operator taking ``(net, x, ...)``: ``xd.value``,
+        ``xd.jacobian``, ``xd.gradient``, ``xd.hessian``, ``xd.laplacian``,
+        ``xd.derivatives``, ``xd.trace_hessian``, ``xd.hessian_diagonal``,
+        ``xd.hvp``, ``xd.directional``, ``xd.divergence``.
+    net : network
+        A Sequential, Potential, composite or converted torch module.  Its
+        weights are read at every call (optimizer steps are seen).
+    dynamic : bool or None, default False
+        torch only: trace for varying batch sizes (``True``), specialise to
+        each shape seen (``False``, fastest; a new shape recompiles), or let
+        torch decide (``None``).
+    cuda_graphs : bool, optional
+        torch on CUDA only: replay from a CUDA graph (``mode="reduce-overhead"``).
+        Default: on for CUDA with static shapes.  The outputs of a replayed
+        call are overwritten by the next call: clone them to keep them.
+    **fixed
+        Keyword arguments of ``operator`` fixed for every call (``mode``,
+        ``coords``, ``directions``, ...).
+
+    Returns
+    -------
+    callable
+        ``f(x, *args, **kwargs)``.
+
+    Examples
+    --------
+    >>> lap = xd.compile(xd.laplacian, net, mode="forward")   # doctest: +SKIP
+    >>> lap(x)                                                  # compiles on the first call
+    """
+    network = as_network(net)
+    xp = network.xp
+
+    def call(x: Any, *args: Any, **kwargs: Any) -> Any:
+        return operator(net, x, *args, **fixed, **kwargs)
+
+    if array_api_compat.is_torch_namespace(xp):
+        return _torch(call, net, network.device, dynamic, cuda_graphs)
+    if array_api_compat.is_jax_namespace(xp):
+        return _jax(operator, net, fixed)
+    return functools.wraps(operator)(call)
+
+
+def _torch(call: Callable[..., Any], net: Any, device: Any, dynamic: bool | None, cuda_graphs: bool | None) -> Any:
+    import torch
+
+    on_cuda = getattr(device, "type", None) == "cuda"
+    graphs = (on_cuda and dynamic is False) if cuda_graphs is None else bool(cuda_graphs)
+    if graphs and not on_cuda:
+        raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, this one is on {device}")
+    compiled = torch.compile(call, fullgraph=True, dynamic=dynamic, mode="reduce-overhead" if graphs else None)
+
+    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
+        net.resolve()  # a converted module re-reads its Parameters here, outside the trace
+        return compiled(x, *args, **kwargs)
+
+    return run
+
+
+def _jax(operator: Callable[..., Any], net: Any, fixed: dict[str, Any]) -> Any:
+    import jax
+
+    @jax.jit
+    def traced(arrays: list[Any], x: Any, *args: Any) -> Any:
+        return operator(net.with_arrays(arrays), x, *args, **fixed)
+
+    def run(x: Any, *args: Any) -> Any:
+        return traced(net.arrays(), x, *args)
+
+    return run
