@@ -340,22 +340,23 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any, name: 
             raise TypeError(f"{name}: unsupported array type {describe(x)}") from exc
     xp = kind.xp
     if xp is not net_xp:
-        lib, seen = library(xp), describe(x)
+        lib, seen, net_lib = library(xp), describe(x), library(net_xp)
         # The points may come from the library the user meant the network for; other arguments follow x.
         rebuild = f", or {_rebuild_hint(lib, net_lib)}" if name == "x" else ""
         raise TypeError(
-            f"{name} is {'an' if seen[0] in 'aeiou' else 'a'} {seen} but the network's weights belong to {library(net_xp)} "
+            f"{name} is {'an' if seen[0] in 'aeiou' else 'a'} {seen} but the network's weights belong to {net_lib} "
             f"(xderiv never copies between libraries or devices): convert {name} with "
-            f"{convert_hint(name, lib, library(net_xp), weight_dtype, net_device)}{rebuild}"
+            f"{convert_hint(name, lib, net_lib, weight_dtype, net_device)}{rebuild}"
         )
     device = x.device if kind.device_attribute else array_api_compat.device(x)
     if device is None:  # traced input (jax): take the weights' device
         device = net_device
     if device != net_device and net_device is not None:
+        net_lib = library(net_xp)
         raise ValueError(
             f"{name} is on device {device} but the network's weights are on {net_device} "
-            f"(xderiv never copies between devices): move {name} with {move_hint(name, library(net_xp), net_device)}, "
-            f"or move the network with net.with_arrays([{move_hint('a', library(net_xp), device)} for a in net.arrays()])"
+            f"(xderiv never copies between devices): move {name} with {move_hint(name, net_lib, net_device)}, "
+            f"or move the network with net.with_arrays([{move_hint('a', net_lib, device)} for a in net.arrays()])"
         )
     if not _is_real_dtype(xp, x.dtype):
         raise TypeError(
