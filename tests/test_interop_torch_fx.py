@@ -165,6 +165,63 @@ def test_what_the_custom_module_becomes(backend):
     torch.testing.assert_close(net.layers[0].weight, torch.diag(1 / model.sigma))
 
 
+def test_siren_frequency_keeps_the_views(backend):
+    torch.manual_seed(0)
+    model = _siren(backend.device)
+    net = from_torch(model)
+    assert [layer.activation.name for layer in net.layers] == ["sin(freq=30.0)", "sin", "sin", "identity"]
+    assert net.layers[0].weight.data_ptr() == model.first.weight.data_ptr()
+    assert net.layers[0].bias is model.first.bias
+    assert net._live == []  # nothing recomputed per call
+    model.w0 = 10.0  # a Python attribute: read again
+    assert net.layers[0].activation.name == "sin(freq=10.0)"
+    _check(net, model, torch.randn(4, 3, dtype=F64, device=backend.device))
+
+
+class Functional(nn.Module):
+    """The activations as torch.nn.functional calls, and GELU's two module forms."""
+
+    def __init__(self, device):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(3 if i == 0 else 6, 6, device=device, dtype=F64) for i in range(8))
+        self.gelus = nn.ModuleList([nn.GELU(), nn.GELU(approximate="tanh")])
+        self.out = nn.Linear(6, 1, device=device, dtype=F64)
+
+    def forward(self, x):
+        fs = [
+            lambda z: F.gelu(z),
+            lambda z: F.gelu(z, approximate="tanh"),
+            lambda z: F.elu(z, alpha=0.7),
+            lambda z: F.celu(z, 0.5),
+            F.selu,
+            F.mish,
+            self.gelus[0],
+            self.gelus[1],
+        ]
+        u = x
+        for layer, f in zip(self.layers, fs):
+            u = f(layer(u))
+        return self.out(u)
+
+
+def test_functional_activations(backend):
+    torch.manual_seed(0)
+    model = Functional(backend.device)
+    net = from_torch(model)
+    assert [layer.activation.name for layer in net.layers] == [
+        "gelu",
+        "gelu_tanh",
+        "elu(alpha=0.7)",
+        "celu(alpha=0.5)",
+        "selu",
+        "mish",
+        "gelu",
+        "gelu_tanh",
+        "identity",
+    ]
+    _check(net, model, torch.randn(6, 3, dtype=F64, device=backend.device))
+
+
 def test_float32_custom_module(backend):
     torch.manual_seed(0)
     model = _pinn(backend.device, torch.float32)

@@ -805,11 +805,11 @@ class _Reader:
         m = self.root.get_submodule(str(node.target))
         first = node.args[0] if node.args else None
         if not (_is_linear(m) or self.acts.is_module(m)):
+            known = ", ".join(sorted({cls.__name__ for cls in self.acts.modules}))
             raise self.fail(
                 node,
-                f"{type(m).__name__} is not supported; use nn.Linear, the activations Tanh, Sigmoid, Softplus, "
-                "SiLU, Identity, xderiv.interop.torch.AntiTanh/LogCosh/Quadratic/Sin, or map your own "
-                f"activation modules with from_torch(..., activations={{{type(m).__name__}: ...}})",
+                f"{type(m).__name__} is not supported; use nn.Linear and the activation modules {known}, or map "
+                f"your own with from_torch(..., activations={{{type(m).__name__}: ...}})",
                 TypeError,
             )
         if len(node.args) != 1 or kwargs or not isinstance(first, fx.Node) or len(streams) != 1:

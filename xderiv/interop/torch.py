@@ -10,7 +10,7 @@ r"""PyTorch bridge: torch modules to xderiv and back, sharing the tensors.
 :func:`from_torch` reads a module's ``forward`` by tracing it with
 ``torch.fx``, so ``nn.Sequential`` s and custom modules convert alike: chains
 of ``Linear`` layers, elementwise activations (modules such as ``nn.Tanh()``
-or functions such as ``torch.tanh``, ``F.softplus``, ``torch.sin(w0 * z)``;
+or functions such as ``torch.tanh``, ``F.gelu``, ``torch.sin(w0 * z)``;
 the tables :data:`MODULE_ACTIVATIONS` and :data:`FUNCTION_ACTIVATIONS`, plus
 the caller's ``activations=`` mapping), residual updates ``u + h *
 act(linear(u))`` (as in :class:`ResidualBlock`) and affine input/output
@@ -216,10 +216,14 @@ def from_torch(module: nn.Module, activations: Mapping[Any, ActivationSpec] | No
           tensors of the module);
         - elementwise activations after a Linear, as modules (``nn.Tanh()``,
           ``nn.Sigmoid()``, ``nn.Softplus(beta)``, ``nn.SiLU()``,
+          ``nn.GELU()`` in both ``approximate`` forms, ``nn.ELU(alpha)``,
+          ``nn.CELU(alpha)``, ``nn.SELU()``, ``nn.Mish()``,
           ``nn.Identity()``, :class:`AntiTanh`, :class:`LogCosh`,
           :class:`Quadratic`, :class:`Sin`) or functions (``torch.tanh``,
           ``F.tanh``, ``z.tanh()``, ``torch.sigmoid``, ``F.silu``,
-          ``F.softplus``, ``torch.sin``), or any in ``activations``;
+          ``F.softplus``, ``F.gelu``, ``F.elu``, ``F.celu``, ``F.selu``,
+          ``F.mish``, ``torch.sin``; ``torch.sin(w0 * z)`` with a Python
+          ``w0`` is xderiv's ``sine(w0)``), or any in ``activations``;
         - residual updates ``u + h * act(linear(u))`` (also ``u - ...``, and
           ``u + linear(u)``) with ``h`` a Python number, as in
           :class:`ResidualBlock`;
@@ -274,9 +278,10 @@ def from_torch(module: nn.Module, activations: Mapping[Any, ActivationSpec] | No
     How the graph becomes layers: a Linear and the activation after it are
     one :class:`~xderiv.Dense` over the Linear's own tensors; a scale or
     shift *between* a Linear and its activation (``tanh(a * z + c)``) is
-    folded into that layer's weight and bias (for ``sin(w0 * z)`` with a
-    Python ``w0``, a frequency activation keeps the weight a view where
-    :data:`SCALED_ACTIVATIONS` has one).  A scale or shift of anything else
+    folded into that layer's weight and bias, except a Python factor on an
+    activation with a frequency form in :data:`SCALED_ACTIVATIONS`
+    (``sin(w0 * z)`` becomes :func:`xderiv.activations.sine` ``(w0)`` over
+    the Linear's own tensors).  A scale or shift of anything else
     -- the input (``(x - mu) / sigma``), an activation's output, a Linear's
     output with no activation (``y * s + t``) -- becomes its own
     :class:`~xderiv.Dense` with identity activation, weight ``diag(s)`` and
