@@ -1,4 +1,4 @@
-r"""PyTorch bridge: ``torch.nn.Sequential`` to xderiv and back, sharing the tensors.
+r"""PyTorch bridge: torch modules to xderiv and back, sharing the tensors.
 
 >>> import torch, xderiv as xd
 >>> from xderiv.interop.torch import from_torch
@@ -7,15 +7,21 @@ r"""PyTorch bridge: ``torch.nn.Sequential`` to xderiv and back, sharing the tens
 >>> net = from_torch(model)
 >>> H, lap = xd.hessian(net, x), xd.laplacian(net, x)      # (100, 1, 3, 3), (100, 1)
 
-:func:`from_torch` reads ``Linear`` layers and the activation module that
-follows each (``Tanh``, ``Sigmoid``, ``Softplus``, ``SiLU``, ``GELU``, ``ELU``,
-``CELU``, ``SELU``, ``Mish``, ``Identity`` and the small modules defined here:
-:class:`AntiTanh`, :class:`LogCosh`, :class:`Quadratic`, :class:`Sin`,
-:class:`ResidualBlock`).  The xderiv layers
-hold ``linear.weight.mT`` — a *view* of the Parameter (torch stores ``(out,
-in)``, xderiv wants ``(in, out)``) — and ``linear.bias`` itself: nothing is
-copied, an optimizer step on the module is seen by the xderiv network, and
-gradients of any xderiv result flow back into the module's Parameters.
+:func:`from_torch` reads a module's ``forward`` by tracing it with
+``torch.fx``, so ``nn.Sequential`` s and custom modules convert alike: chains
+of ``Linear`` layers, elementwise activations (modules such as ``nn.Tanh()``
+or functions such as ``torch.tanh``, ``F.gelu``, ``torch.sin(w0 * z)``;
+the tables :data:`MODULE_ACTIVATIONS` and :data:`FUNCTION_ACTIVATIONS`, plus
+the caller's ``activations=`` mapping), residual updates ``u + h *
+act(linear(u))`` (as in :class:`ResidualBlock`) and affine input/output
+scalings such as ``(x - mu) / sigma``.  The xderiv layers hold
+``linear.weight.mT`` -- a *view* of the Parameter (torch stores ``(out,
+in)``, xderiv wants ``(in, out)``) -- and ``linear.bias`` itself; a weight
+computed from tensors (``diag(1/sigma)`` of a scaling) is recomputed
+whenever they change.  Nothing is copied, an optimizer step on the module is
+seen by the xderiv network, and gradients of any xderiv result flow back
+into the module's Parameters.  Graphs that are not such a chain are refused
+with an error naming the ``torch.fx`` node.
 
 :func:`as_module` goes the other way: an ``nn.Module`` whose ``parameters()``
 an optimizer takes, whose ``forward`` is the value, with ``jacobian``,
@@ -24,18 +30,25 @@ an optimizer takes, whose ``forward`` is the value, with ``jacobian``,
 
 from __future__ import annotations
 
+import copy
 import math
+import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import xderiv as _d
 
 from .. import activations as _activations
+from .._call import Plan
+from ..activations import Activation
 from ..layers import Dense, Residual
 from ..networks import Potential, Sequential
 from ._structure import flatten, unflatten
+from ._torch_fx import ActivationSpec, ActivationTable, Program, read
 
 # --------------------------------------------------------------------------- activation modules
 
@@ -118,93 +131,208 @@ class ResidualBlock(nn.Module):
         return f"step={self.step}"
 
 
-def _activation_of(module: nn.Module) -> Any:
-    """xderiv activation (name or Activation) for a torch activation module, or None if not one."""
-    simple = {
-        nn.Tanh: "tanh",
-        nn.Sigmoid: "sigmoid",
-        nn.SiLU: "silu",
-        nn.Identity: "identity",
-        AntiTanh: "antitanh",
-        LogCosh: "logcosh",
-        Quadratic: "quadratic",
-        Sin: "sin",
-        nn.SELU: "selu",
-        nn.Mish: "mish",
-    }
-    for cls, name in simple.items():
-        if type(module) is cls:
-            return name
-    if type(module) is nn.Softplus:
-        return _activations.softplus(float(module.beta))
-    if type(module) is nn.GELU:
-        return _activations.gelu(module.approximate)
-    if type(module) is nn.ELU:
-        return _activations.elu(float(module.alpha))
-    if type(module) is nn.CELU:
-        return _activations.celu(float(module.alpha))
-    return None
+# --------------------------------------------------------------------------- activation tables
+
+# One line per activation.  A value is an xderiv activation name, an xderiv Activation, or a callable
+# returning one: called with the module (module classes) or with the call's arguments after the input
+# (functions; ``F.softplus(x, beta=2.0)`` calls ``spec(beta=2.0)``).  Strings as keys are Tensor
+# methods (``z.tanh()``; ``F.tanh`` and ``F.sigmoid`` trace as those).  Read-only for users: pass
+# ``from_torch(..., activations=...)`` to add or override entries for one conversion.
+MODULE_ACTIVATIONS: dict[type[nn.Module], ActivationSpec] = {
+    nn.Identity: "identity",
+    nn.Tanh: "tanh",
+    nn.Sigmoid: "sigmoid",
+    nn.SiLU: "silu",
+    nn.Softplus: lambda m: _activations.softplus(m.beta),
+    nn.GELU: lambda m: _activations.gelu(m.approximate),
+    nn.ELU: lambda m: _activations.elu(m.alpha),
+    nn.CELU: lambda m: _activations.celu(m.alpha),
+    nn.SELU: "selu",
+    nn.Mish: "mish",
+    AntiTanh: "antitanh",
+    LogCosh: "logcosh",
+    Quadratic: "quadratic",
+    Sin: "sin",
+}
+FUNCTION_ACTIVATIONS: dict[Any, ActivationSpec] = {
+    torch.tanh: "tanh",
+    "tanh": "tanh",
+    torch.sigmoid: "sigmoid",
+    "sigmoid": "sigmoid",
+    F.silu: lambda inplace=False: "silu",
+    torch.sin: "sin",
+    "sin": "sin",
+    F.softplus: lambda beta=1.0, threshold=20.0: _activations.softplus(beta),
+    F.gelu: lambda approximate="none": _activations.gelu(approximate),
+    F.elu: lambda alpha=1.0, inplace=False: _activations.elu(alpha),
+    F.celu: lambda alpha=1.0, inplace=False: _activations.celu(alpha),
+    F.selu: lambda inplace=False: "selu",
+    torch.selu: "selu",
+    F.mish: lambda inplace=False: "mish",
+}
+# sigma(a z) for a Python number a, as one activation (keeps the Linear's weight a view); without an
+# entry, a is folded into the Linear's weight and bias.
+SCALED_ACTIVATIONS: dict[str, Callable[[float], Activation]] = {
+    "sin": _activations.sine,  # SIREN's sin(w0 * linear(x))
+}
 
 
-def _leaves(module: nn.Module) -> list[nn.Module]:
-    """Children of (nested) ``nn.Sequential`` containers, flattened."""
-    if isinstance(module, nn.Sequential):
-        out: list[nn.Module] = []
-        for child in module:
-            out += _leaves(child)
-        return out
-    return [module]
+def _activation_table(activations: Mapping[Any, ActivationSpec] | None) -> ActivationTable:
+    """The built-in tables with the user's ``activations`` on top (nothing global changes)."""
+    modules: dict[type, ActivationSpec] = dict(MODULE_ACTIVATIONS)
+    functions: dict[Any, ActivationSpec] = dict(FUNCTION_ACTIVATIONS)
+    wrapped: list[Callable[..., Any]] = []
+    for key, spec in (activations or {}).items():
+        if not (isinstance(spec, (str, Activation)) or callable(spec)):
+            raise TypeError(
+                f"from_torch: activations[{key!r}] must be an activation name, an xderiv Activation or a "
+                f"callable, got {spec!r}"
+            )
+        if isinstance(key, type) and issubclass(key, nn.Module):
+            modules[key] = spec
+        elif callable(key) and not isinstance(key, type):
+            functions[key] = spec
+            if isinstance(key, types.FunctionType):
+                wrapped.append(key)  # keep the user's function whole while tracing
+        else:
+            raise TypeError(f"from_torch: activations keys must be nn.Module classes or functions, got {key!r}")
+    return ActivationTable(modules, functions, SCALED_ACTIVATIONS, tuple(wrapped))
 
 
-def _linear_arrays(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    w = linear.weight.mT  # (in, out) view of the (out, in) Parameter
-    b = linear.bias
-    if b is None:
-        b = torch.zeros(w.shape[1], dtype=w.dtype, device=w.device)
-    return w, b
+def from_torch(module: nn.Module, activations: Mapping[Any, ActivationSpec] | None = None) -> TorchSequential:
+    """Convert a torch module into an xderiv :class:`~xderiv.Sequential` sharing its tensors.
 
-
-def from_torch(module: nn.Module) -> TorchSequential:
-    """Convert a ``torch.nn.Sequential`` into an xderiv :class:`~xderiv.Sequential` sharing its tensors.
+    The module's ``forward`` is read by tracing it with ``torch.fx`` (not by
+    class names), so ``nn.Sequential`` s (nested at any depth) and custom
+    modules whose ``forward`` is a chain of the pieces below both convert,
+    typically a Python loop over an ``nn.ModuleList``.
 
     Parameters
     ----------
-    module : nn.Sequential or nn.Linear or ResidualBlock
-        ``Linear`` layers, each optionally followed by one activation module
-        (``Tanh``, ``Sigmoid``, ``Softplus`` with any ``beta``, ``SiLU``,
-        ``GELU`` (both ``approximate`` forms), ``ELU`` and ``CELU`` with any
-        positive ``alpha``, ``SELU``, ``Mish``, ``Identity``, :class:`AntiTanh`,
-        :class:`LogCosh`, :class:`Quadratic`, :class:`Sin`), and
-        :class:`ResidualBlock` s.  Nested ``Sequential`` s
-        are flattened; ``Identity`` modules between layers are skipped; a
-        ``Linear`` with no activation after it is linear.
+    module : nn.Module
+        ``forward(x)`` of one tensor ``x`` of shape ``(..., d)``, built from:
+
+        - ``nn.Linear`` modules (also ``F.linear(u, W, b)`` and ``u @ W`` with
+          tensors of the module);
+        - elementwise activations after a Linear, as modules (``nn.Tanh()``,
+          ``nn.Sigmoid()``, ``nn.Softplus(beta)``, ``nn.SiLU()``,
+          ``nn.GELU()`` in both ``approximate`` forms, ``nn.ELU(alpha)``,
+          ``nn.CELU(alpha)``, ``nn.SELU()``, ``nn.Mish()``,
+          ``nn.Identity()``, :class:`AntiTanh`, :class:`LogCosh`,
+          :class:`Quadratic`, :class:`Sin`) or functions (``torch.tanh``,
+          ``F.tanh``, ``z.tanh()``, ``torch.sigmoid``, ``F.silu``,
+          ``F.softplus``, ``F.gelu``, ``F.elu``, ``F.celu``, ``F.selu``,
+          ``F.mish``, ``torch.sin``; ``torch.sin(w0 * z)`` with a Python
+          ``w0`` is xderiv's ``sine(w0)``), or any in ``activations``;
+        - residual updates ``u + h * act(linear(u))`` (also ``u - ...``, and
+          ``u + linear(u)``) with ``h`` a Python number, as in
+          :class:`ResidualBlock`;
+        - affine maps with constants anywhere: ``(x - mu) / sigma``,
+          ``x * s + t``, ``2 * (x - lo) / (hi - lo) - 1``, ``torch.sin(w0 *
+          linear(x))``, where the constants are Python numbers or tensors of
+          the module (Parameters, buffers, tensor attributes) of shape ``()``,
+          ``(w,)`` or ``(1, w)``, and expressions of them.
+
+        ``nn.Identity`` and identity activations are skipped.
+    activations : dict, optional
+        More activations, or other readings of the built-in ones, for this
+        conversion only (nothing global changes).  Keys are ``nn.Module``
+        classes (matched by exact class; the module is kept whole while
+        tracing) or functions called in ``forward`` (a plain Python function
+        is kept whole when ``forward`` calls it by its global name).  Values
+        are an xderiv activation name (``"tanh"``, or one registered with
+        :func:`xderiv.register_activation`), an :class:`xderiv.Activation`,
+        or a callable returning one of those: called with the module for a
+        class (``{nn.Softplus: lambda m: ...}``, read again whenever the
+        module's Python attributes change), with the call's arguments after
+        the input for a function.
 
     Returns
     -------
     TorchSequential
         An xderiv :class:`~xderiv.Sequential` that reads the module at every
-        call: its weights are ``linear.weight.mT`` (views) and its biases the
-        ``linear.bias`` Parameters themselves (a ``Linear`` without bias gets a
-        constant zero tensor), always those the module holds *now*.  Gradients
-        of xderiv results reach the module's Parameters; optimizer steps,
-        ``load_state_dict`` (with or without ``assign=True``), ``.double()``,
-        ``.float()``, ``.half()`` and ``.to(device)`` on the module are all seen
-        by the network, and nothing is copied.
+        call, always over the tensors the module holds *now*: a Linear's
+        weight is ``linear.weight.mT`` (a view) and its bias the Parameter
+        itself; a weight or bias computed from tensors (a scaling's
+        ``diag(1/sigma)``, a Linear with a scale folded in) is recomputed
+        whenever they change.  Gradients of xderiv results reach the
+        module's Parameters; optimizer steps, ``load_state_dict`` (with or
+        without ``assign=True``), ``.double()``, ``.float()``, ``.half()``,
+        ``.to(device)``, replaced Parameters, buffers or submodules and
+        changed Python attributes (a step ``h``) are all seen.
 
     Raises
     ------
     TypeError
-        For a module type it does not know (the message names it and its position).
+        For a module class or function it does not know, naming the fx node
+        (name, op, target, module path and class).
     ValueError
-        For two activations in a row or an activation with no ``Linear`` before it.
+        For a graph that is not a chain of xderiv layers, naming the fx node
+        and why: two activations in a row, an activation with no Linear
+        before it, inputs joined (``torch.cat``) or multiplied together, a
+        residual branch with two Linears, several inputs, a ``forward`` that
+        ``torch.fx`` cannot trace (control flow on values), or no Linear.
 
     Notes
     -----
+    How the graph becomes layers: a Linear and the activation after it are
+    one :class:`~xderiv.Dense` over the Linear's own tensors; a scale or
+    shift *between* a Linear and its activation (``tanh(a * z + c)``) is
+    folded into that layer's weight and bias, except a Python factor on an
+    activation with a frequency form in :data:`SCALED_ACTIVATIONS`
+    (``sin(w0 * z)`` becomes :func:`xderiv.activations.sine` ``(w0)`` over
+    the Linear's own tensors).  A scale or shift of anything else
+    -- the input (``(x - mu) / sigma``), an activation's output, a Linear's
+    output with no activation (``y * s + t``) -- becomes its own
+    :class:`~xderiv.Dense` with identity activation, weight ``diag(s)`` and
+    bias ``t``, so the Linears around it keep their Parameters as views.
+
+    Tracing and matching run once per module *structure*: the tree of
+    submodules and their Python attributes (numbers, strings, booleans,
+    None and tuples of those), so a changed step ``h`` traces again, while
+    ``train()``/``eval()`` switch between remembered structures.  Each call
+    only compares a fingerprint of the tensors the network reads (identity,
+    storage, dtype and device; for tensors feeding a computed array also
+    ``_version`` and ``requires_grad``) and rebuilds the arrays when it
+    changed: a few microseconds per call when nothing changed.  An array
+    computed from tensors that require grad is recomputed at every call
+    under autograd (a few small tensor operations), so each call has its own
+    autograd graph.  Tensors created inside ``forward`` from Python values
+    (``torch.tensor(2.0)``) are taken as traced.  A callable in
+    ``activations`` runs when the structure is read, and again when a
+    tensor of its module changes; gradients do not reach tensors it reads
+    (write a learnable slope as ``torch.tanh(self.a * z)`` in ``forward``
+    instead: it is folded, and differentiated).
+
     ``nn.Softplus`` uses the identity where ``beta * z > threshold`` (default
     20); xderiv evaluates the exact softplus there (a difference below
     ``2e-9 / beta``).
+
+    Examples
+    --------
+    >>> import torch, xderiv as xd
+    >>> from torch import nn
+    >>> class PINN(nn.Module):
+    ...     def __init__(self, lo, hi, width=32, depth=3):
+    ...         super().__init__()
+    ...         self.register_buffer("lo", lo)
+    ...         self.register_buffer("hi", hi)
+    ...         self.inp = nn.Linear(lo.numel(), width)
+    ...         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+    ...         self.out = nn.Linear(width, 1)
+    ...     def forward(self, x):
+    ...         u = torch.tanh(self.inp(2 * (x - self.lo) / (self.hi - self.lo) - 1))
+    ...         for layer in self.hidden:
+    ...             u = u + 0.5 * torch.tanh(layer(u))
+    ...         return self.out(u)
+    >>> model = PINN(torch.zeros(2), torch.ones(2)).double()
+    >>> net = from_torch(model)
+    >>> [type(layer).__name__ for layer in net.layers]
+    ['Dense', 'Dense', 'Residual', 'Residual', 'Residual', 'Dense']
+    >>> xd.laplacian(net, torch.rand(5, 2, dtype=torch.float64)).shape
+    torch.Size([5, 1])
     """
-    return TorchSequential(module)
+    return TorchSequential(module, activations)
 
 
 def _current(name: str, doc: str) -> Any:
@@ -213,16 +341,24 @@ def _current(name: str, doc: str) -> Any:
 
 
 class TorchSequential(Sequential):
-    """A :class:`~xderiv.Sequential` over a torch module's current Parameters (made by :func:`from_torch`).
+    """A :class:`~xderiv.Sequential` over a torch module's current tensors (made by :func:`from_torch`).
 
-    Every xderiv call on it asks :meth:`resolve` for the network to evaluate.
-    That compares a fingerprint of the module -- each leaf module and, per
-    Parameter, its identity, storage address, dtype and device (a few
-    attribute reads per Parameter) -- with the one of the last conversion and
-    converts again only when it changed, so the network never computes with
-    stale tensors: a moved, cast or replaced Parameter is picked up at the next
-    call, while in-place updates (optimizer steps) are seen through the views
-    anyway.  Nothing is copied either way.
+    Every xderiv call on it asks :meth:`resolve` for the network to evaluate,
+    which works in two levels:
+
+    1. *structure*: the submodule tree and the modules' Python attributes
+       (a tuple per module, a dict lookup per attribute).  When it changed,
+       ``forward`` is traced and matched again (a few milliseconds; the last
+       eight structures are remembered, so ``model.train()``/``model.eval()``
+       does not trace again);
+    2. *arrays*: per tensor the network reads, its identity, storage address,
+       dtype and device, and for tensors feeding a computed array also
+       ``_version`` and ``requires_grad``.  When it changed, the layers are
+       rebuilt over the current tensors (views where possible, nothing
+       copied).
+
+    In-place updates of a Parameter used as a Linear's weight or bias are
+    seen through the views without any rebuild.
 
     Attributes
     ----------
@@ -230,28 +366,86 @@ class TorchSequential(Sequential):
         The converted module.
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, activations: Mapping[Any, ActivationSpec] | None = None) -> None:
         self.module = module
+        self._table = _activation_table(activations)
+        self._programs: dict[tuple[Any, ...], Program] = {}
+        self._program: Program | None = None
+        self._structure: tuple[Any, ...] | None = None
         self._key: tuple[Any, ...] | None = None
         self._net: Sequential | None = None
+        self._arrays: list[Any] = []
+        self._live: list[int] = []
+        self._held: list[Any] = []  # the fingerprinted tensors, kept alive so their ids stay theirs
         self.resolve()  # convert (and validate) now, not at the first call
 
-    def _fingerprint(self) -> tuple[Any, ...]:
-        key: list[Any] = []
-        for leaf in _leaves(self.module):
-            key += [id(leaf), getattr(leaf, "step", None), getattr(leaf, "beta", None)]
-            for p in leaf.parameters():
-                key += [id(p), p.data_ptr(), p.dtype, p.device]
-        return tuple(key)
-
     def resolve(self) -> Sequential:
-        """The module as an xderiv network over its Parameters as they are now."""
-        if self._net is not None and _compiling():  # traced: the guards of the compiled graph own staleness
-            return self._net
-        key = self._fingerprint()
-        if key != self._key or self._net is None:
-            self._net, self._key = _convert(self.module), key
-        return self._net
+        """The module as an xderiv network over its tensors as they are now."""
+        net = self._net
+        if net is not None and _compiling():  # traced: the guards of the compiled graph own staleness
+            return net if not self._live else self._refresh(self._program.values())  # type: ignore[union-attr]
+        program = self._program
+        if program is None or program.structure() != self._structure:
+            program = self._replan()
+        vals = program.values()
+        key = program.array_key(vals)
+        if key is None:  # a source vanished or is no tensor any more: the structure changed
+            program = self._replan(force=True)
+            vals = program.values()
+            key = program.array_key(vals)
+            if key is None:
+                raise RuntimeError(f"from_torch: {type(self.module).__name__} changed while it was read")
+        if key != self._key or net is None:
+            return self._build(program, vals, key)
+        if self._live and torch.is_grad_enabled():
+            return self._refresh(vals)
+        return net
+
+    def _replan(self, force: bool = False) -> Program:
+        """Trace and match again, or take the program of a structure seen before."""
+        program = None
+        if not force and self._program is not None:
+            structure = self._program.structure()
+            cached = self._programs.get(structure)
+            if cached is not None and cached.structure() == structure:
+                program = cached
+        if program is None:
+            program = read(self.module, self._table)
+            if len(self._programs) >= 8:
+                self._programs.pop(next(iter(self._programs)))
+            self._programs[program.structure()] = program
+        self._program, self._structure, self._key = program, program.structure(), None
+        return program
+
+    def _build(self, program: Program, vals: list[Any], key: tuple[Any, ...] | None) -> Sequential:
+        with torch.enable_grad():  # views and computed arrays record autograd even if called under no_grad
+            arrays = [e(vals) for e in program.arrays]
+            layers: list[Dense] = []
+            for i, recipe in enumerate(program.layers):
+                w, b = arrays[2 * i], arrays[2 * i + 1]
+                if recipe.residual:
+                    layers.append(Residual(w, b, activation=recipe.activation, step=recipe.step))
+                else:
+                    layers.append(Dense(w, b, activation=recipe.activation))
+            net = Sequential(*layers)
+        self._net, self._arrays, self._key, self._held = net, arrays, key, vals
+        self._live = program.live(vals)
+        return net
+
+    def _refresh(self, vals: list[Any]) -> Sequential:
+        """The network with its computed arrays recomputed (fresh autograd graphs), the rest reused."""
+        net, program = self._net, self._program
+        assert net is not None and program is not None
+        arrays = list(self._arrays)
+        layers = list(net.layers)
+        with torch.enable_grad():
+            for j in self._live:
+                arrays[j] = program.arrays[j](vals)
+        for i in sorted({j // 2 for j in self._live}):
+            layers[i] = layers[i].with_arrays(arrays[2 * i], arrays[2 * i + 1])
+        new = copy.copy(net)  # same namespace, device and dtype: only the plan changes
+        new.plan = Plan(tuple(layers), None, None, scalar=False)
+        return new
 
     plan = _current("plan", "The current network's :class:`~xderiv._call.Plan`.")  # type: ignore[assignment]
     xp = _current("xp", "Namespace of the module's current Parameters.")  # type: ignore[assignment]
@@ -270,52 +464,6 @@ def _compiling() -> bool:
     """True while torch.compile traces the call."""
     check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
     return bool(check()) if check is not None else False
-
-
-def _convert(module: nn.Module) -> Sequential:
-    """One conversion of ``module`` into a plain Sequential over views of its current Parameters."""
-    layers: list[Dense] = []
-    items = _leaves(module)
-    with torch.enable_grad():  # the .mT views must record autograd even if called under no_grad
-        i = 0
-        while i < len(items):
-            item = items[i]
-            where = f"module {i} ({type(item).__name__})"
-            if isinstance(item, nn.Linear):
-                act: Any = "identity"
-                if i + 1 < len(items) and not isinstance(items[i + 1], (nn.Linear, ResidualBlock)):
-                    act = _activation_of(items[i + 1])
-                    if act is None:
-                        raise TypeError(_unsupported(items[i + 1], i + 1))
-                    i += 1
-                layers.append(Dense(*_linear_arrays(item), activation=act))
-            elif isinstance(item, ResidualBlock):
-                act = _activation_of(item.activation)
-                if act is None:
-                    raise TypeError(_unsupported(item.activation, i) + " (inside a ResidualBlock)")
-                w, b = _linear_arrays(item.linear)
-                layers.append(Residual(w, b, activation=act, step=item.step))
-            elif isinstance(item, nn.Identity):
-                pass
-            elif _activation_of(item) is not None:
-                raise ValueError(
-                    f"from_torch: {where} is an activation with no Linear layer right before it; "
-                    "xderiv layers are Linear followed by at most one activation"
-                )
-            else:
-                raise TypeError(_unsupported(item, i))
-            i += 1
-    if not layers:
-        raise ValueError("from_torch: the module holds no Linear layer")
-    return Sequential(*layers)
-
-
-def _unsupported(item: nn.Module, i: int) -> str:
-    return (
-        f"from_torch: module {i} ({type(item).__name__}) is not supported; use nn.Linear, "
-        "ResidualBlock and the activations Tanh, Sigmoid, Softplus, SiLU, GELU, ELU, CELU, SELU, Mish, Identity, "
-        "xderiv.interop.torch.AntiTanh/LogCosh/Quadratic/Sin"
-    )
 
 
 # --------------------------------------------------------------------------- as_module
@@ -459,6 +607,9 @@ def _param_names(spec: dict[str, Any]) -> list[str]:
 
 
 __all__ = [
+    "FUNCTION_ACTIVATIONS",
+    "MODULE_ACTIVATIONS",
+    "SCALED_ACTIVATIONS",
     "AntiTanh",
     "LogCosh",
     "Quadratic",
