@@ -45,6 +45,28 @@ def test_example_trains_and_plots(backend, name, tmp_path, capsys):
     assert err < 0.5 * err0
 
 
+def test_hard_constraint_poisson_keeps_the_boundary_exact_and_trains(backend, tmp_path, capsys):
+    """``poisson.py --hard-bc``: u = g + (1 - |x|^2) N equals g on the sphere whatever N, and training helps."""
+    if backend.name != "torch" or not backend.on_cpu:
+        pytest.skip("the PINN examples train with the torch backend on the CPU")
+    pytest.importorskip("matplotlib")
+    import torch
+
+    example = _load("poisson")
+    with backend.default_device():
+        u, _, err0 = example.solve_hard_bc(d=4, adam_steps=0, lbfgs_iters=0, points=64)
+        sphere = torch.nn.functional.normalize(torch.randn(32, 4, dtype=torch.float64, device=backend.device), dim=1)
+        g = u.parts[0]
+        assert (u(sphere) - g(sphere)).abs().max().item() < 1e-14
+        _, history, err = example.solve_hard_bc(d=4, adam_steps=60, lbfgs_iters=60, points=64)
+        out = tmp_path / "hard.png"
+        example.main(
+            ["--hard-bc", "--adam", "5", "--lbfgs", "0", "--points", "32", "--log-every", "0", "--out", str(out)]
+        )
+    assert err < 0.2 * err0 and history[-1] < history[0]
+    assert "hard BC, unit ball" in capsys.readouterr().out and out.stat().st_size > 10_000
+
+
 def test_dask_example_matches_numpy(backend, capsys):
     if backend.name != "dask":
         pytest.skip("the dask example runs in the dask session")
