@@ -121,11 +121,11 @@ def value_sweep(
     order : int
         0 (value only), 1 (keep :math:`\\sigma'`) or 2 (and :math:`\\sigma''`).
     """
-    xp = ctx.xp
+    xp, ops = ctx.xp, ctx.ops
     u = x
     steps: list[Step] = []
     for i, (layer, (w, b)) in enumerate(zip(layers, params)):
-        z = u @ w + b
+        z = ops.affine(u, w, b)
         d1 = d2 = None
         if layer.activation.linear:
             a = z
@@ -134,7 +134,7 @@ def value_sweep(
             a = parts[0]
             d1 = parts[1] if order >= 1 else None
             d2 = parts[2] if order >= 2 else None
-        u = u + scale(a, layer.step) if layer.skip else a
+        u = ops.axpy(u, layer.step, a) if layer.skip else a
         steps.append(Step(i, layer, w, layer.step, d1, d2, xp))
     return Tape(u, tuple(steps), ctx, int(x.shape[0]))
 
@@ -161,20 +161,20 @@ def jacobian_sweep(tape: Tape, visit: Visitor | None = None, seed: Array | None 
     J : array (n, k, m) (``k = d`` without a seed), or (k, m) when no layer
         depends on the sample (a purely linear network).
     """
-    ctx = tape.ctx
+    ctx, ops = tape.ctx, tape.ctx.ops
     ju: Array | None = seed  # None stands for the identity at the input
     for step in tape.steps:
         jz = step.w if ju is None else matmul_last(ju, step.w, ctx.xp)
         if visit is not None:
             visit(step, jz)
-        # h * sigma'(z) is (n, w): scaling it first saves a pass over the (n, k, w) rows.
-        hja = scale(jz, step.h) if step.d1 is None else scale(step.d1, step.h)[:, None, :] * jz
-        if step.skip:
-            if ju is None:
-                ju = ctx.xp.eye(step.w.shape[0], dtype=ctx.dtype, device=ctx.device)
-            ju = ju + hja
+        if step.skip and ju is None:
+            ju = ctx.xp.eye(step.w.shape[0], dtype=ctx.dtype, device=ctx.device)
+        if step.d1 is None:  # linear activation: J_a = J_z
+            ju = ops.axpy(ju, step.h, jz) if step.skip else scale(jz, step.h)
         else:
-            ju = hja
+            # h * sigma'(z) is (n, w): scaling it first saves a pass over the (n, k, w) rows.
+            hd1 = scale(step.d1, step.h)[:, None, :]
+            ju = ops.addcmul(ju, hd1, jz) if step.skip else hd1 * jz
     assert ju is not None
     return ju
 
@@ -213,7 +213,7 @@ def forward_laplacian(
     J : array (n, k, m) (or (k, m) for a linear network)
     second : array (n, m), or (n, k, m) with ``per_row``
     """
-    xp, ctx = tape.ctx.xp, tape.ctx
+    xp, ctx, ops = tape.ctx.xp, tape.ctx, tape.ctx.ops
     lap: list[Array | None] = [None]  # Delta u; None = 0 (at the input)
 
     def visit(step: Step, jz: Array) -> None:
@@ -229,11 +229,11 @@ def forward_laplacian(
                 else:
                     colsq = xp.sum(row_weights[:, None] * (jz * jz), axis=-2)
                 curv, d1 = step.d2 * colsq, step.d1
-            lap_a = curv if lap_a is None else curv + d1 * lap_a
-        if lap_a is not None:
-            lap_a = scale(lap_a, step.h)
+            lap_a = curv if lap_a is None else ops.addcmul(curv, d1, lap_a)
         if step.skip and lap_u is not None:
-            lap_a = lap_u if lap_a is None else lap_u + lap_a
+            lap_a = lap_u if lap_a is None else ops.axpy(lap_u, step.h, lap_a)
+        elif lap_a is not None:
+            lap_a = scale(lap_a, step.h)
         lap[0] = lap_a
 
     jac = jacobian_sweep(tape, visit, seed)

@@ -8,6 +8,7 @@ are chosen here once per namespace; the recursions stay written once.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,13 @@ class Context:
     device: Any
     lazy: bool = False
     """True for arrays evaluated lazily in chunks of their own library (dask): xderiv does not chunk them."""
+    prims: Primitives | None = None
+    """The namespace's fused primitives (:func:`primitives`); None reads as :data:`PLAIN`."""
+
+    @property
+    def ops(self) -> Primitives:
+        """:attr:`prims`, or the plain expressions."""
+        return self.prims if self.prims is not None else PLAIN
 
 
 def describe(a: object) -> str:
@@ -148,6 +156,7 @@ class ArrayKind:
     lazy: bool
     device_attribute: bool
     """Whether ``a.device`` is the device array-api-compat reports (then read directly, cheaper and traceable)."""
+    prims: Primitives
 
 
 _KINDS: dict[type, ArrayKind] = {}
@@ -174,7 +183,8 @@ def _kind(a: Array) -> ArrayKind:
         attribute = type(own) is type(dev) and bool(own == dev)
     except Exception:  # no attribute (NumPy < 2), or one a traced array cannot give
         attribute = False
-    return ArrayKind(array_api_compat.array_namespace(a), is_lazy(a), attribute)
+    xp = array_api_compat.array_namespace(a)
+    return ArrayKind(xp, is_lazy(a), attribute, primitives(xp))
 
 
 def namespace_of_weights(arrays: list[Array], owner: str) -> tuple[Any, Any]:
@@ -370,7 +380,7 @@ def resolve_call(x: Any, net_xp: Any, net_device: Any, weight_dtype: Any, name: 
         dtype = xp.result_type(x.dtype, weight_dtype)
     if x.dtype != dtype:
         x = xp.astype(x, dtype)
-    return Context(xp=xp, dtype=dtype, device=device, lazy=kind.lazy), x
+    return Context(xp=xp, dtype=dtype, device=device, lazy=kind.lazy, prims=kind.prims), x
 
 
 def _is_complex(xp: Any, dtype: Any) -> bool:
@@ -438,6 +448,67 @@ def matmul_last(a: Array, w: Array, xp: Any) -> Array:
 def scale(a: Array, h: float) -> Array:
     """``h * a``, skipping the pass over ``a`` when ``h == 1`` (the step of every Dense layer)."""
     return a if h == 1.0 else h * a
+
+
+def _plain_affine(u: Array, w: Array, b: Array) -> Array:
+    return u @ w + b
+
+
+def _plain_axpy(y: Array, h: float, a: Array) -> Array:
+    return y + scale(a, h)
+
+
+def _plain_addcmul(y: Array, a: Array, b: Array) -> Array:
+    return y + a * b
+
+
+@dataclass(frozen=True)
+class Primitives:
+    """Fused forms of the expressions every layer evaluates, chosen once per namespace.
+
+    The recursions call these instead of writing the expressions out, so that a
+    namespace with a fused kernel runs one array operation (one kernel launch)
+    where the plain form runs two; results are identical to round-off.
+
+    Attributes
+    ----------
+    affine : callable ``(u, w, b) -> u @ w + b``
+        ``u`` of shape (n, k), ``w`` (k, j), ``b`` (j,).
+    axpy : callable ``(y, h, a) -> y + h * a``
+        ``h`` a Python float.
+    addcmul : callable ``(y, a, b) -> y + a * b``
+        Elementwise, broadcasting.
+    """
+
+    affine: Callable[[Array, Array, Array], Array] = _plain_affine
+    axpy: Callable[[Array, float, Array], Array] = _plain_axpy
+    addcmul: Callable[[Array, Array, Array], Array] = _plain_addcmul
+
+
+PLAIN = Primitives()
+"""The standard's expressions, for every namespace without fused kernels."""
+
+
+def primitives(xp: Any) -> Primitives:
+    """The :class:`Primitives` of namespace ``xp``: torch's ``addmm``/``add(alpha=)``/``addcmul``, else :data:`PLAIN`.
+
+    Read from the namespace itself (array-api-compat's torch namespace exports
+    torch's functions), so the core imports no array library.
+    """
+    if getattr(xp, "__name__", "") != "array_api_compat.torch":
+        return PLAIN
+    addmm, add, addcmul = xp.addmm, xp.add, xp.addcmul
+
+    def affine(u: Array, w: Array, b: Array) -> Array:
+        return addmm(b, u, w) if u.ndim == 2 and w.ndim == 2 and b.ndim == 1 else u @ w + b
+
+    def axpy(y: Array, h: float, a: Array) -> Array:
+        return add(y, a, alpha=h) if h != 1.0 else y + a
+
+    def both(y: Array, a: Array, b: Array) -> Array:
+        return addcmul(y, a, b) if y.dtype == a.dtype == b.dtype else y + a * b
+
+    return Primitives(affine, axpy, both)
 
 
 def is_numpy_namespace(xp: Any) -> bool:

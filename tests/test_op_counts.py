@@ -1,0 +1,87 @@
+"""How many array operations (kernel launches on a GPU) each layer costs, per quantity and mode.
+
+Counted on torch with a dispatch mode that sees every ATen call, as the difference
+between networks one hidden layer apart, so the fixed cost of a call (input checks,
+the first and last layers, the Potential's terms) cancels.  The table is the
+budget: a change that adds operations to a layer fails here and must update it
+on purpose; one that removes some should lower it.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+
+import numpy as np
+import pytest
+
+import xderiv as xd
+
+# (layer kind, quantity, mode) -> array operations per hidden layer (tanh, width 16, n = 10, float64),
+# reshapes and transposes (views, no kernel) not counted.  Of the forward Laplacian's 18 per Dense
+# layer, 10 evaluate tanh, sech^2 and the second derivative (stably, from exp(-2|z|)); the rest is
+# two GEMMs (J_z = J_u W and the Laplacian row), sigma' * J_z, the column sums of J_z^2, and one
+# fused multiply-add.  On torch, addmm (z = uW + b), add(alpha=h) (residual steps) and addcmul
+# (y + a * b) replace two operations each; other namespaces evaluate the plain expressions.
+BUDGET = {
+    ("dense", "value", "auto"): 2,  # addmm, tanh
+    ("dense", "jacobian", "forward"): 11,
+    ("dense", "jacobian", "backward"): 12,
+    ("dense", "laplacian", "forward"): 18,
+    ("dense", "laplacian", "backward"): 24,
+    ("dense", "hessian", "forward"): 23,
+    ("dense", "hessian", "backward"): 24,
+    ("residual", "value", "auto"): 3,  # addmm, tanh, add(alpha=h)
+    ("residual", "jacobian", "forward"): 13,
+    ("residual", "jacobian", "backward"): 15,
+    ("residual", "laplacian", "forward"): 21,
+    ("residual", "laplacian", "backward"): 31,
+    ("residual", "hessian", "forward"): 27,
+    ("residual", "hessian", "backward"): 31,
+}
+
+CALLS = {
+    "value": lambda net, x, mode: xd.value(net, x),
+    "jacobian": lambda net, x, mode: xd.jacobian(net, x, mode=mode),
+    "laplacian": lambda net, x, mode: xd.laplacian(net, x, mode=mode),
+    "hessian": lambda net, x, mode: xd.hessian(net, x, mode=mode),
+}
+
+
+def _count(fn) -> int:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: collections.Counter[str] = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count() as counter:
+        fn()
+    return sum(n for name, n in counter.ops.items() if name not in ("view", "_unsafe_view", "t", "unsqueeze"))
+
+
+def _net(backend, kind: str, hidden: int):
+    kw = {"xp": backend.module, "device": backend.device, "seed": 0}
+    if kind == "dense":
+        return xd.mlp([3] + [16] * hidden + [1], "tanh", **kw)
+    return xd.resnet(3, 16, hidden, activation="tanh", step=0.5, **kw)
+
+
+@pytest.mark.parametrize(("kind", "quantity", "mode"), sorted(BUDGET))
+def test_operations_per_layer(backend, kind, quantity, mode):
+    if backend.name != "torch":
+        pytest.skip("counted with torch's dispatch mode: the torch session runs it")
+    if os.environ.get("XDERIV_TORCH_DEFAULT_DEVICE"):
+        pytest.skip("counted by the main torch pass")
+    x = backend.asarray(0.5 + np.arange(30.0).reshape(10, 3) / 60.0)
+    nets = [_net(backend, kind, hidden) for hidden in (2, 3)]
+    counts = [_count(lambda net=net: CALLS[quantity](net, x, mode)) for net in nets]
+    per_layer = counts[1] - counts[0]
+    assert per_layer == BUDGET[(kind, quantity, mode)], (
+        f"{kind} {quantity} ({mode}): {per_layer} array operations per layer, budget {BUDGET[(kind, quantity, mode)]}"
+    )
