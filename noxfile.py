@@ -276,3 +276,15 @@ def bench(session: nox.Session) -> None:
         success_codes=[0, 1],  # a failed check is listed in results.md; still write the report
     )
     session.run("python", "benchmarks/report.py", js, "--out", out)
+    session.run(
+        "pytest",
+        "benchmarks/test_training.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-disable-gc",
+        "--benchmark-columns=median,min,rounds",
+        f"--benchmark-json={os.path.join(out, 'training.json')}",
+        *session.posargs,
+        success_codes=[0, 1],
+    )
