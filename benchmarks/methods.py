@@ -44,12 +44,18 @@ def backends(device: str):
     return ("cupy", "torch") if device == "cuda" else ("numpy", "torch")
 
 
+COMPILED = ("xderiv-torch xd.compile", "xderiv-jax xd.compile")
+"""xderiv traced by a compiler (torch.compile, plus CUDA graphs on a GPU; jax.jit): mode auto, Laplacian and Hessian."""
+
+
 def names(quantity: str, device: str = "cpu") -> list[str]:
     """Every method name timed for ``quantity`` (xderiv first)."""
     if quantity == "value":
         xs = [f"xderiv-{b}" for b in backends(device)]
     else:
         xs = [f"xderiv-{b}[{m}]" for b in backends(device) for m in MODES]
+    if quantity in ("laplacian", "hessian"):
+        xs += list(COMPILED)
     return xs + PEERS.get(quantity, OPERATOR_PEERS)
 
 
@@ -146,6 +152,65 @@ def _xderiv(p: Problem, dtype: str, backend: str, device: str, est_hess: float):
     for q, op in ops.items():
         for m in MODES:
             out[(q, f"{tag}[{m}]")] = Method(timed(lambda op=op, m=m: op(m)), conv, est_hess if q == "hessian" else 0)
+    return out
+
+
+def _compiled(p: Problem, dtype: str, device: str, est_hess: float):
+    """``xd.compile`` of the Laplacian and Hessian on torch (``torch.compile``; CUDA graphs on a GPU) and on jax."""
+    import xderiv as xd
+
+    out = {}
+    for lib in ("torch", "jax"):
+        try:
+            if lib == "torch":
+                import torch
+
+                def arr(a, torch=torch):
+                    return torch.tensor(np.asarray(a), dtype=getattr(torch, dtype), device=device)
+
+                def conv(a):
+                    return a.detach().cpu().double().numpy()
+
+                def done(a, torch=torch):
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    return a.clone() if device == "cuda" else a  # a replayed CUDA graph reuses its output
+
+            else:
+                import jax
+                import jax.numpy as jnp
+
+                jax.config.update("jax_enable_x64", True)
+                if device == "cuda" and jax.default_backend() != "gpu":
+                    continue
+
+                def arr(a, jnp=jnp):
+                    return jnp.asarray(np.asarray(a), dtype=dtype)
+
+                def conv(a):
+                    return np.asarray(a, dtype=np.float64)
+
+                def done(a):
+                    return a.block_until_ready()
+
+        except ImportError:
+            continue
+        layers = [
+            xd.Dense(arr(L.W), arr(L.b), activation=L.activation)
+            if L.kind == "dense"
+            else xd.Residual(arr(L.W), arr(L.b), activation=L.activation, step=L.step)
+            for L in p.layers
+        ]
+        net = xd.Sequential(*layers)
+        if p.potential is not None:
+            q = p.potential
+            net = xd.Potential(net, arr(q["w"]), arr(q["A"]), arr(q["c"]), arr(np.asarray(q["b0"])))
+        x = arr(p.x)
+        for q, op in (("laplacian", xd.laplacian), ("hessian", xd.hessian)):
+            f = xd.compile(op, net)
+            out[(q, f"xderiv-{lib} xd.compile")] = Method(
+                lambda f=f, x=x, done=done: done(f(x)), conv, est_hess if q == "hessian" else 0
+            )
     return out
 
 
@@ -336,6 +401,7 @@ def build(p: Problem, dtype: str, device: str = "cpu"):
     """Every method for ``p`` that can be built here, and why the others cannot."""
     est_hess, est_nested, est_hq_fwd, est_hq_bwd = _estimates(p, np.dtype(dtype).itemsize)
     builders = {f"xderiv-{b}": (lambda b=b: _xderiv(p, dtype, b, device, est_hess)) for b in backends(device)}
+    builders["xderiv compiled"] = lambda: _compiled(p, dtype, device, est_hess)
     builders["torch"] = lambda: _torch(p, dtype, device, est_nested)
     builders["hessQuik"] = lambda: _hessquik(p, dtype, device, est_hq_fwd, est_hq_bwd)
     builders["jax"] = lambda: _jax(p, dtype, est_nested)

@@ -112,8 +112,27 @@ def op(d, k, n=256):
     return p
 
 
-def make_problems(quick=False):
-    """The fixed problem set (quick: the same networks at fewer points)."""
+GPU_QUANTITIES = ("laplacian", "hessian")
+
+
+def gpu_problems(quick=False):
+    """The GPU comparison: hessQuik's timing net (antitanh, 4 residual tanh h = 0.5, linear) at
+    d = 64 w = 64 n = 2000, d = 1024 w = 16 n = 10 and the PINN shape d = 3 w = 128 n = 100000, plus P2
+    at n = 2048 (quick: the same networks at few points, for a dry run on a CPU)."""
+    q = GPU_QUANTITIES
+    n = (20, 10, 100, 8) if quick else (2000, 10, 100_000, 2048)
+    return [
+        p4(n=n[0], d=64, width=64, family="HQ", quantities=q),
+        p4(n=n[1], d=1024, width=16, family="HQ", quantities=q),
+        p4(n=n[2], d=3, width=128, family="HQ", quantities=q),
+        Problem("P2", p2().layers, np.random.default_rng(0).standard_normal((n[3], 50)), q),
+    ]
+
+
+def make_problems(quick=False, which="cpu"):
+    """The fixed problem set (quick: the same networks at fewer points); ``which="gpu"``: :func:`gpu_problems`."""
+    if which == "gpu":
+        return gpu_problems(quick)
     if quick:
         return [p1(2, 10), p1(128, 10), p2(n=4), p3(63, n=32), p4(n=10), op(64, 4, n=16)]
     out = [p1(d, n) for n in (10, 1000) for d in (2, 16, 128, 1024)]

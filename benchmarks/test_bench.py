@@ -18,13 +18,17 @@ import pytest
 TOL = {"float64": 1e-8, "float32": 2e-3}
 
 
+_SET = {"which": "cpu"}
+
+
 @functools.cache
 def _problems(quick):
-    return P.make_problems(quick)
+    return P.make_problems(quick, _SET["which"])
 
 
 def pytest_generate_tests(metafunc):
     if "case" in metafunc.fixturenames:
+        _SET["which"] = metafunc.config.getoption("--problems")
         quick, device = metafunc.config.getoption("--quick"), metafunc.config.getoption("--device")
         cases = [
             (i, q, name) for i, p in enumerate(_problems(quick)) for q in p.quantities for name in M.names(q, device)
