@@ -214,6 +214,9 @@ def test_new_activations_against_mpmath_on_a_dense_log_grid(backend, name, dtype
     u, tiny = (U64, 1e-306) if dtype == "float64" else (U32, 1e-36)
     zs = _new_grid(dtype)
     ref = _new_reference(name, dtype)
+    if backend.name == "jax":  # XLA flushes subnormal inputs to zero: at a kink, z = -5e-324 is evaluated at 0
+        normal = (zs == 0) | (np.abs(zs) >= np.finfo(zs.dtype).smallest_normal)
+        zs, ref = zs[normal], [r[normal] for r in ref]
     act = get_activation(name)
     got = [backend.to_numpy(a).astype(np.float64) for a in act.evaluate(backend.asarray(zs, dtype), backend.xp, 2)]
     z64 = zs.astype(np.float64)
