@@ -395,7 +395,8 @@ def _gelu_tanh(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
     zc = _clip(z, xp)  # sigmoid(w) and its derivatives saturate exactly long before |z| = _CLIP
     z2 = zc * zc
     w = (2.0 * _GELU_TANH_C) * zc * (1.0 + _GELU_TANH_K * z2)
-    s = _sigmoid_parts(w, xp, order)
+    e = xp.exp(-xp.abs(w))
+    s = _sigmoid_parts(w, xp, order, e)
     value = z * s[0]
     if order == 0:
         return (value,)
@@ -403,8 +404,11 @@ def _gelu_tanh(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
     d1 = s[0] + zc * dw * s[1]
     if order == 1:
         return (value, d1)
-    d2w = (12.0 * _GELU_TANH_C * _GELU_TANH_K) * zc
-    return (value, d1, s[1] * (2.0 * dw + zc * d2w) + zc * dw * dw * s[2])
+    # sigma'' = s'(w) [2 w' + z w'' + z w'^2 (1 - 2 s(w))], one rounding of s' for both terms;
+    # 2 w' + z w'' = 2 a (1 + 6 k z^2) with a = 2 sqrt(2/pi); 1 - 2 s = s''/s' (no cancellation).
+    inner = (4.0 * _GELU_TANH_C) * (1.0 + (6.0 * _GELU_TANH_K) * z2)
+    one_minus_2s = -xp.sign(w) * (-xp.expm1(-xp.abs(w))) / (1.0 + e)  # tanh(-w/2), no cancellation
+    return (value, d1, s[1] * (inner + (zc * dw * dw) * one_minus_2s))
 
 
 def _elu_family(
