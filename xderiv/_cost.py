@@ -170,9 +170,21 @@ def taylor(order: int) -> Quantity:
 
 
 TAYLOR = taylor(4)
-"""The fourth-order row (the biharmonic's); other orders build theirs with :func:`taylor` per call."""
+"""The fourth-order row; other orders build theirs with :func:`taylor` per call."""
 
-QUANTITIES = {q.name: q for q in (VALUE, JACOBIAN, LAPLACIAN, DIAGONAL, HESSIAN, HVP, DIRECTIONAL, TAYLOR)}
+
+def _biharmonic_memory(s: Dims, direction: str, k: int) -> float:
+    # gradient, packed Hessian (with its pair products, gathers and one unpacked copy of d^2 rows), gradient
+    # of the Laplacian, Laplacian and bi-Laplacian, before and after the layer's product; the 3rd and 4th
+    # derivatives of the activations
+    d = s.d
+    return (6.0 * d * (d + 1) / 2.0 + d * d + 6.0 * d + 6.0) * s.widest + 2.0 * s.widest * s.depth
+
+
+BIHARMONIC = Quantity("biharmonic", 4, _biharmonic_memory)
+"""The forward biharmonic (:func:`xderiv._taylor.forward_biharmonic`)."""
+
+QUANTITIES = {q.name: q for q in (VALUE, JACOBIAN, LAPLACIAN, DIAGONAL, HESSIAN, HVP, DIRECTIONAL, TAYLOR, BIHARMONIC)}
 """Every quantity an operator computes, by name."""
 
 

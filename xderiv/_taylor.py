@@ -34,9 +34,11 @@ backend.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 from ._forward import Tape
-from ._namespace import Array, matmul_last, scale
+from ._namespace import Array, Context, matmul_last, scale
 from ._series import add, compose, mul
 
 
@@ -77,10 +79,10 @@ def taylor_sweep(tape: Tape, seed: Array, order: int, weights: Array | None = No
     for step in tape.steps:
         zs: list[Array | None] = [None] + [None if u is None else matmul_last(u, step.w, xp) for u in us[1:]]
         if step.d1 is None:  # linear: a_k = z_k
-            acts = zs
-        else:
+            acts = [None if z is None else scale(z, step.h) for z in zs]
+        else:  # h sigma^(j) / j!: the step folded in, once per layer on (n, w)
             c: list[Array | None] = [None] + [
-                (step.derivs[j - 1] * inverse_factorials[j])[:, None, :] for j in range(1, order + 1)
+                (step.derivs[j - 1] * (step.h * inverse_factorials[j]))[:, None, :] for j in range(1, order + 1)
             ]
             if weights is None:
                 acts = compose(c, zs, order)
@@ -89,7 +91,155 @@ def taylor_sweep(tape: Tape, seed: Array, order: int, weights: Array | None = No
                 top = collapse(acts[order], weights, xp)
                 acts[order] = add(top, mul(c[1], zs[order]))
         for k in range(1, order + 1):
-            ak = acts[k]
-            hk = None if ak is None else scale(ak, step.h)
-            us[k] = add(us[k], hk) if step.skip else hk
+            us[k] = add(us[k], acts[k]) if step.skip else acts[k]
     return us
+
+
+# --------------------------------------------------------------------------- the forward biharmonic
+
+
+@dataclass(frozen=True)
+class Pairs:
+    r"""The packed storage of a symmetric :math:`d \times d` matrix: rows :math:`(i, j)`, :math:`i \le j`.
+
+    Attributes
+    ----------
+    first, second : array (P,) of int
+        :math:`i` and :math:`j` of each of the :math:`P = d(d+1)/2` stored entries.
+    weight : array (P,)
+        1 on the diagonal, 2 off it: :math:`\sum_{ij} A_{ij} B_{ij} = \sum_p \omega_p A_p B_p`.
+    full : array (d * d,) of int
+        The stored row of each :math:`(i, j)`, row-major: unpacks with one ``take``.
+    to_first, to_second : array (d, P)
+        0/1 matrices summing rows into :math:`i` (every pair) and into :math:`j` (pairs off the
+        diagonal): :math:`(A v)_k = \sum_i A_{ki} v_i` is ``to_first @ (A * v[second]) +
+        to_second @ (A * v[first])`` for a packed symmetric :math:`A`.
+    """
+
+    first: Array
+    second: Array
+    weight: Array
+    full: Array
+    to_first: Array
+    to_second: Array
+
+    @classmethod
+    def build(cls, d: int, ctx: Context) -> Pairs:
+        xp = ctx.xp
+        pairs = [(i, j) for i in range(d) for j in range(i, d)]
+        index = {p: k for k, p in enumerate(pairs)}
+        full = [index[(min(i, j), max(i, j))] for i in range(d) for j in range(d)]
+        to_first = [[1.0 if i == k else 0.0 for i, _ in pairs] for k in range(d)]
+        to_second = [[1.0 if j == k and i != j else 0.0 for i, j in pairs] for k in range(d)]
+        return cls(
+            xp.asarray([i for i, _ in pairs], device=ctx.device),
+            xp.asarray([j for _, j in pairs], device=ctx.device),
+            xp.asarray([1.0 if i == j else 2.0 for i, j in pairs], dtype=ctx.dtype, device=ctx.device),
+            xp.asarray(full, device=ctx.device),
+            xp.asarray(to_first, dtype=ctx.dtype, device=ctx.device),
+            xp.asarray(to_second, dtype=ctx.dtype, device=ctx.device),
+        )
+
+
+@dataclass(frozen=True)
+class FourthOrder:
+    r"""What :func:`forward_biharmonic` carries, for the output of the layers (no Potential terms).
+
+    Each is ``(n, rows, m)`` or, while no layer depends on the point, ``(rows, m)``; None is zero.
+
+    Attributes
+    ----------
+    grad : array (n, d, m)
+        :math:`\nabla y` (rows :math:`i`).
+    hess : array (n, P, m) or None
+        :math:`\nabla^2 y`, packed (:class:`Pairs`).
+    grad_lap : array (n, d, m) or None
+        :math:`\nabla \Delta y`.
+    lap : array (n, 1, m) or None
+        :math:`\Delta y`.
+    bilap : array (n, 1, m) or None
+        :math:`\Delta^2 y`.
+    pairs : Pairs
+    """
+
+    grad: Array
+    hess: Array | None
+    grad_lap: Array | None
+    lap: Array | None
+    bilap: Array | None
+    pairs: Pairs
+
+
+def _dot(a: Array, b: Array, xp: Any) -> Array:
+    """``sum(a * b)`` over the row axis ``-2``, kept."""
+    return xp.sum(a * b, axis=-2, keepdims=True)
+
+
+def forward_biharmonic(tape: Tape) -> FourthOrder:
+    r"""Carry :math:`\nabla u, \nabla^2 u, \nabla\Delta u, \Delta u, \Delta^2 u` of every unit from the input.
+
+    A linear map carries each of them with one product (:math:`d(d+1)/2 + 2d + 2` rows per
+    point).  Through :math:`a = \sigma(z)`, with :math:`g = \nabla z`, :math:`H = \nabla^2 z`,
+    :math:`G = \lVert g \rVert^2`, :math:`L = \Delta z`, :math:`\sigma^{(k)}` at :math:`z`
+    (the fourth-order Faà di Bruno formula contracted over :math:`i, i, j, j`):
+
+    .. math::
+
+        \nabla a &= \sigma' g, \qquad
+        \nabla^2 a = \sigma'' g g^\top + \sigma' H, \qquad
+        \Delta a = \sigma'' G + \sigma' L, \\
+        \nabla\Delta a &= \sigma''' G\, g + \sigma'' (2 H g + L\, g) + \sigma' \nabla L, \\
+        \Delta^2 a &= \sigma'''' G^2 + \sigma''' (2 L G + 4\, g^\top H g)
+            + \sigma'' (2 \lVert H \rVert_F^2 + 4\, g \cdot \nabla L + L^2) + \sigma' \Delta^2 z .
+
+    The Hessians are stored packed (:class:`Pairs`): :math:`d(d+1)/2` rows, the least any exact
+    method carries (:math:`\Delta^2 \sigma(z)` contains :math:`2\sigma'' \lVert \nabla^2 z \rVert_F^2`).
+    """
+    ctx = tape.ctx
+    xp = ctx.xp
+    d = tape.d
+    pairs = Pairs.build(d, ctx)
+    g: Array | None = None  # None: the identity (at the input)
+    hess: Array | None = None
+    grad_lap: Array | None = None
+    lap: Array | None = None
+    bilap: Array | None = None
+    for step in tape.steps:
+        w = step.w
+        gz = w if g is None else matmul_last(g, w, xp)
+        hz, glz, lz, bz = (None if a is None else matmul_last(a, w, xp) for a in (hess, grad_lap, lap, bilap))
+        if step.d1 is None:  # linear
+            ga, ha, gla, la, ba = gz, hz, glz, lz, bz
+            if step.h != 1.0:
+                ga, ha, gla, la, ba = (None if a is None else scale(a, step.h) for a in (ga, ha, gla, la, ba))
+        else:
+            s1, s2, s3, s4 = (scale(a, step.h)[:, None, :] for a in step.derivs[:4])
+            gi, gj = xp.take(gz, pairs.first, axis=-2), xp.take(gz, pairs.second, axis=-2)
+            gg = gi * gj  # g g^T, packed
+            big_g = _dot(gz, gz, xp)
+            ga = s1 * gz
+            ha = add(s2 * gg, mul(s1, hz))
+            la = add(s2 * big_g, mul(s1, lz))
+            ggl = s3 * big_g
+            ba = s4 * (big_g * big_g)
+            if lz is not None:
+                ggl = ggl + s2 * lz
+                ba = ba + s3 * (2.0 * lz * big_g) + s2 * (lz * lz)
+            gla = ggl * gz
+            if hz is not None:
+                hg = pairs.to_first @ (hz * gj) + pairs.to_second @ (hz * gi)  # (H g)_k = sum_i H_ki g_i
+                frobenius = pairs.weight[None, :] @ (hz * hz)  # sum_ij H_ij^2
+                gla = gla + (2.0 * s2) * hg
+                ba = ba + s3 * (4.0 * _dot(gz, hg, xp)) + s2 * (2.0 * frobenius)
+            if glz is not None:
+                gla = gla + s1 * glz
+                ba = ba + s2 * (4.0 * _dot(gz, glz, xp))
+            if bz is not None:
+                ba = ba + s1 * bz
+        if step.skip:
+            g = (xp.eye(d, dtype=ctx.dtype, device=ctx.device) if g is None else g) + ga
+            hess, grad_lap, lap, bilap = add(hess, ha), add(grad_lap, gla), add(lap, la), add(bilap, ba)
+        else:
+            g, hess, grad_lap, lap, bilap = ga, ha, gla, la, ba
+    assert g is not None
+    return FourthOrder(g, hess, grad_lap, lap, bilap, pairs)

@@ -30,15 +30,16 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
 from ._call import Call, per_point, run
-from ._cost import TAYLOR
+from ._cost import BIHARMONIC, TAYLOR
 from ._cost import taylor as taylor_quantity
 from ._forward import Tape
 from ._namespace import Array, materialize
-from ._taylor import taylor_sweep
+from ._taylor import forward_biharmonic, taylor_sweep
 from .activations import order_error
 from .composition import Composite, TaylorRule, fold
 from .derivatives import value
@@ -219,24 +220,144 @@ def _combination(
     return top[..., 0]
 
 
+def biharmonic_directions(d: int) -> tuple[list[list[float]], list[float]]:
+    r"""Directions and weights with :math:`\Delta^2 y = \sum_\rho \omega_\rho\, y_{4,\rho}` (normalised coefficients).
+
+    The axes and the diagonals :math:`e_i \pm e_j` (:math:`i < j`): since
+    :math:`D^4_{e_i + e_j} + D^4_{e_i - e_j} = 2(\partial_i^4 + \partial_j^4 + 6\,\partial_i^2\partial_j^2) y`
+    (:math:`D^4_v = \partial_v^4 y = 24\, y_4`),
+
+    .. math:: \Delta^2 y = \frac{4 - d}{3} \sum_i D^4_{e_i}
+              + \frac16 \sum_{i<j} \left(D^4_{e_i + e_j} + D^4_{e_i - e_j}\right):
+
+    :math:`d^2` directions (:math:`d(d-1)` at :math:`d = 4`, where the axes drop out).
+    """
+    rows: list[list[float]] = []
+    weights: list[float] = []
+    axis_weight = (4.0 - d) / 3.0
+    if axis_weight != 0.0:
+        for i in range(d):
+            rows.append([1.0 if k == i else 0.0 for k in range(d)])
+            weights.append(24.0 * axis_weight)
+    for i in range(d):
+        for j in range(i + 1, d):
+            for sign in (1.0, -1.0):
+                rows.append([1.0 if k == i else sign if k == j else 0.0 for k in range(d)])
+                weights.append(24.0 / 6.0)
+    return rows, weights
+
+
+def _rows(a: Array | None, call: Call, k: int) -> Array:
+    """A carried ``(n, k, m)`` (or shared ``(k, m)``) array as ``(n, m, k)``; zeros for None."""
+    xp, ctx = call.ctx.xp, call.ctx
+    if a is None:
+        return xp.zeros((call.n, call.m, k), dtype=ctx.dtype, device=ctx.device)
+    return xp.matrix_transpose(materialize(a, (call.n, k, call.m), xp))
+
+
+def _fourth_order(network: Any, x: Any, full: bool, chunk_size: int | None) -> tuple[Array, ...]:
+    """``(bilap,)``, or with ``full`` ``(value, grad, hess, grad_lap, lap, bilap)``, of a leaf network."""
+    _check_activations(network, 4)
+    d = network.in_features
+
+    def kernel(call: Call, tape: Tape) -> tuple:
+        jet = forward_biharmonic(tape)
+        bilap = _rows(jet.bilap, call, 1)[..., 0]
+        if not full:
+            return (bilap,)
+        xp = call.ctx.xp
+        packed = _rows(jet.hess, call, d * (d + 1) // 2)
+        hess = xp.reshape(xp.take(packed, jet.pairs.full, axis=-1), (call.n, call.m, d, d))
+        return (
+            call.terms.add_value(tape.y, call.x),
+            call.terms.add_jacobian(_rows(jet.grad, call, d), call.x),
+            call.terms.add_hessian(hess),
+            _rows(jet.grad_lap, call, d),
+            call.terms.add_trace(_rows(jet.lap, call, 1)[..., 0], None),
+            bilap,
+        )
+
+    trailing: list[tuple[int, ...] | None] = [(), (d,), (d, d), (d,), (), ()] if full else [()]
+    return tuple(run(network, x, BIHARMONIC, kernel, trailing=trailing, chunk_size=chunk_size))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class BiharmonicRule:
+    r"""Products for :func:`biharmonic`: terms :math:`(f, \nabla f, \nabla^2 f, \nabla\Delta f, \Delta f, \Delta^2 f)`.
+
+    .. math::
+
+        \Delta^2 (fg) &= f\,\Delta^2 g + g\,\Delta^2 f
+            + 4 (\nabla f \cdot \nabla\Delta g + \nabla\Delta f \cdot \nabla g) + 2\,\Delta f\, \Delta g
+            + 4\, \langle \nabla^2 f, \nabla^2 g \rangle_F, \\
+        \nabla\Delta (fg) &= f\,\nabla\Delta g + g\,\nabla\Delta f + \Delta g\, \nabla f + \Delta f\, \nabla g
+            + 2 (\nabla^2 f\, \nabla g + \nabla^2 g\, \nabla f),
+
+    and the product rules of the gradient, Hessian and Laplacian.
+    """
+
+    leaf: Any
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return (0, 1, 2, 1, 0, 0)
+
+    def multiply(self, f: tuple, g: tuple, xp: Any) -> tuple:
+        fv, fg, fh, fgl, fl, fb = f
+        gv, gg, gh, ggl, gl, gb = g
+
+        def vec(a: Array) -> Array:
+            return a[..., None]
+
+        def mat(a: Array) -> Array:
+            return a[..., None, None]
+
+        def dot(a: Array, b: Array) -> Array:
+            return xp.sum(a * b, axis=-1)
+
+        def matvec(h: Array, v: Array) -> Array:
+            return xp.sum(h * v[..., None, :], axis=-1)
+
+        outer = fg[..., :, None] * gg[..., None, :]
+        return (
+            fv * gv,
+            vec(fv) * gg + vec(gv) * fg,
+            mat(fv) * gh + mat(gv) * fh + outer + xp.matrix_transpose(outer),
+            vec(fv) * ggl + vec(gv) * fgl + vec(gl) * fg + vec(fl) * gg + 2.0 * (matvec(fh, gg) + matvec(gh, fg)),
+            fv * gl + gv * fl + 2.0 * dot(fg, gg),
+            fv * gb
+            + gv * fb
+            + 4.0 * (dot(fg, ggl) + dot(fgl, gg))
+            + 2.0 * fl * gl
+            + 4.0 * xp.sum(xp.sum(fh * gh, axis=-1), axis=-1),
+        )
+
+
 def biharmonic(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:
     r"""Biharmonic :math:`\Delta^2 y_k = \sum_{i,j} \partial_i^2 \partial_j^2 y_k`, exact, shape ``y.shape``.
 
-    From fourth directional derivatives :math:`D^4_v = \partial_v^4 y` along the axes
-    and the diagonals :math:`e_i \pm e_j` (:math:`i < j`): since
-    :math:`D^4_{e_i + e_j} + D^4_{e_i - e_j} = 2(\partial_i^4 + \partial_j^4 + 6\,\partial_i^2\partial_j^2) y`,
+    One fourth-order forward sweep (:func:`xderiv._taylor.forward_biharmonic`): every unit carries
+    its gradient, its Hessian (packed, :math:`d(d+1)/2` rows), the gradient of its Laplacian, its
+    Laplacian and its bi-Laplacian; an activation combines them by the fourth-order Faà di Bruno
+    formula contracted over :math:`(i, i, j, j)`,
 
-    .. math:: \Delta^2 y = \frac{4 - d}{3} \sum_i D^4_{e_i}
-              + \frac16 \sum_{i<j} \left(D^4_{e_i + e_j} + D^4_{e_i - e_j}\right),
+    .. math:: \Delta^2 \sigma(z) = \sigma'''' G^2 + \sigma''' (2 L G + 4\, g^\top H g)
+              + \sigma'' (2 \lVert H \rVert_F^2 + 4\, g \cdot \nabla L + L^2) + \sigma' \Delta^2 z
 
-    the polarisation identity :math:`6 \lVert x \rVert^4 = 6(4-d)/3 \sum_i x_i^4 + \sum_{i<j} (x_i \pm x_j)^4`
-    read on the symmetric fourth-derivative tensor.  The sum of all these is one
-    order-4 Taylor sweep along :math:`d^2` directions (:math:`d(d-1)` at
-    :math:`d = 4`, where the axes drop out), the fourth coefficient carried as
-    its weighted sum (it enters every layer linearly): per layer
-    :math:`3 d^2 + 1` rows through each matrix product, about :math:`3d^2` forward
-    passes.  Any exact formula needs at least :math:`d(d+1)/2` directions (the
-    rank of :math:`\lVert x\rVert^4` as a sum of fourth powers of linear forms).
+    (:math:`g, H, L` the gradient, Hessian and Laplacian of :math:`z`, :math:`G = \lVert g\rVert^2`).
+    Cost: per layer :math:`d(d+1)/2 + 2d + 2` rows through each matrix product (170 at
+    :math:`d = 16`), and a few elementwise passes over the packed Hessians.
+
+    The same number from univariate Taylor coefficients (:func:`biharmonic_directions`: the axes
+    and :math:`e_i \pm e_j`, :math:`d^2` directions of order 4, the fourth coefficient collapsed)
+    carries :math:`3d^2 + 1` rows: exact too (the tests check one against the other), and 2 to 3
+    times slower.  No formula from directions needs fewer than :math:`d(d+1)/2` of them (the rank
+    of :math:`\lVert x\rVert^4` as a sum of fourth powers of linear forms), each carrying three
+    coefficients; the Hessian carried here is what any exact method carries, since
+    :math:`\Delta^2\sigma(z)` contains :math:`2\sigma''\lVert\nabla^2 z\rVert_F^2`.
+
+    A Potential's :math:`\tfrac12 x^\top A x + c^\top x` adds nothing; composites follow the
+    product rule (:class:`BiharmonicRule`).
 
     Parameters
     ----------
@@ -245,19 +366,18 @@ def biharmonic(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:
     chunk_size : int, optional
     """
     network = as_network(net)
-    d = network.in_features
-    rows: list[list[float]] = []
-    weights: list[float] = []
-    axis_weight = (4.0 - d) / 3.0
-    for i in range(d):
-        if axis_weight != 0.0:
-            rows.append([1.0 if k == i else 0.0 for k in range(d)])
-            weights.append(24.0 * axis_weight)  # D^4 = 4! y_4
-    for i in range(d):
-        for j in range(i + 1, d):
-            for sign in (1.0, -1.0):
-                rows.append([1.0 if k == i else sign if k == j else 0.0 for k in range(d)])
-                weights.append(24.0 / 6.0)
+    if isinstance(network, Composite):
+        rule = BiharmonicRule(lambda part, x: _fourth_order(part, x, True, chunk_size))
+        out = fold(network, x, rule).terms[-1]
+        assert out is not None
+        return out
+    return _fourth_order(network, x, False, chunk_size)[0]
+
+
+def biharmonic_by_directions(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:
+    r""":math:`\Delta^2 y` from one order-4 Taylor sweep along :func:`biharmonic_directions` (:func:`biharmonic`)."""
+    network = as_network(net)
+    rows, weights = biharmonic_directions(network.in_features)
     return _combination(network, x, rows, weights, 4, chunk_size)
 
 
