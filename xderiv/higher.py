@@ -122,14 +122,14 @@ def _coefficients(
         n, m = call.n, call.m
         w = None if weights is None else xp.asarray(weights, dtype=ctx.dtype, device=ctx.device)
         ys = taylor_sweep(tape, seed, order, w) if order else [None]
-        out = [materialize(call.terms.add_value(tape.y, call.x)[:, :, None], (n, m, r), xp)]
+        out = [materialize(call.terms.add_value(tape.y, call.x)[:, :, None], (n, m, r), xp, ctx.device)]
         for k in range(1, order + 1):
             rk = 1 if w is not None and k == order else r
             c = ys[k]
             if c is None:
                 out.append(xp.zeros((n, m, rk), dtype=ctx.dtype, device=ctx.device))
             else:
-                out.append(xp.matrix_transpose(materialize(c, (n, rk, m), xp)))
+                out.append(xp.matrix_transpose(materialize(c, (n, rk, m), xp, ctx.device)))
         return call.terms.add_taylor(out, call.x, seed, w)
 
     tail = (r,) if multi else ()
@@ -252,7 +252,7 @@ def _rows(a: Array | None, call: Call, k: int) -> Array:
     xp, ctx = call.ctx.xp, call.ctx
     if a is None:
         return xp.zeros((call.n, call.m, k), dtype=ctx.dtype, device=ctx.device)
-    return xp.matrix_transpose(materialize(a, (call.n, k, call.m), xp))
+    return xp.matrix_transpose(materialize(a, (call.n, k, call.m), xp, ctx.device))
 
 
 def _fourth_order(network: Any, x: Any, full: bool, chunk_size: int | None) -> tuple[Array, ...]:
@@ -383,11 +383,12 @@ def biharmonic_by_directions(net: Any, x: Array, *, chunk_size: int | None = Non
 
 def _multi_index(alpha: Any, d: int) -> tuple[int, ...]:
     try:
-        counts = tuple(_order(a, "alpha") for a in alpha)
+        items = list(alpha)
     except TypeError:
         raise TypeError(
             f"alpha must be a sequence of d={d} non-negative counts (e.g. (2, 1, 0) for d^3/dx0^2 dx1), got {alpha!r}"
         ) from None
+    counts = tuple(_order(a, "alpha") for a in items)
     if len(counts) != d:
         raise ValueError(
             f"alpha has {len(counts)} entries; it counts the derivatives along each of the d={d} coordinates "
@@ -416,16 +417,20 @@ def partial_directions(alpha: Sequence[int]) -> tuple[list[tuple[int, ...]], lis
     order = sum(alpha)
     support = [i for i, a in enumerate(alpha) if a]
     merged: dict[tuple[int, ...], float] = {}
+    # plain loops (no generators passed to builtins): torch.compile traces this with the call
     for js in product(*[range(alpha[i] + 1) for i in support]):
-        if not any(js):
+        if sum(js) == 0:
             continue
-        coef = float((-1) ** (order - sum(js)) * math.prod(math.comb(alpha[i], j) for i, j in zip(support, js)))
-        g = math.gcd(*js)
+        coef = (-1) ** (order - sum(js))
+        g = 0
+        for i, j in zip(support, js):
+            coef *= math.comb(alpha[i], j)
+            g = math.gcd(g, j)
         line = [0] * len(alpha)
         for i, j in zip(support, js):
             line[i] = j // g
         key = tuple(line)
-        merged[key] = merged.get(key, 0.0) + coef * float(g) ** order
+        merged[key] = merged.get(key, 0.0) + float(coef) * float(g) ** order
     rows = [k for k, c in merged.items() if c != 0.0]
     return rows, [merged[k] for k in rows]
 
