@@ -238,7 +238,7 @@ def _torch(p: Problem, dtype: str, device: str, est_nested: float):
         def nested_jvp():
             g = f
             for _ in range(4):
-                g = (lambda prev: (lambda x: torch.func.jvp(prev, (x,), (vt,))[1]))(g)
+                g = (lambda prev: lambda x: torch.func.jvp(prev, (x,), (vt,))[1])(g)
             return g(x)
 
         out[("taylor4", "torch.func jvp(jvp(jvp(jvp)))")] = Method(timed(nested_jvp), conv, 16 * est_nested)
@@ -365,7 +365,7 @@ def _jax(p: Problem, dtype: str, est_nested: float):
         def nested_jvp(prm, x):
             g = lambda z: f(prm, z)  # noqa: E731
             for _ in range(4):
-                g = (lambda prev: (lambda z: jax.jvp(prev, (z,), (prm["v"],))[1]))(g)
+                g = (lambda prev: lambda z: jax.jvp(prev, (z,), (prm["v"],))[1])(g)
             return g(x)
 
         out[("taylor4", "jax jvp(jvp(jvp(jvp))) jit")] = Method(timed(jax.jit(nested_jvp)), conv, 16 * est_nested)
