@@ -285,6 +285,29 @@ def test_shapes_layouts_and_orders(backend):
         assert rel_err(backend.to_numpy(both)[i], backend.to_numpy(single)) < EXACT
 
 
+@pytest.mark.parametrize("order", [1, 2, 4, 6])
+def test_weighted_top_derivative_is_the_weighted_sum(backend, order):
+    """taylor(..., weights=w) carries the top coefficient collapsed: the same as summing the r derivatives."""
+    parts = _composite_parts(backend)
+    for net in (layers_net(backend), COMPOSITES["nested"](parts)):
+        for case in ("layers-multi-shared", "layers-multi-point"):
+            x, v = case_inputs(case)
+            w = [0.5, -1.25]
+            full = ours(backend, net, x, v, order)
+            got = xd.taylor(net, backend.asarray(x), backend.asarray(v), order=order, weights=w)
+            assert len(got) == order + 1
+            for k in range(order):
+                assert rel_err(backend.to_numpy(got[k]), full[k]) == 0.0
+            want = full[order] @ np.array(w)
+            assert rel_err(backend.to_numpy(got[order]), want) < EXACT, (case, order)
+    net = layers_net(backend)
+    x, v = case_inputs("layers-multi-shared")
+    with pytest.raises(ValueError, match="weights sum the top derivative over r directions"):
+        xd.taylor(net, backend.asarray(x), backend.asarray(v), order=2, weights=[1.0])
+    with pytest.raises(ValueError, match="weights sum the top derivative"):
+        xd.taylor(net, backend.asarray(x), backend.asarray(v[:, 0]), order=2, weights=[1.0])
+
+
 def test_chunks_give_the_same_derivatives(backend):
     net = layers_net(backend)
     x, v = case_inputs("layers-multi-point")

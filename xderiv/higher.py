@@ -149,7 +149,15 @@ def _coefficients(
     return tuple(out)  # type: ignore[arg-type]
 
 
-def taylor(net: Any, x: Array, v: Array, order: int, *, chunk_size: int | None = None) -> tuple[Array, ...]:
+def taylor(
+    net: Any,
+    x: Array,
+    v: Array,
+    order: int,
+    *,
+    weights: Sequence[float] | None = None,
+    chunk_size: int | None = None,
+) -> tuple[Array, ...]:
     r"""Exact directional derivatives :math:`(y, \partial_v y, \partial_v^2 y, \dots, \partial_v^K y)` by Taylor mode.
 
     .. math:: \partial_v^k y(x) = \frac{d^k}{dt^k}\, y(x + t v)\Big|_{t=0}
@@ -184,6 +192,13 @@ def taylor(net: Any, x: Array, v: Array, order: int, *, chunk_size: int | None =
         :math:`K \ge 0`.  Orders above 2 need :math:`\sigma^{(k)}` of every
         activation to order :math:`K`: all built-ins have them; a registered
         activation without ``nth_derivative`` raises a ``ValueError`` naming it.
+    weights : sequence of r numbers, optional
+        With ``r`` directions and :math:`K \ge 1`: return the top entry as the
+        weighted sum :math:`\sum_\rho \omega_\rho\, \partial_{v_\rho}^K y` (shape
+        ``y.shape``) instead of one per direction, e.g. ``1/(3r)`` each for the
+        Gaussian estimate :math:`\Delta^2 y \approx \frac{1}{3r}\sum_\rho \partial^4_{v_\rho} y`.
+        The sum is carried through the sweep (the top coefficient enters every
+        layer linearly): one row instead of ``r`` in its matrix products.
     chunk_size : int, optional
         Points per chunk; by default as many as fit the memory budget.
 
@@ -193,7 +208,8 @@ def taylor(net: Any, x: Array, v: Array, order: int, *, chunk_size: int | None =
         ``(y, d1, ..., dK)`` with ``dk`` :math:`= \partial_v^k y` (derivatives, not
         divided by :math:`k!`), each of shape ``y.shape`` for one direction, or
         ``y.shape + (r,)`` for ``r`` directions (the value too, repeated along
-        the direction axis, so that the entries stack).
+        the direction axis, so that the entries stack; with ``weights`` the
+        last is the weighted sum, of shape ``y.shape``).
 
     Examples
     --------
@@ -206,8 +222,20 @@ def taylor(net: Any, x: Array, v: Array, order: int, *, chunk_size: int | None =
     network = as_network(net)
     order = _order(order)
     multi, r = _layout(network, x, v)
-    coeffs = _coefficients(network, x, v, order, multi, r, chunk_size)
-    return tuple(c if k < 2 else float(math.factorial(k)) * c for k, c in enumerate(coeffs))
+    summed = None
+    if weights is not None:
+        summed = tuple(float(w) for w in weights)
+        if not multi or order < 1 or len(summed) != r:
+            raise ValueError(
+                f"weights sum the top derivative over r directions: give r = {r if multi else 'the number of'} "
+                f"numbers with v of shape (d, r) or x.shape[:-1] + (d, r) and order >= 1; got {len(summed)} "
+                f"weights, v of shape {tuple(v.shape)} and order {order}"
+            )
+    coeffs = _coefficients(network, x, v, order, multi, r, chunk_size, summed)
+    out = [c if k < 2 else float(math.factorial(k)) * c for k, c in enumerate(coeffs)]
+    if summed is not None:
+        out[-1] = out[-1][..., 0]
+    return tuple(out)
 
 
 def _combination(
