@@ -31,6 +31,11 @@ PEERS = {
                   "jax tr(hessian) jit", "folx forward_laplacian jit"],
 }  # fmt: skip
 OPERATOR_PEERS = ["torch.func vmap(hessian) + contraction", "jax.hessian jit + contraction"]
+# Taylor mode: no forward/backward choice; the biharmonic also by its d^2-direction Taylor formula
+HIGHER_PEERS = {
+    "taylor4": ["torch.func jvp(jvp(jvp(jvp)))", "jax jvp(jvp(jvp(jvp))) jit"],
+    "biharmonic": ["torch.func vmap(hessian(laplacian))", "jax vmap(hessian(laplacian)) jit"],
+}
 
 
 @dataclass
@@ -50,13 +55,20 @@ COMPILED = ("xderiv-torch xd.compile", "xderiv-jax xd.compile")
 
 def names(quantity: str, device: str = "cpu") -> list[str]:
     """Every method name timed for ``quantity`` (xderiv first)."""
-    if quantity == "value":
+    if quantity == "value" or quantity == "taylor4":
         xs = [f"xderiv-{b}" for b in backends(device)]
+    elif quantity == "biharmonic":
+        xs = [f"xderiv-{b}{m}" for b in backends(device) for m in ("", "[directions]")]
     else:
         xs = [f"xderiv-{b}[{m}]" for b in backends(device) for m in MODES]
     if quantity in ("laplacian", "hessian"):
         xs += list(COMPILED)
-    return xs + PEERS.get(quantity, OPERATOR_PEERS)
+    return xs + HIGHER_PEERS.get(quantity, PEERS.get(quantity, OPERATOR_PEERS))
+
+
+def reference_name(quantity: str) -> str:
+    """The xderiv method whose float64 NumPy answer every method of ``quantity`` is checked against."""
+    return "xderiv-numpy" if quantity in ("value", "taylor4", "biharmonic") else "xderiv-numpy[auto]"
 
 
 def _contract(q, H, S, diag, einsum):
@@ -149,6 +161,13 @@ def _xderiv(p: Problem, dtype: str, backend: str, device: str, est_hess: float):
 
     tag = f"xderiv-{backend}"
     out = {("value", tag): Method(timed(lambda: net(x)), conv)}
+    if p.v is not None:
+        v = arr(p.v)
+        out[("taylor4", tag)] = Method(timed(lambda: xd.taylor(net, x, v, order=4)[4]), conv)
+    from xderiv.higher import biharmonic_by_directions
+
+    out[("biharmonic", tag)] = Method(timed(lambda: xd.biharmonic(net, x)), conv)
+    out[("biharmonic", f"{tag}[directions]")] = Method(timed(lambda: biharmonic_by_directions(net, x)), conv)
     for q, op in ops.items():
         for m in MODES:
             out[(q, f"{tag}[{m}]")] = Method(timed(lambda op=op, m=m: op(m)), conv, est_hess if q == "hessian" else 0)
@@ -278,6 +297,27 @@ def _torch(p: Problem, dtype: str, device: str, est_nested: float):
         ("hessian", "torch.func vmap(jacrev(jacrev))"): Method(timed(lambda: vjj(x)), conv, 1.5 * est_nested),
         ("laplacian", "torch autograd double-backward loop"): Method(timed(double_backward_laplacian), conv),
     }
+    if p.v is not None:
+        vt = t(p.v).expand(p.n, p.d)
+
+        def nested_jvp():
+            g = f
+            for _ in range(4):
+                g = (lambda prev: lambda x: torch.func.jvp(prev, (x,), (vt,))[1])(g)
+            return g(x)
+
+        out[("taylor4", "torch.func jvp(jvp(jvp(jvp)))")] = Method(timed(nested_jvp), conv, 16 * est_nested)
+
+    def one(xi):
+        return f(xi).reshape(())
+
+    def lap(xi):
+        return torch.diagonal(hessian(one)(xi)).sum()
+
+    bih = vmap(lambda xi: torch.diagonal(hessian(lap)(xi)).sum())
+    out[("biharmonic", "torch.func vmap(hessian(laplacian))")] = Method(
+        timed(lambda: bih(x).reshape(p.n, p.m)), conv, p.d * p.d * est_nested
+    )
     for q in ("hessian", "laplacian", "trace_hessian", "partial_laplacian"):
         name = "torch.func " + HESS_NAMES["torch.func"].get(q, "vmap(hessian) + contraction")
         fn = timed(lambda q=q: _contract(q, vh(x), S, lambda H: torch.diagonal(H, dim1=-2, dim2=-1), torch.einsum))
@@ -384,6 +424,24 @@ def _jax(p: Problem, dtype: str, est_nested: float):
         ("value", "jax jit"): Method(timed(jax.jit(f)), conv),
         ("gradient", "jax vmap(grad) jit"): Method(timed(jax.jit(gradient)), conv),
     }
+    if p.v is not None:
+        params["v"] = jnp.broadcast_to(jnp.asarray(p.v, dtype=jdt), (p.n, p.d))
+
+        def nested_jvp(prm, x):
+            g = lambda z: f(prm, z)  # noqa: E731
+            for _ in range(4):
+                g = (lambda prev: lambda z: jax.jvp(prev, (z,), (prm["v"],))[1])(g)
+            return g(x)
+
+        out[("taylor4", "jax jvp(jvp(jvp(jvp))) jit")] = Method(timed(jax.jit(nested_jvp)), conv, 16 * est_nested)
+
+    def lap(prm, xi):
+        return jnp.trace(jax.hessian(lambda z: f(prm, z).reshape(()))(xi))
+
+    bih = jax.vmap(lambda prm, xi: jnp.trace(jax.hessian(lambda z: lap(prm, z))(xi)), in_axes=(None, 0))
+    out[("biharmonic", "jax vmap(hessian(laplacian)) jit")] = Method(
+        timed(jax.jit(lambda prm, x: bih(prm, x).reshape(p.n, p.m))), conv, p.d * p.d * est_nested
+    )
     diag = lambda H: jnp.diagonal(H, axis1=-2, axis2=-1)  # noqa: E731
     for q in ("hessian", "laplacian", "trace_hessian", "partial_laplacian"):
         g = jax.jit(lambda prm, x, q=q: _contract(q, vhess(prm, x), prm.get("S"), diag, jnp.einsum))

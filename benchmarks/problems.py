@@ -31,6 +31,7 @@ class Problem:
     quantities: tuple
     potential: dict | None = None  # {"w": (width,), "A": (d, d), "c": (d,), "b0": float}
     S: np.ndarray | None = None  # (d, k) directions of trace_hessian
+    v: np.ndarray | None = None  # (d,) the direction of the Taylor rows
 
     @property
     def n(self) -> int:
@@ -112,6 +113,18 @@ def op(d, k, n=256):
     return p
 
 
+def taylor(n=200):
+    """Taylor rows: P4's network (d = w = 64), the fourth directional derivative along one fixed v."""
+    p = p4(n=n, family="T4", quantities=("taylor4",))
+    p.v = np.random.default_rng(2).standard_normal(p.d)
+    return p
+
+
+def biharmonic(d=16, n=200):
+    """Biharmonic rows: P4's network at input dimension d, the exact bi-Laplacian."""
+    return p4(n=n, d=d, family="BH", quantities=("biharmonic",))
+
+
 GPU_QUANTITIES = ("laplacian", "hessian")
 
 
@@ -134,7 +147,9 @@ def make_problems(quick=False, which="cpu"):
     if which == "gpu":
         return gpu_problems(quick)
     if quick:
-        return [p1(2, 10), p1(128, 10), p2(n=4), p3(63, n=32), p4(n=10), op(64, 4, n=16)]
+        return [p1(2, 10), p1(128, 10), p2(n=4), p3(63, n=32), p4(n=10), op(64, 4, n=16), taylor(n=10)] + [
+            biharmonic(d=4, n=10)
+        ]
     out = [p1(d, n) for n in (10, 1000) for d in (2, 16, 128, 1024)]
     out += [p2(), p3(63), p3(784), p4()]
-    return out + [op(64, 4), op(256, 4), op(256, 16)]
+    return out + [op(64, 4), op(256, 4), op(256, 16), taylor(), biharmonic()]

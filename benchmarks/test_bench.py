@@ -44,7 +44,7 @@ def _methods(quick, i, dtype, device):
 
 @functools.lru_cache(maxsize=8)
 def _reference(quick, i, q, budget):
-    name = "xderiv-numpy" if q == "value" else "xderiv-numpy[auto]"
+    name = M.reference_name(q)
     ref = M.build(_problems(quick)[i], "float64", "cpu")[0][(q, name)]
     if ref.mem > budget:
         pytest.skip(f"no reference: xderiv's estimated memory {ref.mem / 2**30:.1f} GiB is over the budget")

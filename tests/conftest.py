@@ -405,6 +405,16 @@ SUBSET_RULES: dict[str, dict[str, frozenset[Any]]] = {
     "test_mlp_hessian_and_laplacian": {"name": frozenset({"gelu", "sin(freq=3.0)"})},
     # test_threads: the float64 network with every layer kind (float32 callers: the dtype test below)
     "test_concurrent_evaluation_matches_sequential": {"name": frozenset({"potential-general"})},
+    # test_taylor: every layer kind with one and several directions per point, and three activations whose
+    # any-order derivatives take different routes (polynomial in tanh, Hermite times the density, composed
+    # series); each activation is checked to order 6 on its own by test_activations, kept whole
+    "test_taylor_matches_nested_jvp": {
+        "case": frozenset({"act-tanh", "act-gelu", "act-mish", "layers-point", "layers-multi-shared"}),
+    },
+    "test_composites_by_leibniz_rule": {"name": frozenset({"hard-bc", "nested"})},
+    "test_weighted_top_derivative_is_the_weighted_sum": {"order": frozenset({4})},
+    "test_biharmonic_and_partials_match_nested_hessians": {"name": frozenset({"hard-bc"})},
+    "test_biharmonic_and_partials_agree_with_each_other_and_the_hessian": {"name": frozenset({"layers", "scalar"})},
 }
 
 # Test functions the subset leaves out entirely, with what covers them instead.
@@ -412,6 +422,9 @@ SUBSET_DROP = {
     # chunk sizes 1, 3, 35, 1000 for every operator: the same chunking path is run in both modes
     # by test_operators::test_chunking_gives_identical_results (budget and chunk_size).
     "test_low_memory_budget_chunks_and_gives_the_same_results",
+    # test_taylor: eight layouts of v and x, each a new shape to compile; the reading of the layouts is
+    # argument handling that never touches the namespace beyond reshape (numpy, torch and strict run it)
+    "test_shapes_layouts_and_orders",
 }
 
 # Per backend, further test functions the subset leaves out.

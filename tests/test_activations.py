@@ -11,7 +11,7 @@ from xderiv.activations import get_activation
 
 from .helpers import fd_hessian, fd_jacobian, rel_err
 from .networks_zoo import ACTIVATIONS
-from .reference import autodiff, network_function
+from .reference import autodiff, mp_derivatives, network_function
 
 Z = [-1e4, -50.0, -20.0, -3.0, -1.0, -0.5, -1e-3, -1e-8, 0.0, 1e-8, 1e-3, 0.5, 0.999, 1.0, 1.001, 3.0, 20.0, 50.0, 1e4]
 
@@ -466,3 +466,133 @@ def test_parametric_activations_survive_save_and_load(tmp_path, backend):
     x = rng.standard_normal((3, 3))
     want = xd.laplacian(net, x)
     assert rel_err(backend.to_numpy(xd.laplacian(loaded, backend.asarray(x))), want) < 1e-13
+
+
+# --------------------------------------------------------------------------- derivatives of any order (Taylor mode)
+
+HIGHER = ACTIVATIONS + NEW[:8] + ["softplus(beta=2.0)", "sin(freq=30.0)", "elu(alpha=0.5)", "celu(alpha=2.0)"]
+HIGHER += ["gaussian(width=0.5)"]
+K = 6  # orders checked: sigma ... sigma^(6), against sigma^(7) for the conditioning bound
+_HIGHER_REF: dict = {}
+
+
+def _bell(k: int) -> int:
+    """The Bell number B_k: the number of terms of Faa di Bruno's formula at order k."""
+    row = [1]
+    for _ in range(k):
+        nxt = [row[-1]]
+        for a in row:
+            nxt.append(nxt[-1] + a)
+        row = nxt
+    return row[0]
+
+
+def _higher_grid(name: str) -> np.ndarray:
+    mags = np.logspace(-8, 4, 49)
+    z = np.unique(np.concatenate([-mags, [0.0], mags]))
+    return z[np.abs(z) <= 1e3] if name.startswith("sin(") else z  # sin(30 z) loses its argument beyond
+
+
+def _higher_reference(name: str) -> np.ndarray:
+    """(K + 2, n) float64: sigma, ..., sigma^(K+1) on the grid, from mpmath series at 50 digits."""
+    if name not in _HIGHER_REF:
+        mp = pytest.importorskip("mpmath").mp
+        mp.dps = 50
+        rows = [[float(t) for t in mp_derivatives(name, float(z), K + 1)] for z in _higher_grid(name)]
+        _HIGHER_REF[name] = np.array(rows).T
+    return _HIGHER_REF[name]
+
+
+@pytest.mark.parametrize("name", HIGHER)
+def test_any_order_derivatives_against_mpmath(backend, name):
+    """sigma^(k) for k <= 6 on a log grid up to |z| = 1e4 (and 0): mixed stability with the error of Faa di Bruno's
+    sum, |got - ref| <= 8 B_k u (|f^(k)| + |z f^(k+1)|) + 1e-40 (largest |f^(j)| there) + tiny (B_k the Bell number,
+    the 1e-40 term mpmath's own 50-digit noise), and 1e-12 relative wherever f^(k) is well conditioned (and not an
+    exact zero, which mpmath gives as noise)."""
+    act = get_activation(name)
+    z = _higher_grid(name)
+    ref = _higher_reference(name)
+    got = [backend.to_numpy(a) for a in act.derivatives(backend.asarray(z), backend.xp, K)]
+    assert len(got) == K + 1
+    scale = np.max(np.abs(ref), axis=0)
+    for k in range(K + 1):
+        assert np.all(np.isfinite(got[k])), (name, k)
+        err = np.abs(got[k] - ref[k])
+        cond = np.abs(ref[k]) + np.abs(z * ref[k + 1])
+        bound = 8 * _bell(k) * U64 * cond + 1e-40 * scale + 1e-300
+        worst = int(np.argmax(err / bound))
+        assert np.all(err <= bound), (name, k, z[worst], got[k][worst], ref[k][worst])
+        well = (np.abs(ref[k]) > 1e-30 * scale + 1e-290) & (np.abs(z * ref[k + 1]) <= 10 * np.abs(ref[k]))
+        assert np.all(err[well] <= 1e-12 * np.abs(ref[k][well])), (name, k)
+
+
+@pytest.mark.parametrize("name", HIGHER)
+def test_series_references_are_the_derivatives_of_sigma(name):
+    """The mpmath series references, checked against mpmath's numerical differentiation of sigma itself."""
+    mp = pytest.importorskip("mpmath").mp
+    mp.dps = 40
+    for v in (-3.7, -0.6, 0.4, 2.5):
+        ref = mp_derivatives(name, v, K)
+        numeric = mp.diffs(lambda t: mp_derivatives(name, t, 0)[0], mp.mpf(v), K)
+        for k, d in enumerate(numeric):
+            assert abs(d - ref[k]) <= mp.mpf(1e-20) * (1 + abs(ref[k])), (name, v, k)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # an overflow to inf of sigma ~ z (or z^2) is reported
+@pytest.mark.parametrize("name", HIGHER)
+def test_any_order_finite_and_nan_free_at_extreme_arguments(backend, name):
+    act = get_activation(name)
+    huge = np.array([-np.finfo(np.float64).max, -1e300, -1e30, -1e4, 1e4, 1e30, 1e300, np.finfo(np.float64).max])
+    if name.startswith("sin"):  # sin(freq z) is undefined where freq z overflows
+        huge = huge[np.abs(huge) <= 1e4]
+    got = [backend.to_numpy(a) for a in act.derivatives(backend.asarray(huge), backend.xp, K)]
+    grows = {0, 1} if name in ("relu2", "quadratic") else {0, 1} if name == "identity" else {0}
+    for k in range(K + 1):
+        assert not np.any(np.isnan(got[k])), (name, k, got[k])
+        if k not in grows:
+            assert np.all(np.isfinite(got[k])), (name, k, got[k])
+
+
+def test_registered_activation_with_and_without_higher_derivatives(backend):
+    xp = backend.xp
+    cubic = xd.register_activation(
+        f"cubic-any-{backend.name}",
+        lambda z: z * z * z / 6.0,
+        lambda z: z * z / 2.0,
+        lambda z: z,
+        nth_derivative=lambda z, k: z * 0.0 + (1.0 if k == 3 else 0.0),
+        overwrite=True,
+    )
+    tanh_copy = xd.register_activation(
+        f"tanh-copy-{backend.name}",
+        lambda z, xp: xp.tanh(z),
+        lambda z, xp: get_activation("tanh").evaluate(z, xp, 1)[1],
+        lambda z, xp: get_activation("tanh").evaluate(z, xp, 2)[2],
+        nth_derivative=lambda z, xp, k: get_activation("tanh").derivatives(z, xp, k)[k],
+        overwrite=True,
+    )
+    plain = xd.register_activation(
+        f"plain-{backend.name}",
+        lambda z, xp: xp.tanh(z),
+        lambda z, xp: 1.0 - xp.tanh(z) ** 2,
+        lambda z: z,
+        overwrite=True,
+    )
+    z = backend.asarray(np.linspace(-2, 2, 9))
+    parts = [backend.to_numpy(a) for a in cubic.derivatives(z, xp, 5)]
+    zn = np.linspace(-2, 2, 9)
+    for got, want in zip(parts, [zn**3 / 6, zn**2 / 2, zn, np.ones(9), np.zeros(9), np.zeros(9)]):
+        assert np.allclose(got, want, rtol=1e-15, atol=0)
+    builtin = get_activation("tanh").derivatives(z, xp, 6)
+    assert all(
+        np.array_equal(backend.to_numpy(a), backend.to_numpy(b))
+        for a, b in zip(tanh_copy.derivatives(z, xp, 6), builtin)
+    )
+    assert plain.max_order == 2 and tanh_copy.max_order is None and get_activation("gelu").max_order is None
+    assert len(plain.derivatives(z, xp, 2)) == 3
+    with pytest.raises(
+        ValueError, match=f"activation 'plain-{backend.name}' supplies derivatives up to order 2.*nth_derivative"
+    ):
+        plain.derivatives(z, xp, 3)
+    with pytest.raises(TypeError, match="nth_derivative must be a callable f\\(z, k\\)"):
+        xd.register_activation("bad-nth", lambda z: z, lambda z: z, lambda z: z, nth_derivative=lambda z: z)

@@ -22,8 +22,11 @@ OPS = {
     "hessian_diagonal": lambda net, x, s, v, mode: xd.hessian_diagonal(net, x, mode=mode),
     "hvp": lambda net, x, s, v, mode: xd.hvp(net, x, v),
     "directional": lambda net, x, s, v, mode: xd.directional(net, x, v)[1],
+    "taylor": lambda net, x, s, v, mode: xd.taylor(net, x, s, order=4)[4],
+    "biharmonic": lambda net, x, s, v, mode: xd.biharmonic(net, x),
+    "partial": lambda net, x, s, v, mode: xd.partial(net, x, (2, 1, 0)),
 }
-ONE_MODE = {"value", "hvp", "directional"}
+ONE_MODE = {"value", "hvp", "directional", "taylor", "biharmonic", "partial"}
 CASES = [(op, mode) for op in OPS for mode in (["auto"] if op in ONE_MODE else ["forward", "backward"])]
 
 

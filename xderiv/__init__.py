@@ -10,6 +10,7 @@ from ._call import get_memory_budget, set_memory_budget
 from .activations import Activation, available_activations, get_activation, register_activation
 from .composition import Product, Scaled, Sum
 from .derivatives import Derivatives, derivatives, gradient, hessian, jacobian, value
+from .higher import biharmonic, partial, taylor
 from .jit import compile
 from .layers import Dense, InputScale, Residual, fourier_features
 from .networks import Potential, Sequential, mlp, potential, quadratic, resnet
@@ -29,6 +30,7 @@ __all__ = [
     "Residual",
     "Sequential",
     "available_activations",
+    "biharmonic",
     "compile",
     "derivatives",
     "directional",
@@ -45,10 +47,12 @@ __all__ = [
     "jacobian",
     "laplacian",
     "mlp",
+    "partial",
     "potential",
     "quadratic",
     "register_activation",
     "resnet",
+    "taylor",
     "value",
     "__version__",
 ]

@@ -94,7 +94,7 @@ class Quantity:
     ----------
     name : str
     order : int
-        Derivatives of the activations the value sweep keeps (0, 1 or 2).
+        Derivatives of the activations the value sweep keeps (0, 1, 2, or :math:`K` for Taylor mode).
     memory : callable ``(dims, direction, k) -> float``
         Floats per point alive in the working arrays (outputs excluded),
         besides those :meth:`Dims.kept` counts.
@@ -152,7 +152,39 @@ HESSIAN = Quantity("hessian", 2, _hessian_memory, _hessian_flops)
 HVP = Quantity("hvp", 2, lambda s, direction, k: s.widest * s.depth + 4.0 * s.m * s.widest * k)
 DIRECTIONAL = Quantity("directional", 2, lambda s, direction, k: 4.0 * k * s.widest)
 
-QUANTITIES = {q.name: q for q in (VALUE, JACOBIAN, LAPLACIAN, DIAGONAL, HESSIAN, HVP, DIRECTIONAL)}
+
+def taylor(order: int) -> Quantity:
+    r"""Taylor mode of order :math:`K` along ``k`` directions (:mod:`xderiv._taylor`): one row per order.
+
+    Forward only.  Per point: the value sweep keeps :math:`\sigma', \dots, \sigma^{(K)}` of every layer
+    (:math:`K - 2` more than :meth:`Dims.kept` counts), and at the widest layer the sweep holds the
+    carried coefficients, their pre-activations and activations (``3 K`` rows of ``k``) and the
+    Bell table of Faà di Bruno's formula (:math:`K(K - 1)/2` more).
+    """
+
+    def memory(s: Dims, direction: str, k: int) -> float:
+        rows = 3.0 * order + order * (order - 1) / 2.0 + 1.0
+        return rows * k * s.widest + max(order - 2, 0) * s.widest * s.depth
+
+    return Quantity(f"taylor{order}", order, memory)
+
+
+TAYLOR = taylor(4)
+"""The fourth-order row; other orders build theirs with :func:`taylor` per call."""
+
+
+def _biharmonic_memory(s: Dims, direction: str, k: int) -> float:
+    # gradient, packed Hessian (with its pair products, gathers and one unpacked copy of d^2 rows), gradient
+    # of the Laplacian, Laplacian and bi-Laplacian, before and after the layer's product; the 3rd and 4th
+    # derivatives of the activations
+    d = s.d
+    return (6.0 * d * (d + 1) / 2.0 + d * d + 6.0 * d + 6.0) * s.widest + 2.0 * s.widest * s.depth
+
+
+BIHARMONIC = Quantity("biharmonic", 4, _biharmonic_memory)
+"""The forward biharmonic (:func:`xderiv._taylor.forward_biharmonic`)."""
+
+QUANTITIES = {q.name: q for q in (VALUE, JACOBIAN, LAPLACIAN, DIAGONAL, HESSIAN, HVP, DIRECTIONAL, TAYLOR, BIHARMONIC)}
 """Every quantity an operator computes, by name."""
 
 

@@ -46,6 +46,9 @@ class Step:
     d2 : array (n, w_out) or None
         :math:`\\sigma''(z)`; None for a linear activation or when not requested.
     xp : namespace
+    derivs : tuple of arrays (n, w_out)
+        :math:`(\\sigma', \\sigma'', \\dots, \\sigma^{(K)})` for a value sweep of order
+        :math:`K` (Taylor mode); empty for a linear activation.
     """
 
     index: int
@@ -62,6 +65,7 @@ class Step:
         return self.layer.skip
 
     _wt: Array | None = None
+    derivs: tuple[Array, ...] = ()
 
     @property
     def wt(self) -> Array:
@@ -119,7 +123,9 @@ def value_sweep(
     x : array (n, d)
     ctx : Context
     order : int
-        0 (value only), 1 (keep :math:`\\sigma'`) or 2 (and :math:`\\sigma''`).
+        0 (value only), 1 (keep :math:`\\sigma'`), 2 (and :math:`\\sigma''`), or any
+        :math:`K > 2` (keep :math:`\\sigma', \\dots, \\sigma^{(K)}` in ``Step.derivs``,
+        from the activation's ``higher`` function; the orders up to 2 take the fused one).
     """
     xp, ops = ctx.xp, ctx.ops
     u = x
@@ -127,15 +133,16 @@ def value_sweep(
     for i, (layer, (w, b)) in enumerate(zip(layers, params)):
         z = ops.affine(u, w, b)
         d1 = d2 = None
+        derivs: tuple[Array, ...] = ()
         if layer.activation.linear:
             a = z
         else:
-            parts = layer.activation.evaluate(z, xp, order)
-            a = parts[0]
+            parts = layer.activation.derivatives(z, xp, order)
+            a, derivs = parts[0], tuple(parts[1:])
             d1 = parts[1] if order >= 1 else None
             d2 = parts[2] if order >= 2 else None
         u = ops.axpy(u, layer.step, a) if layer.skip else a
-        steps.append(Step(i, layer, w, layer.step, d1, d2, xp))
+        steps.append(Step(i, layer, w, layer.step, d1, d2, xp, derivs=derivs))
     return Tape(u, tuple(steps), ctx, int(x.shape[0]))
 
 

@@ -538,8 +538,12 @@ def trace(a: Array, xp: Any, ctx: Context) -> Array:
     return xp.sum(diagonal(a, xp, ctx.device), axis=-1)
 
 
-def materialize(a: Array, shape: tuple[int, ...], xp: Any) -> Array:
-    """Return ``a`` broadcast to ``shape`` as a fresh array (not a read-only view)."""
+def materialize(a: Array, shape: tuple[int, ...], xp: Any, device: Any = None) -> Array:
+    """Return ``a`` broadcast to ``shape`` as a fresh array (not a read-only view).
+
+    A caller that knows the device passes it (asking array-api-compat is a type check, best kept out of a
+    traced call).
+    """
     if tuple(a.shape) == tuple(shape):
         return a
-    return xp.zeros(shape, dtype=a.dtype, device=array_api_compat.device(a)) + a
+    return xp.zeros(shape, dtype=a.dtype, device=array_api_compat.device(a) if device is None else device) + a

@@ -98,3 +98,31 @@ class PotentialTerms:
     def add_hvp(self, out: Array, seed: Array) -> Array:
         """``out`` (n, m, d) plus :math:`A_s v` for ``seed`` = :math:`v^\\top`, shape (1, d) or (n, 1, d)."""
         return out if self.sym is None else out + seed @ self.sym
+
+    def add_taylor(self, coeffs: list[Array], x: Array, seed: Array, weights: Array | None = None) -> list[Array]:
+        r"""Normalised Taylor coefficients ``[y_0, ..., y_K]`` (each (n, m, r)) plus those of :math:`q(x + tv)`.
+
+        :math:`q(x + tv) = q(x) + t\,\nabla q(x) \cdot v + t^2\, \tfrac12 v^\top A v` exactly, so only
+        :math:`y_1` and :math:`y_2` change (the value, :math:`y_0`, takes :meth:`add_value` before the
+        direction axis is added).  ``seed`` holds the directions as rows, (r, d) or (n, r, d).  With
+        ``weights`` the top coefficient is the collapsed :math:`\sum_\rho \omega_\rho y_{K,\rho}`
+        (direction axis of length 1).
+        """
+        xp, order = self.ctx.xp, len(coeffs) - 1
+        out = list(coeffs)
+        extra: list[Array | None] = [None, None, None]
+        grad = self.gradient(x)
+        if grad is not None and order >= 1:
+            first = grad @ xp.matrix_transpose(seed) if seed.ndim == 2 else xp.sum(grad[:, None, :] * seed, axis=-1)
+            extra[1] = first[:, None, :]  # (n, 1, r)
+        if self.a is not None and order >= 2:
+            second = 0.5 * xp.sum((seed @ self.a) * seed, axis=-1)  # (r,) or (n, r)
+            extra[2] = second if second.ndim == 1 else second[:, None, :]
+        for k in (1, 2):
+            e = extra[k]
+            if e is None:
+                continue
+            if k == order and weights is not None:
+                e = xp.sum(weights * e, axis=-1, keepdims=True)
+            out[k] = out[k] + e
+        return out

@@ -88,6 +88,7 @@ from functools import partial
 from typing import Any
 
 from ._namespace import Array
+from ._series import compose
 
 Fused = Callable[[Array, Any, int], tuple[Array, ...]]
 
@@ -100,7 +101,7 @@ _CLIP = 1e3
 
 @dataclass(frozen=True)
 class Activation:
-    """An elementwise activation :math:`\\sigma` with :math:`\\sigma'` and :math:`\\sigma''`.
+    """An elementwise activation :math:`\\sigma` with :math:`\\sigma'` and :math:`\\sigma''` (and, optionally, more).
 
     Immutable and stateless, so one instance is safely shared by many layers
     and threads.
@@ -111,19 +112,55 @@ class Activation:
         Registry name.
     evaluate : callable ``(z, xp, order) -> tuple``
         Returns ``(sigma,)``, ``(sigma, dsigma)`` or ``(sigma, dsigma, d2sigma)``
-        for ``order`` 0, 1, 2, each with the shape of ``z``.
+        for ``order`` 0, 1, 2, each with the shape of ``z``: the fused path every
+        first- and second-order operator takes.
     linear : bool
         True only for the identity: the recursions then skip the
         multiplications by :math:`\\sigma' = 1` and the zero :math:`\\sigma''` terms.
+    higher : callable ``(z, xp, order) -> tuple``, optional
+        :math:`(\\sigma, \\sigma', \\dots, \\sigma^{(K)})` for any ``order`` :math:`K \\ge 0`,
+        for Taylor mode (:func:`xderiv.taylor`).  Every built-in has one; without
+        it, orders above 2 raise.
     """
 
     name: str
     evaluate: Fused = field(repr=False)
     linear: bool = False
+    higher: Fused | None = field(default=None, repr=False)
 
     def __call__(self, z: Array, xp: Any) -> Array:
         """:math:`\\sigma(z)`."""
         return self.evaluate(z, xp, 0)[0]
+
+    @property
+    def max_order(self) -> int | None:
+        """The highest derivative order available: None (any) when ``higher`` is given, else 2."""
+        return None if self.higher is not None else 2
+
+    def derivatives(self, z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+        """:math:`(\\sigma, \\sigma', \\dots, \\sigma^{(\\mathrm{order})})` at ``z``.
+
+        Orders up to 2 take the fused ``evaluate``; higher ones ``higher``.
+
+        Raises
+        ------
+        ValueError
+            For ``order > 2`` when the activation supplies no higher derivatives.
+        """
+        if order <= 2:
+            return self.evaluate(z, xp, order)
+        if self.higher is None:
+            raise ValueError(order_error(self, order))
+        return self.higher(z, xp, order)
+
+
+def order_error(activation: Activation, order: int) -> str:
+    """The message for an activation asked for derivatives beyond those it supplies."""
+    return (
+        f"activation {activation.name!r} supplies derivatives up to order 2 only, and order {order} was asked "
+        "for; register it with xderiv.register_activation(..., nth_derivative=f) where f(z, k) (or f(z, xp, k)) "
+        "returns its k-th derivative"
+    )
 
 
 def _sigmoid_parts(z: Array, xp: Any, order: int, e: Array | None = None) -> tuple[Array, ...]:
@@ -236,14 +273,15 @@ def _logcosh(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
 def _rescaled(
     z: Array, xp: Any, order: int, *, base: Fused, inner: float, coeffs: tuple[float, float, float]
 ) -> tuple[Array, ...]:
-    r"""``c0 g(inner z)``, ``c1 g'(inner z)``, ``c2 g''(inner z)`` for a base activation ``g``.
+    r"""``c0 g(inner z)``, ``c1 g'(inner z)``, ``c2 g''(inner z)``, ... for a base activation ``g``.
 
     With ``coeffs = (c, c inner, c inner^2)`` these are :math:`\sigma(z) = c\,g(\mathrm{inner}\,z)`
     and its derivatives.  The caller passes the products, so that e.g. softplus(beta) gets exactly
-    ``1`` for ``(1/beta) beta``.
+    ``1`` for ``(1/beta) beta``; orders :math:`k > 2` (``base`` a ``higher`` function) take
+    :math:`c_2\,\mathrm{inner}^{k-2}`.
     """
     parts = base(inner * z, xp, order)
-    return tuple(c * p for c, p in zip(coeffs, parts))
+    return tuple((coeffs[k] if k < 3 else coeffs[2] * inner ** (k - 2)) * p for k, p in enumerate(parts))
 
 
 # --------------------------------------------------------------------------- the normal distribution
@@ -478,6 +516,225 @@ def _gaussian(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
     return (g, d1, (zc - 1.0) * (zc + 1.0) * g)
 
 
+# --------------------------------------------------------------------------- derivatives of any order
+#
+# The ``higher`` functions return (sigma, sigma', ..., sigma^(K)) for any K, from closed forms or
+# exact recurrences whose coefficients are integers computed here (pure Python, no cache):
+#
+# - tanh: tanh^(k) = sech^2 z * Q_k(tanh z) with Q_1 = 1, Q_{k+1}(t) = d/dt [(1 - t^2) Q_k(t)]; the
+#   factor sech^2 is computed directly (no 1 - t^2 cancellation), and Q_k(+-1) != 0, so the tails keep
+#   full relative accuracy.  sigmoid^(k)(z) = 2^(1-k) sigmoid'(z) Q_k(tanh(z/2)) for k >= 1.
+# - softplus' = sigmoid, antitanh' = logcosh' = tanh: their derivatives shift by one.
+# - silu = z s, gelu = z Phi, mish = z T: (z g)^(k) = z g^(k) + k g^(k-1).
+# - Phi^(k) = phi^(k-1) = (-1)^(k-1) He_{k-1} phi (probabilists' Hermite polynomials), so
+#   gelu^(k) = (-1)^(k-1) phi (He_k - He_{k-2}) for k >= 2, and gaussian^(k) = (-1)^k He_k sigma.
+# - gelu_tanh = z s(w(z)) with a cubic w and mish's T = tanh(softplus z): the inner function's
+#   Taylor coefficients composed with the outer one's derivatives by Faa di Bruno's formula
+#   (xderiv._series.compose), elementwise.
+# - sin: the cycle sin, cos, -sin, -cos; ELU-type: c_2 inner^(k-2) e^(inner z) for z < 0, 0 for z >= 0;
+#   polynomials (quadratic, relu2, identity): their finitely many nonzero derivatives, then zeros.
+
+
+def _shift(poly: list[int]) -> list[int]:
+    """``t * poly`` (coefficients lowest degree first)."""
+    return [0] + poly
+
+
+def _derivative(poly: list[int]) -> list[int]:
+    return [k * c for k, c in enumerate(poly)][1:] or [0]
+
+
+def _tanh_polynomials(order: int) -> list[list[int]]:
+    """``[Q_1, ..., Q_order]`` (lowest degree first): tanh^(k) = sech^2 * Q_k(tanh)."""
+    polys = [[1]]
+    while len(polys) < order:
+        q = polys[-1]
+        one_minus = [a - b for a, b in zip(q + [0, 0], [0, 0] + q)]  # (1 - t^2) q
+        polys.append(_derivative(one_minus))
+    return polys[:order]
+
+
+def _hermite(order: int) -> list[list[int]]:
+    """``[He_0, ..., He_order]`` (lowest degree first): He_{k+1} = x He_k - k He_{k-1}."""
+    polys = [[1], [0, 1]]
+    while len(polys) <= order:
+        k = len(polys) - 1
+        a, b = _shift(polys[k]), polys[k - 1] + [0, 0]
+        polys.append([x - k * y for x, y in zip(a, b)])
+    return polys[: order + 1]
+
+
+def _parity_polynomial(poly: list[int], t: Array, t2: Array) -> Array | float:
+    """``poly(t)`` for a polynomial with only even or only odd powers, by Horner's rule in ``t2 = t^2``."""
+    odd = any(poly[1::2])
+    half = [float(c) for c in (poly[1::2] if odd else poly[0::2])]
+    while len(half) > 1 and half[-1] == 0.0:
+        half.pop()
+    if len(half) == 1:
+        return half[0] * t if odd else half[0]
+    h = half[-1] * t2 + half[-2]
+    for c in reversed(half[:-2]):
+        h = h * t2 + c
+    return t * h if odd else h
+
+
+def _tanh_tail(t: Array, sech2: Array, order: int) -> list[Array]:
+    """``[tanh', ..., tanh^(order)]`` at the point where tanh is ``t`` and sech^2 is ``sech2``."""
+    t2 = t * t
+    return [sech2 * _parity_polynomial(q, t, t2) for q in _tanh_polynomials(order)]
+
+
+def _tanh_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    t = xp.tanh(z)
+    return (t,) + tuple(_tanh_tail(t, _sech2(z, xp), order))
+
+
+def _sigmoid_higher(z: Array, xp: Any, order: int, e: Array | None = None) -> tuple[Array, ...]:
+    a = xp.abs(z)
+    if e is None:
+        e = xp.exp(-a)
+    r = 1.0 / (1.0 + e)
+    s = xp.where(z >= 0, r, e * r)
+    if order == 0:
+        return (s,)
+    ds = e * r * r
+    th = xp.sign(z) * (-xp.expm1(-a)) * r  # tanh(z/2), from e = exp(-|z|)
+    th2 = th * th
+    polys = _tanh_polynomials(order)
+    return (s, ds) + tuple(
+        (2.0 ** (1 - k) * ds) * _parity_polynomial(polys[k - 1], th, th2) for k in range(2, order + 1)
+    )
+
+
+def _softplus_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    value = _softplus(z, xp, 0)[0]
+    return (value,) + (_sigmoid_higher(z, xp, order - 1) if order else ())
+
+
+def _times_z(z: Array, xp: Any, g: tuple[Array, ...]) -> tuple[Array, ...]:
+    """Derivatives of ``z * g(z)`` from those of ``g``: ``z g^(k) + k g^(k-1)`` (``z`` clipped past k = 0)."""
+    zc = _clip(z, xp)
+    return (z * g[0],) + tuple(zc * g[k] + k * g[k - 1] for k in range(1, len(g)))
+
+
+def _silu_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    return _times_z(z, xp, _sigmoid_higher(z, xp, order))
+
+
+def _quadratic_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    parts = (0.5 * z * z, z, xp.ones_like(z))
+    return (parts + tuple(xp.zeros_like(z) for _ in range(order - 2)))[: order + 1]
+
+
+def _identity_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    parts = (z, xp.ones_like(z))
+    return (parts + tuple(xp.zeros_like(z) for _ in range(order - 1)))[: order + 1]
+
+
+def _sin_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    s = xp.sin(z)
+    if order == 0:
+        return (s,)
+    c = xp.cos(z)
+    cycle = (s, c, -s, -c)
+    return tuple(cycle[k % 4] for k in range(order + 1))
+
+
+def _antitanh_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    return (_log2cosh(z, xp),) + (_tanh_higher(z, xp, order - 1) if order else ())
+
+
+def _logcosh_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    return (_logcosh(z, xp, 0)[0],) + (_tanh_higher(z, xp, order - 1) if order else ())
+
+
+def _gelu_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    cdf, pdf = _normal_parts(z, xp)
+    if order == 0:
+        return (z * cdf,)
+    zc = _clip(z, xp)
+    z2 = zc * zc
+    he = _hermite(order)
+    tail = tuple(
+        (-1.0) ** (k - 1) * pdf * _parity_polynomial([a - b for a, b in zip(he[k], he[k - 2] + [0, 0])], zc, z2)
+        for k in range(2, order + 1)
+    )
+    return (z * cdf, cdf + zc * pdf) + tail
+
+
+def _gaussian_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    g = _exp_neg_square(z, 0.5, xp)
+    zc = _clip(z, xp)
+    z2 = zc * zc
+    he = _hermite(order)
+    return (g,) + tuple((-1.0) ** k * g * _parity_polynomial(he[k], zc, z2) for k in range(1, order + 1))
+
+
+def _relu2_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    parts = _relu2(z, xp, min(order, 2))
+    return parts + tuple(xp.zeros_like(z) for _ in range(order - 2))
+
+
+def _elu_family_higher(
+    z: Array, xp: Any, order: int, *, slope: float, inner: float, coeffs: tuple[float, float, float]
+) -> tuple[Array, ...]:
+    parts = _elu_family(z, xp, min(order, 2), slope=slope, inner=inner, coeffs=coeffs)
+    if order <= 2:
+        return parts
+    ex = xp.exp(inner * xp.minimum(z, xp.zeros_like(z)))
+    neg = z < 0
+    zero = xp.zeros_like(z)
+    return parts + tuple(xp.where(neg, (coeffs[2] * inner ** (k - 2)) * ex, zero) for k in range(3, order + 1))
+
+
+def _series_times_z(z: Array, xp: Any, g: list[Array], order: int) -> tuple[Array, ...]:
+    """Derivatives of ``z g(z)`` from the normalised Taylor coefficients ``g`` of ``g`` at ``z``."""
+    zc = _clip(z, xp)
+    out = [z * g[0]]
+    factorial = 1.0
+    for k in range(1, order + 1):
+        factorial *= k
+        out.append(factorial * (zc * g[k] + g[k - 1]))
+    return tuple(out)
+
+
+def _gelu_tanh_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    zc = _clip(z, xp)
+    z2 = zc * zc
+    w = (2.0 * _GELU_TANH_C) * zc * (1.0 + _GELU_TANH_K * z2)
+    s = _sigmoid_higher(w, xp, order)
+    if order == 0:
+        return (z * s[0],)
+    # w(z + t) = w + w1 t + w2 t^2 + w3 t^3 (normalised), composed with the sigmoid's derivatives at w
+    w1 = (2.0 * _GELU_TANH_C) * (1.0 + (3.0 * _GELU_TANH_K) * z2)
+    w2 = (6.0 * _GELU_TANH_C * _GELU_TANH_K) * zc
+    w3 = xp.full_like(z, 2.0 * _GELU_TANH_C * _GELU_TANH_K)
+    inner = [None, w1, w2, w3] + [None] * (order - 3)
+    c = [None] + [s[j] / math.factorial(j) for j in range(1, order + 1)]
+    g = compose(c, inner[: order + 1], order)
+    return _series_times_z(z, xp, [s[0]] + g[1:], order)  # type: ignore[list-item]
+
+
+def _mish_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    # T = tanh(softplus z): softplus' Taylor coefficients s^(k-1)/k! composed with tanh's derivatives,
+    # sech^2(softplus) * Q_j(T), at T and sech^2 computed as in _mish (full accuracy in both tails).
+    e = xp.exp(-xp.abs(z))
+    pos = z >= 0
+    num = xp.where(pos, 1.0 + 2.0 * e, e * (e + 2.0))
+    gap = xp.where(pos, 2.0 * e * e, xp.full_like(z, 2.0))
+    den = num + gap
+    t = num / den
+    if order == 0:
+        return (z * t,)
+    sech2 = gap * (num + den) / (den * den)
+    s = _sigmoid_higher(z, xp, order - 1, e)
+    tails = _tanh_tail(t, sech2, order)
+    c = [None] + [tails[j - 1] / math.factorial(j) for j in range(1, order + 1)]
+    inner = [None] + [s[k - 1] / math.factorial(k) for k in range(1, order + 1)]
+    g = compose(c, inner, order)
+    return _series_times_z(z, xp, [t] + g[1:], order)  # type: ignore[list-item]
+
+
 _REGISTRY: dict[str, Activation] = {}
 
 
@@ -490,26 +747,33 @@ def _register(activation: Activation, overwrite: bool = False) -> Activation:
 
 # The built-ins, kept here too so that a factory's default parameter gives the built-in even
 # after a user re-registers its name.
-_BUILTIN_FUNCTIONS: list[tuple[str, Fused]] = [
-    ("sigmoid", _sigmoid_parts),
-    ("tanh", _tanh),
-    ("softplus", _softplus),
-    ("quadratic", _quadratic),
-    ("sin", _sin),
-    ("silu", _silu),
-    ("antitanh", _antitanh),
-    ("logcosh", _logcosh),
-    ("gelu", _gelu),
-    ("gelu_tanh", _gelu_tanh),
-    ("elu", partial(_elu_family, slope=1.0, inner=1.0, coeffs=(1.0, 1.0, 1.0))),
-    ("celu", partial(_elu_family, slope=1.0, inner=1.0, coeffs=(1.0, 1.0, 1.0))),
-    ("selu", partial(_elu_family, slope=_SELU_SCALE, inner=1.0, coeffs=(_SELU_SCALE * _SELU_ALPHA,) * 3)),
-    ("mish", _mish),
-    ("relu2", _relu2),
-    ("gaussian", _gaussian),
+def _elu_pair(slope: float, inner: float, coeffs: tuple[float, float, float]) -> tuple[Fused, Fused]:
+    return (
+        partial(_elu_family, slope=slope, inner=inner, coeffs=coeffs),
+        partial(_elu_family_higher, slope=slope, inner=inner, coeffs=coeffs),
+    )
+
+
+_BUILTIN_FUNCTIONS: list[tuple[str, Fused, Fused]] = [
+    ("sigmoid", _sigmoid_parts, _sigmoid_higher),
+    ("tanh", _tanh, _tanh_higher),
+    ("softplus", _softplus, _softplus_higher),
+    ("quadratic", _quadratic, _quadratic_higher),
+    ("sin", _sin, _sin_higher),
+    ("silu", _silu, _silu_higher),
+    ("antitanh", _antitanh, _antitanh_higher),
+    ("logcosh", _logcosh, _logcosh_higher),
+    ("gelu", _gelu, _gelu_higher),
+    ("gelu_tanh", _gelu_tanh, _gelu_tanh_higher),
+    ("elu", *_elu_pair(1.0, 1.0, (1.0, 1.0, 1.0))),
+    ("celu", *_elu_pair(1.0, 1.0, (1.0, 1.0, 1.0))),
+    ("selu", *_elu_pair(_SELU_SCALE, 1.0, (_SELU_SCALE * _SELU_ALPHA,) * 3)),
+    ("mish", _mish, _mish_higher),
+    ("relu2", _relu2, _relu2_higher),
+    ("gaussian", _gaussian, _gaussian_higher),
 ]
-_BUILTIN: dict[str, Activation] = {name: Activation(name, fn) for name, fn in _BUILTIN_FUNCTIONS}
-_BUILTIN["identity"] = Activation("identity", _identity, linear=True)
+_BUILTIN: dict[str, Activation] = {name: Activation(name, fn, higher=up) for name, fn, up in _BUILTIN_FUNCTIONS}
+_BUILTIN["identity"] = Activation("identity", _identity, linear=True, higher=_identity_higher)
 for _activation in _BUILTIN.values():
     _register(_activation)
 
@@ -535,13 +799,22 @@ def _parameter(kind: str, name: str, value: Any, *, positive: bool) -> float:
     return number + 0.0  # -0.0 -> 0.0: one object, one name
 
 
-def _made(kind: str, name: str, value: float, evaluate: Callable[[], Fused]) -> Activation:
-    """The cached ``Activation`` named ``kind(name=value)``, built with ``evaluate()`` on first use."""
+def _made(kind: str, name: str, value: float, functions: Callable[[], tuple[Fused, Fused]]) -> Activation:
+    """The cached ``Activation`` named ``kind(name=value)``, built from ``functions()`` (fused, higher) on first use."""
     key = (kind, value)
     act = _MADE.get(key)
     if act is None:
-        act = _MADE.setdefault(key, Activation(f"{kind}({name}={value!r})", evaluate()))
+        fused, higher = functions()
+        act = _MADE.setdefault(key, Activation(f"{kind}({name}={value!r})", fused, higher=higher))
     return act
+
+
+def _rescaled_pair(base: Fused, higher: Fused, inner: float, coeffs: tuple[float, float, float]) -> tuple[Fused, Fused]:
+    """The fused and any-order functions of :math:`c\\,g(\\mathrm{inner}\\,z)` (see :func:`_rescaled`)."""
+    return (
+        partial(_rescaled, base=base, inner=inner, coeffs=coeffs),
+        partial(_rescaled, base=higher, inner=inner, coeffs=coeffs),
+    )
 
 
 def softplus(beta: float = 1.0) -> Activation:
@@ -571,7 +844,7 @@ def softplus(beta: float = 1.0) -> Activation:
     if beta == 1.0:
         return _BUILTIN["softplus"]
     return _made(
-        "softplus", "beta", beta, lambda: partial(_rescaled, base=_softplus, inner=beta, coeffs=(1.0 / beta, 1.0, beta))
+        "softplus", "beta", beta, lambda: _rescaled_pair(_softplus, _softplus_higher, beta, (1.0 / beta, 1.0, beta))
     )
 
 
@@ -598,9 +871,7 @@ def sine(freq: float = 1.0) -> Activation:
     freq = _parameter("sin", "freq", freq, positive=False)
     if freq == 1.0:
         return _BUILTIN["sin"]
-    return _made(
-        "sin", "freq", freq, lambda: partial(_rescaled, base=_sin, inner=freq, coeffs=(1.0, freq, freq * freq))
-    )
+    return _made("sin", "freq", freq, lambda: _rescaled_pair(_sin, _sin_higher, freq, (1.0, freq, freq * freq)))
 
 
 def elu(alpha: float = 1.0) -> Activation:
@@ -623,7 +894,7 @@ def elu(alpha: float = 1.0) -> Activation:
     alpha = _parameter("elu", "alpha", alpha, positive=True)
     if alpha == 1.0:
         return _BUILTIN["elu"]
-    return _made("elu", "alpha", alpha, lambda: partial(_elu_family, slope=1.0, inner=1.0, coeffs=(alpha,) * 3))
+    return _made("elu", "alpha", alpha, lambda: _elu_pair(1.0, 1.0, (alpha,) * 3))
 
 
 def celu(alpha: float = 1.0) -> Activation:
@@ -650,7 +921,7 @@ def celu(alpha: float = 1.0) -> Activation:
         "celu",
         "alpha",
         alpha,
-        lambda: partial(_elu_family, slope=1.0, inner=1.0 / alpha, coeffs=(alpha, 1.0, 1.0 / alpha)),
+        lambda: _elu_pair(1.0, 1.0 / alpha, (alpha, 1.0, 1.0 / alpha)),
     )
 
 
@@ -676,7 +947,7 @@ def gaussian(width: float = 1.0) -> Activation:
         return _BUILTIN["gaussian"]
     inv = 1.0 / width
     return _made(
-        "gaussian", "width", width, lambda: partial(_rescaled, base=_gaussian, inner=inv, coeffs=(1.0, inv, inv * inv))
+        "gaussian", "width", width, lambda: _rescaled_pair(_gaussian, _gaussian_higher, inv, (1.0, inv, inv * inv))
     )
 
 
@@ -748,12 +1019,27 @@ def _with_xp(fn: Callable[..., Array], what: str) -> Callable[[Array, Any], Arra
     raise TypeError(f"{what} must be a callable f(z) or f(z, xp), got {fn!r}")
 
 
+def _nth_with_xp(fn: Callable[..., Array]) -> Callable[[Array, Any, int], Array]:
+    """Accept a user's k-th derivative written as ``f(z, k)`` or ``f(z, xp, k)``."""
+    params: Any
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if len(params) >= 3:
+        return fn
+    if len(params) == 2:
+        return lambda z, xp, k: fn(z, k)
+    raise TypeError(f"nth_derivative must be a callable f(z, k) or f(z, xp, k), got {fn!r}")
+
+
 def register_activation(
     name: str,
     function: Callable[..., Array],
     derivative: Callable[..., Array],
     second_derivative: Callable[..., Array],
     *,
+    nth_derivative: Callable[..., Array] | None = None,
     overwrite: bool = False,
 ) -> Activation:
     """Register a user activation under ``name``.
@@ -766,6 +1052,12 @@ def register_activation(
         :math:`\\sigma`, :math:`\\sigma'`, :math:`\\sigma''`, each ``f(z)`` or
         ``f(z, xp)`` (``xp`` is the Array API namespace of ``z``; use it to stay
         backend-agnostic, e.g. ``lambda z, xp: xp.exp(-z * z)``).
+    nth_derivative : callable, optional
+        :math:`\\sigma^{(k)}` for any ``k >= 3``, as ``f(z, k)`` or ``f(z, xp, k)``
+        (``k`` a Python int); called for ``k = 3, ..., K`` when Taylor mode
+        (:func:`xderiv.taylor`, :func:`xderiv.biharmonic`, :func:`xderiv.partial`)
+        asks for order ``K > 2``.  Without it those orders raise a ``ValueError``
+        naming the activation; every operator up to second order works either way.
     overwrite : bool
         Replace an existing registration of the same name.
 
@@ -781,7 +1073,14 @@ def register_activation(
         out = (f(z, xp), df(z, xp), d2f(z, xp))
         return out[: order + 1]
 
-    return _register(Activation(name, evaluate), overwrite=overwrite)
+    higher: Fused | None = None
+    if nth_derivative is not None:
+        nth = _nth_with_xp(nth_derivative)
+
+        def higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+            return evaluate(z, xp, min(order, 2)) + tuple(nth(z, xp, k) for k in range(3, order + 1))
+
+    return _register(Activation(name, evaluate, higher=higher), overwrite=overwrite)
 
 
 def get_activation(activation: str | Activation) -> Activation:

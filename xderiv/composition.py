@@ -34,11 +34,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import array_api_compat
 
 from ._namespace import Array
+from ._series import add, cauchy, mul
 
 
 def _is_number(c: Any) -> bool:
@@ -270,26 +271,65 @@ class Scaled(Composite):
 
 @dataclass(frozen=True)
 class Jet:
-    """A network's value, a first derivative and a second-order quantity at a batch of points.
+    """A network's value and the derivative terms one operator carries, at a batch of points.
 
-    All keep the output axis: ``value`` is ``batch + (m,)``, ``first`` is
-    ``batch + (m,) + first_tail`` and ``second`` ``batch + (m,) + second_tail``
-    (the tails are the operator's, e.g. ``(d,)`` and ``(d, d)`` for the
-    Hessian).  ``first``/``second`` are None where the operator needs neither.
+    ``terms[0]`` is the value; what follows is the rule's (for :class:`Rule`: a
+    first derivative and a second-order quantity; for :class:`TaylorRule`: the
+    normalised Taylor coefficients).  All keep the output axis: term ``i`` is
+    ``batch + (m,) + tail_i`` with ``len(tail_i) = rule.ranks[i]``.  A term is
+    None where the operator needs none.
     """
 
-    value: Array
-    first: Array | None = None
-    second: Array | None = None
+    terms: tuple[Array | None, ...]
+
+    @property
+    def value(self) -> Array:
+        return self.terms[0]  # type: ignore[return-value]
+
+    @property
+    def first(self) -> Array | None:
+        return self.terms[1] if len(self.terms) > 1 else None
+
+    @property
+    def second(self) -> Array | None:
+        return self.terms[2] if len(self.terms) > 2 else None
 
 
-Leaf = Callable[[Any, Any], tuple[Array, Array | None, Array | None]]
+Terms = tuple[Array | None, ...]
+Leaf = Callable[[Any, Any], Terms]
 Cross = Callable[[Array, Array], Array]
+
+
+class Algebra(Protocol):
+    """What :func:`fold` needs of an operator: evaluate a leaf, and multiply two jets.
+
+    Sums and scalar factors are linear in every term, so they need nothing
+    more; a product of two networks is the operator's own rule.
+    """
+
+    @property
+    def leaf(self) -> Leaf:
+        """``(network, x) -> terms``: the leaf network's results in its public shapes (no output axis
+        for a scalar network), from the leaf's own recursions."""
+        ...
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """Number of trailing axes of each term after the output axis."""
+        ...
+
+    def multiply(self, f: Terms, g: Terms, xp: Any) -> Terms:
+        """The terms of the product of two networks from theirs (broadcast over outputs)."""
+        ...
 
 
 @dataclass(frozen=True)
 class Rule:
-    """How one operator evaluates a leaf network and combines two factors.
+    """How a first- or second-order operator evaluates a leaf network and combines two factors.
+
+    Terms ``(value, first, second)``, multiplied by
+
+    .. math:: (fg) = f g, \\quad (fg)' = f g' + g f', \\quad Q(fg) = f\\,Q(g) + g\\,Q(f) + C(f', g').
 
     Attributes
     ----------
@@ -308,6 +348,69 @@ class Rule:
     second_rank: int = 0
     cross: Cross | None = None
 
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return (0, self.first_rank, self.second_rank)
+
+    def multiply(self, f: Terms, g: Terms, xp: Any) -> Terms:
+        fv, gv = f[0], g[0]
+        assert fv is not None and gv is not None
+        first = second = None
+        if f[1] is not None and g[1] is not None:
+            first = _expand(fv, self.first_rank, xp) * g[1] + _expand(gv, self.first_rank, xp) * f[1]
+        if f[2] is not None and g[2] is not None and self.cross is not None:
+            fe, ge = _expand(fv, self.second_rank, xp), _expand(gv, self.second_rank, xp)
+            second = fe * g[2] + ge * f[2] + self.cross(f[1], g[1])  # type: ignore[arg-type]
+        return (fv * gv, first, second)
+
+
+@dataclass(frozen=True)
+class TaylorRule:
+    r"""Taylor mode: terms are the normalised coefficients :math:`y_0, \dots, y_K` along the directions.
+
+    A product is Leibniz's rule on normalised coefficients, the Cauchy product
+    :math:`(fg)_k = \sum_{j=0}^{k} f_j\, g_{k-j}` (:func:`xderiv._series.cauchy`).
+
+    Attributes
+    ----------
+    leaf : callable ``(network, x) -> (y_0, ..., y_K)``
+    order : int
+        :math:`K`.
+    rank : int
+        Trailing axes of every coefficient after the output axis: 1 with a
+        direction axis ``r``, 0 for a single direction.
+    weights : tuple of float (one per direction), optional
+        The top coefficient is collapsed, :math:`\sum_\rho \omega_\rho y_{K,\rho}`
+        (direction axis of length 1, see :mod:`xderiv._taylor`); the lower ones
+        carry the direction axis.  Their products stay exact because
+        :math:`y_0` is the same along every direction.
+    """
+
+    leaf: Leaf
+    order: int
+    rank: int = 0
+    weights: tuple[float, ...] | None = None
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return (self.rank,) * (self.order + 1)
+
+    def multiply(self, f: Terms, g: Terms, xp: Any) -> Terms:
+        order = self.order
+        out = [cauchy(f, g, k) for k in range(order + (self.weights is None))]
+        if self.weights is not None:
+            mixed = None
+            for j in range(1, order):
+                mixed = add(mixed, mul(f[j], g[order - j]))
+            f0, g0 = f[0], g[0]
+            assert f0 is not None and g0 is not None
+            top = add(mul(f0[..., :1], g[order]), mul(g0[..., :1], f[order]))
+            if mixed is not None:
+                w = xp.asarray(self.weights, dtype=mixed.dtype, device=array_api_compat.device(mixed))
+                top = add(top, xp.sum(w * mixed, axis=-1, keepdims=True))
+            out.append(top)
+        return tuple(out)
+
 
 VALUE_RULE = Rule(leaf=lambda net, x: (net(x), None, None))
 
@@ -317,26 +420,32 @@ def _expand(a: Array, rank: int, xp: Any) -> Array:
     return xp.reshape(a, tuple(a.shape) + (1,) * rank)
 
 
-def _add(a: Array | None, b: Array | None) -> Array | None:
+def _with_axis(a: Array | None, at: int, xp: Any) -> Array | None:
+    """``a`` with an axis of length one inserted ``at`` axes from the end (after the batch)."""
     if a is None:
-        return b
-    return a if b is None else a + b
+        return None
+    cut = a.ndim - at
+    return xp.reshape(a, tuple(a.shape[:cut]) + (1,) + tuple(a.shape[cut:]))
 
 
-def _leaf_jet(net: Any, x: Any, rule: Rule) -> Jet:
-    value, first, second = rule.leaf(net, x)
+def _without_axis(a: Array | None, at: int, xp: Any) -> Array | None:
+    """``a`` without its axis ``at + 1`` from the end (a scalar composite's output axis)."""
+    if a is None:
+        return None
+    cut = a.ndim - at - 1
+    return xp.reshape(a, tuple(a.shape[:cut]) + tuple(a.shape[cut + 1 :]))
+
+
+def _leaf_jet(net: Any, x: Any, rule: Algebra) -> Jet:
+    terms = tuple(rule.leaf(net, x))
     if not net.scalar:
-        return Jet(value, first, second)
-    xp = array_api_compat.array_namespace(value)
-    nb = value.ndim  # a scalar network's value is batch-shaped: its output axis goes at the end of the batch
-
-    def keep(a: Array | None) -> Array | None:
-        return None if a is None else xp.reshape(a, tuple(a.shape[:nb]) + (1,) + tuple(a.shape[nb:]))
-
-    return Jet(keep(value), keep(first), keep(second))  # type: ignore[arg-type]
+        return Jet(terms)
+    # a scalar network's results have no output axis: it goes after the batch, before each term's tail
+    xp = array_api_compat.array_namespace(terms[0])
+    return Jet(tuple(_with_axis(a, rank, xp) for a, rank in zip(terms, rule.ranks)))
 
 
-def _jet(net: Any, x: Any, rule: Rule, seen: dict[int, Jet]) -> Jet:
+def _jet(net: Any, x: Any, rule: Algebra, seen: dict[int, Jet]) -> Jet:
     """``net``'s jet; ``seen`` holds the leaves evaluated so far (a network used twice is evaluated once)."""
     if not isinstance(net, Composite):
         if id(net) not in seen:
@@ -346,30 +455,19 @@ def _jet(net: Any, x: Any, rule: Rule, seen: dict[int, Jet]) -> Jet:
     xp = array_api_compat.array_namespace(jets[0].value)
     if isinstance(net, Scaled):
         (j,) = jets
-        c = net.factor
-        return Jet(c * j.value, None if j.first is None else c * j.first, None if j.second is None else c * j.second)
+        return Jet(tuple(None if a is None else net.factor * a for a in j.terms))
     if isinstance(net, Sum):
-        value, first, second = jets[0].value, jets[0].first, jets[0].second
+        terms = jets[0].terms
         for j in jets[1:]:
-            value, first, second = value + j.value, _add(first, j.first), _add(second, j.second)
-        return Jet(value + net.offset if net.offset else value, first, second)
+            terms = tuple(add(a, b) for a, b in zip(terms, j.terms))
+        if net.offset:
+            terms = (terms[0] + net.offset,) + terms[1:]  # type: ignore[operator]
+        return Jet(terms)
     f, g = jets
-    value = f.value * g.value
-    first = second = None
-    if f.first is not None and g.first is not None:
-        fv, gv = _expand(f.value, rule.first_rank, xp), _expand(g.value, rule.first_rank, xp)
-        first = fv * g.first + gv * f.first
-    if f.second is not None and g.second is not None and rule.cross is not None:
-        fv, gv = _expand(f.value, rule.second_rank, xp), _expand(g.value, rule.second_rank, xp)
-        second = fv * g.second + gv * f.second + rule.cross(f.first, g.first)  # type: ignore[arg-type]
-    return Jet(value, first, second)
+    return Jet(tuple(rule.multiply(f.terms, g.terms, xp)))
 
 
-def _drop_output_axis(a: Array | None, nb: int, xp: Any) -> Array | None:
-    return None if a is None else xp.reshape(a, tuple(a.shape[:nb]) + tuple(a.shape[nb + 1 :]))
-
-
-def fold(net: Composite, x: Any, rule: Rule) -> Jet:
+def fold(net: Composite, x: Any, rule: Algebra) -> Jet:
     """Evaluate ``rule`` on every leaf of ``net`` and combine up the tree.
 
     Returns the composite's :class:`Jet` in public shapes: with the output
@@ -379,9 +477,4 @@ def fold(net: Composite, x: Any, rule: Rule) -> Jet:
     if not net.scalar:
         return jet
     xp = array_api_compat.array_namespace(jet.value)
-    nb = jet.value.ndim - 1
-    return Jet(
-        _drop_output_axis(jet.value, nb, xp),  # type: ignore[arg-type]
-        _drop_output_axis(jet.first, nb, xp),
-        _drop_output_axis(jet.second, nb, xp),
-    )
+    return Jet(tuple(_without_axis(a, rank, xp) for a, rank in zip(jet.terms, rule.ranks)))
