@@ -176,6 +176,12 @@ def learn_array_types(arrays: list[Array], xp: Any, device: Any) -> None:
             _KINDS[type(a)] = _kind(a)
 
 
+def array_namespace_of(a: Array) -> Any:
+    """The namespace of the array ``a``: read from the table of learnt types (traceable), else array-api-compat."""
+    kind = _KINDS.get(type(a))
+    return (kind or _kind(a)).xp
+
+
 def _kind(a: Array) -> ArrayKind:
     dev = array_api_compat.device(a)
     try:

@@ -27,8 +27,9 @@ import array_api_compat
 from ._backward import backward_second_order, hvp_sweep
 from ._call import Call, coordinate_rows, per_point, run
 from ._cost import DIAGONAL, DIRECTIONAL, HVP, LAPLACIAN
+from ._estimators import ESTIMATORS, check_samples, check_seed, laplacian_directions, laplacian_estimator
 from ._forward import Tape, forward_laplacian, tangent_sweep
-from ._namespace import Array, diagonal, materialize
+from ._namespace import Array, diagonal, materialize, resolve_call
 from .composition import Composite, Rule, fold
 from .derivatives import derivatives, jacobian, trace_kernel, value
 from .networks import as_network
@@ -41,20 +42,102 @@ def laplacian(
     *,
     coords: Sequence[int] | None = None,
     chunk_size: int | None = None,
+    estimator: str | None = None,
+    samples: int | None = None,
+    seed: Any = None,
+    per_point: bool | None = None,
 ) -> Array:
-    r"""Laplacian :math:`\sum_{i \in \text{coords}} \partial^2 y_k / \partial x_i^2`, shape ``y.shape``.
+    r"""Laplacian :math:`\sum_{i \in \text{coords}} \partial^2 y_k / \partial x_i^2`, exact or estimated, ``y.shape``.
 
     No Hessian is formed.  With ``coords`` (e.g. every coordinate but time)
     the forward mode carries only ``len(coords)`` Jacobian rows, so the cost
     scales with the subset, not with ``d``; the backward mode's cost does not
     depend on either.  ``laplacian(net, x, coords=c)`` is
     ``trace_hessian(net, x, coords=c)``.
+
+    Parameters
+    ----------
+    net : Sequential, Potential, layer or composite
+    x : array (..., d)
+    mode : {"auto", "forward", "backward"}
+    coords : sequence of int, optional
+        Sum over these coordinates only (exact Laplacian only).
+    chunk_size : int, optional
+    estimator : {None, "hutchinson", "gaussian", "sdgd", "stde"}
+        None (default): the exact Laplacian.  Otherwise an unbiased estimate
+        :math:`c \sum_{j=1}^k s_j^\top \nabla^2 y_k\, s_j` along ``samples``
+        random directions, computed exactly by :func:`trace_hessian`:
+        ``"hutchinson"`` (Rademacher :math:`s_j`, :math:`c = 1/k`, variance
+        :math:`\frac2k \sum_{i \ne j} H_{ij}^2`), ``"gaussian"``
+        (:math:`N(0, I)`, :math:`c = 1/k`, variance :math:`\frac2k \lVert H\rVert_F^2`),
+        ``"sdgd"`` (``k`` distinct coordinates :math:`e_i`, :math:`c = d/k`,
+        variance :math:`\frac{d^2}{k}\frac{d-k}{d-1}\sigma_H^2` with
+        :math:`\sigma_H^2` the variance of the diagonal entries :math:`H_{ii}`), and
+        ``"stde"`` (sparse random 2-jets: the same estimator and the same
+        computation as ``"sdgd"``).  See :mod:`xderiv._estimators`.
+    samples : int
+        ``k``, the number of directions per estimate (required with an estimator).
+    seed : int, 0-d integer array, or numpy.random.Generator
+        Required with an estimator.  The same seed gives the same directions
+        (on every backend and device, drawn where ``x`` lives, without a host
+        round trip): call once per training step with that step's seed, and
+        the loss and its weight gradient see one set of directions.  An integer
+        array (e.g. a step counter traced by ``jax.jit``) works like the int.
+        A generator is drawn from, so each call gets new directions.
+    per_point : bool, optional
+        Directions drawn per point (independent estimates) or shared by the
+        batch (cheaper: one first-layer product for all points).  Default:
+        per point for ``"hutchinson"`` and ``"gaussian"``, shared for
+        ``"sdgd"`` and ``"stde"``.
+
+    Examples
+    --------
+    >>> import numpy as np, xderiv as xd
+    >>> net = xd.mlp([100, 32, 1], seed=0)
+    >>> x = np.random.default_rng(0).standard_normal((8, 100)) / 10
+    >>> est = xd.laplacian(net, x, estimator="hutchinson", samples=16, seed=1)
+    >>> est.shape
+    (8, 1)
     """
+    if estimator is not None:
+        return _estimated_laplacian(net, x, mode, coords, chunk_size, estimator, samples, seed, per_point)
+    if samples is not None or seed is not None or per_point is not None:
+        raise TypeError(
+            "samples=, seed= and per_point= belong to a randomized estimate: pass estimator= "
+            f"(one of {sorted(ESTIMATORS)}), or leave them out for the exact Laplacian"
+        )
     if coords is None:
         out = derivatives(net, x, jacobian=False, laplacian=True, mode=mode, chunk_size=chunk_size).laplacian
         assert out is not None
         return out
     return trace_hessian(net, x, coords=coords, mode=mode, chunk_size=chunk_size)
+
+
+def _estimated_laplacian(
+    net: Any,
+    x: Array,
+    mode: str,
+    coords: Sequence[int] | None,
+    chunk_size: int | None,
+    estimator: Any,
+    samples: Any,
+    seed: Any,
+    per_point: bool | None,
+) -> Array:
+    """``c * trace_hessian(net, x, S)`` along the estimator's random directions (:mod:`xderiv._estimators`)."""
+    row = laplacian_estimator(estimator)
+    k = check_samples(samples)
+    check_seed(seed)
+    if coords is not None:
+        raise ValueError(
+            "coords= and estimator= do not combine: the estimators sample all d coordinates "
+            "(for a partial Laplacian, pass your own directions to trace_hessian)"
+        )
+    network = as_network(net)
+    ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
+    d = network.in_features
+    directions, factor = laplacian_directions(row, k, seed, per_point, ctx, tuple(x.shape[:-1]), d)
+    return factor * trace_hessian(network, x, directions, mode=mode, chunk_size=chunk_size)
 
 
 def _directions_seed(call: Call, directions: Any, coords: Sequence[int] | None) -> tuple[tuple[Array, bool]]:
