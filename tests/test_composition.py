@@ -24,6 +24,7 @@ def _parts(backend):
         "g": xd.mlp([3, 4, 1], "tanh", seed=11, **kw),
         "N": xd.resnet(3, 5, 2, activation="tanh", step=0.5, seed=12, **kw),
         "phi": xd.quadratic(-2.0 * eye, b=1.0),
+        "D": xd.quadratic(backend.asarray([-2.0, 0.5, 1.5]), c=backend.asarray([0.3, -0.2, 0.1]), b=1.0),  # diag A
         "P": xd.potential(3, 4, 1, rank=2, seed=13, **kw),
         "V": residual_first(backend, "float64"),  # 3 -> 2
         "W": xd.mlp([3, 5, 2], "silu", "sigmoid", seed=14, **kw),
@@ -36,6 +37,7 @@ CASES = {
     "scalar": lambda p: p["P"] * p["phi"] - 2.0 * p["P"] + 3.0,  # (n,)
     "broadcast": lambda p: p["P"] * p["V"] + p["N"],  # scalar x 2 outputs + 1 output: (n, 2)
     "nested": lambda p: (p["g"] * p["N"]) * (p["N"] - p["g"] / 4.0),  # (n, 1)
+    "diagonal": lambda p: p["D"] * p["W"] + p["N"],  # a diagonal quadratic times 2 outputs: (n, 2)
 }
 
 
@@ -71,6 +73,35 @@ def test_value_is_the_combination(backend):
     assert rel_err(got, v["P"][:, None] * v["V"] + v["N"]) < 1e-15
     xn = backend.to_numpy(x)
     assert rel_err(v["phi"], 1.0 - (xn**2).sum(-1)) < 1e-15
+
+
+def test_a_diagonal_quadratic_is_the_dense_one(backend):
+    """``quadratic(a)`` with ``a`` of shape (d,) is ``quadratic(diag(a))`` for every operator, at O(d) per point."""
+    rng = np.random.default_rng(10)
+    a, c = rng.standard_normal(3), rng.standard_normal(3)
+    n = xd.mlp([3, 5, 1], "tanh", seed=6, xp=backend.module, device=backend.device)
+    dense = xd.quadratic(backend.asarray(np.diag(a)), backend.asarray(c), b=0.5)
+    diag = xd.quadratic(backend.asarray(a), backend.asarray(c), b=0.5)
+    x = backend.asarray(rng.standard_normal((N, 3)))
+    s, v = backend.asarray(rng.standard_normal((N, 3, 2))), backend.asarray(rng.standard_normal(3))
+    ops = [
+        lambda u: u(x),
+        lambda u: xd.jacobian(u, x),
+        lambda u: xd.hessian(u, x),
+        lambda u: xd.laplacian(u, x, mode="forward"),
+        lambda u: xd.laplacian(u, x, mode="backward"),
+        lambda u: xd.trace_hessian(u, x, s),
+        lambda u: xd.hessian_diagonal(u, x),
+        lambda u: xd.hvp(u, x, v),
+        lambda u: xd.directional(u, x, v)[0],
+        lambda u: xd.directional(u, x, v)[1],
+    ]
+    for u_dense, u_diag in ((dense, diag), (dense * n, diag * n)):
+        for op in ops:
+            assert rel_err(backend.to_numpy(op(u_diag)), backend.to_numpy(op(u_dense))) < 1e-14
+    assert tuple(diag.A.shape) == (3,)
+    with pytest.raises(ValueError, match=r"A must have shape \(3, 3\), or \(3,\) for a diagonal A"):
+        xd.quadratic(backend.asarray(np.ones((2, 3))))
 
 
 def test_hard_boundary_condition_holds_on_the_sphere(backend):

@@ -9,6 +9,11 @@ either term optional.  :class:`PotentialTerms` is built once per call in the
 working dtype (:math:`A_s` formed once) and adds ``q``'s contribution to each
 result; for a network without these terms every method returns its input
 unchanged, so an operator calls them unconditionally and cannot forget them.
+
+``A`` of shape ``(d,)`` is the diagonal matrix :math:`\operatorname{diag}(A)`:
+every term then costs ``O(d)`` per point instead of ``O(d^2)`` (the hard
+constraint :math:`1 - \lVert x\rVert^2` in high dimension), and no ``d x d``
+array is formed except the Hessian's own.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ class PotentialTerms:
 
     Attributes
     ----------
-    a : array (d, d) or None
-        :math:`A` (need not be symmetric).
-    sym : array (d, d) or None
-        :math:`A_s = \\tfrac12 (A + A^\\top)`.
+    a : array (d, d), (d,) or None
+        :math:`A` (need not be symmetric), or the diagonal of a diagonal :math:`A`.
+    sym : array (d, d), (d,) or None
+        :math:`A_s = \\tfrac12 (A + A^\\top)` (the diagonal itself when ``a`` is one).
     c : array (d,) or None
     ctx : Context
     """
@@ -45,12 +50,21 @@ class PotentialTerms:
     def build(cls, quadratic: Array | None, linear: Array | None, ctx: Context) -> PotentialTerms:
         """Cast ``A`` and ``c`` once and form :math:`A_s`."""
         a, c = _cast(quadratic, ctx), _cast(linear, ctx)
-        sym = None if a is None else 0.5 * (a + ctx.xp.matrix_transpose(a))
+        sym = None if a is None else (a if a.ndim == 1 else 0.5 * (a + ctx.xp.matrix_transpose(a)))
         return cls(a, sym, c, ctx)
+
+    @property
+    def diagonal_a(self) -> bool:
+        """True when ``a`` holds the diagonal of a diagonal :math:`A` (shape (d,))."""
+        return self.a is not None and self.a.ndim == 1
+
+    def _times_a(self, v: Array) -> Array:
+        """:math:`v A_s` for rows ``v`` (..., d)."""
+        return v * self.sym if self.diagonal_a else v @ self.sym
 
     def gradient(self, x: Array) -> Array | None:
         """:math:`A_s x + c`, shape (n, d); None without terms."""
-        grad = None if self.sym is None else x @ self.sym
+        grad = None if self.sym is None else self._times_a(x)
         if self.c is not None:
             grad = self.ctx.xp.zeros_like(x) + self.c if grad is None else grad + self.c
         return grad
@@ -59,7 +73,8 @@ class PotentialTerms:
         """``y`` (n, m) plus :math:`q(x)`."""
         xp = self.ctx.xp
         if self.a is not None:
-            y = y + 0.5 * xp.sum(x * (x @ self.a), axis=-1)[:, None]
+            xa = x * self.a if self.diagonal_a else x @ self.a
+            y = y + 0.5 * xp.sum(x * xa, axis=-1)[:, None]
         if self.c is not None:
             y = y + (x @ self.c)[:, None]
         return y
@@ -76,7 +91,12 @@ class PotentialTerms:
 
     def add_hessian(self, hess: Array) -> Array:
         """``hess`` (n, m, d, d) plus :math:`A_s`."""
-        return hess if self.sym is None else hess + self.sym
+        if self.sym is None:
+            return hess
+        if self.diagonal_a:
+            ctx = self.ctx
+            return hess + ctx.xp.eye(self.sym.shape[0], dtype=ctx.dtype, device=ctx.device) * self.sym
+        return hess + self.sym
 
     def add_trace(self, out: Array, seed: Array | None) -> Array:
         """``out`` (n, m) plus :math:`\\mathrm{tr}(S^\\top A_s S)` (:math:`\\mathrm{tr} A` when ``seed`` is None).
@@ -87,17 +107,19 @@ class PotentialTerms:
             return out
         xp = self.ctx.xp
         if seed is None:
-            return out + trace(self.a, xp, self.ctx)
-        extra = xp.sum(xp.sum((seed @ self.sym) * seed, axis=-1), axis=-1)  # () or (n,)
+            return out + (xp.sum(self.a) if self.diagonal_a else trace(self.a, xp, self.ctx))
+        extra = xp.sum(xp.sum(self._times_a(seed) * seed, axis=-1), axis=-1)  # () or (n,)
         return out + (extra if extra.ndim == 0 else extra[:, None])
 
     def add_diagonal(self, diag: Array) -> Array:
         """``diag`` (n, m, d) plus the diagonal of :math:`A`."""
-        return diag if self.a is None else diag + diagonal(self.a, self.ctx.xp, self.ctx.device)
+        if self.a is None:
+            return diag
+        return diag + (self.a if self.diagonal_a else diagonal(self.a, self.ctx.xp, self.ctx.device))
 
     def add_hvp(self, out: Array, seed: Array) -> Array:
         """``out`` (n, m, d) plus :math:`A_s v` for ``seed`` = :math:`v^\\top`, shape (1, d) or (n, 1, d)."""
-        return out if self.sym is None else out + seed @ self.sym
+        return out if self.sym is None else out + self._times_a(seed)
 
     def add_taylor(self, coeffs: list[Array], x: Array, seed: Array, weights: Array | None = None) -> list[Array]:
         r"""Normalised Taylor coefficients ``[y_0, ..., y_K]`` (each (n, m, r)) plus those of :math:`q(x + tv)`.
@@ -116,7 +138,7 @@ class PotentialTerms:
             first = grad @ xp.matrix_transpose(seed) if seed.ndim == 2 else xp.sum(grad[:, None, :] * seed, axis=-1)
             extra[1] = first[:, None, :]  # (n, 1, r)
         if self.a is not None and order >= 2:
-            second = 0.5 * xp.sum((seed @ self.a) * seed, axis=-1)  # (r,) or (n, r)
+            second = 0.5 * xp.sum(self._times_a(seed) * seed, axis=-1)  # v^T A v = v^T A_s v: (r,) or (n, r)
             extra[2] = second if second.ndim == 1 else second[:, None, :]
         for k in (1, 2):
             e = extra[k]
