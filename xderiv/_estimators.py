@@ -38,6 +38,18 @@ seed; both names exist because the papers and their baselines differ (SDGD's
 reference implementation forms the sampled second derivatives by
 backward-mode HVPs, STDE's by Taylor-mode jets).
 
+Composites (``phi * N``, ``g + phi * N``, ...) are estimated by the product
+rule with only the networks' second derivatives randomized: each leaf network
+gives its exact value and gradient and the estimate of its own Laplacian
+along the common directions, the cross terms :math:`2\nabla f\cdot\nabla g` are
+exact, and a leaf without a nonlinear layer (a :func:`~xderiv.quadratic`) gives
+its exact Laplacian.  The estimate stays unbiased and its variance is that of
+the leaves' estimates weighted by their factors: for :math:`u = \varphi N`,
+:math:`\varphi^2\,\mathrm{Var}(\widehat{\Delta N})`, zero on the boundary where
+:math:`\varphi = 0` (randomizing the whole product would add the variance of
+:math:`\frac2k\sum_j (s_j\cdot\nabla\varphi)(s_j\cdot\nabla N)`, large in high
+dimension, for no saving: the gradients are computed anyway).
+
 Directions are drawn per point (``per_point=True``: ``batch + (k, d)``
 numbers, each point's estimate independent of the others') or shared by the
 batch (``k`` directions for all points: the estimates of different points

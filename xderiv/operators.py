@@ -74,7 +74,10 @@ def laplacian(
         variance :math:`\frac{d^2}{k}\frac{d-k}{d-1}\sigma_H^2` with
         :math:`\sigma_H^2` the variance of the diagonal entries :math:`H_{ii}`), and
         ``"stde"`` (sparse random 2-jets: the same estimator and the same
-        computation as ``"sdgd"``).  See :mod:`xderiv._estimators`.
+        computation as ``"sdgd"``).  A composite (``phi * N``) randomizes
+        only its networks' second derivatives: values, gradients, cross terms
+        and quadratics' Laplacians enter exactly, so ``phi * N`` has variance
+        :math:`\varphi^2 \mathrm{Var}(\widehat{\Delta N})`.  See :mod:`xderiv._estimators`.
     samples : int
         ``k``, the number of directions per estimate (required with an estimator).
     seed : int, 0-d integer array, or numpy.random.Generator
@@ -137,7 +140,23 @@ def _estimated_laplacian(
     ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
     d = network.in_features
     directions, factor = laplacian_directions(row, k, seed, per_point, ctx, tuple(x.shape[:-1]), d)
-    return factor * trace_hessian(network, x, directions, mode=mode, chunk_size=chunk_size)
+    if not isinstance(network, Composite):
+        return factor * trace_hessian(network, x, directions, mode=mode, chunk_size=chunk_size)
+
+    def leaf(part: Any, x: Any) -> tuple:
+        # A leaf without a nonlinear layer (a quadratic) has an exact Laplacian as cheap as its gradient.
+        if all(layer.activation.linear for layer in part.layers):
+            r = derivatives(part, x, laplacian=True, mode=mode, chunk_size=chunk_size)
+            return r.value, r.jacobian, r.laplacian
+        r = derivatives(part, x, mode=mode, chunk_size=chunk_size)
+        return r.value, r.jacobian, factor * trace_hessian(part, x, directions, mode=mode, chunk_size=chunk_size)
+
+    def cross(a: Array, b: Array) -> Array:  # 2 grad f . grad g, exact
+        return 2.0 * array_api_compat.array_namespace(a).sum(a * b, axis=-1)
+
+    jet = fold(network, x, Rule(leaf, first_rank=1, second_rank=0, cross=cross))
+    assert jet.second is not None
+    return jet.second
 
 
 def _directions_seed(call: Call, directions: Any, coords: Sequence[int] | None) -> tuple[tuple[Array, bool]]:
