@@ -118,10 +118,20 @@ def ball(n: int, d: int, gen: torch.Generator, dtype: torch.dtype) -> torch.Tens
 # --------------------------------------------------------------------------- the model
 
 
-def build(d: int, width: int, depth: int, seed: int, dtype: torch.dtype) -> tuple[xd.Product, list[torch.Tensor]]:
-    """u_θ = φ · (√d N_θ) with φ = 1 - ‖x‖² (diagonal quadratic); returns u and N's trainable weights."""
-    n = xd.mlp([d] + [width] * depth + [1], activation="tanh", xp=torch, dtype=dtype, seed=seed)
-    params = [a.detach().clone().requires_grad_() for a in n.arrays()]
+def build(
+    d: int, hidden: tuple[int, ...], seed: int, dtype: torch.dtype, preact: float = 0.0
+) -> tuple[xd.Product, list[torch.Tensor]]:
+    """u_θ = φ · (√d N_θ) with φ = 1 - ‖x‖² (diagonal quadratic); returns u and N's trainable weights.
+
+    ``hidden`` are N's hidden widths.  N's first weights are Glorot's (standard deviation
+    √(2/(d+w₁)): pre-activations of order 1/√d·‖x‖) unless ``preact > 0``, which draws them
+    so that the pre-activations have that standard deviation at ‖x‖ = 1.
+    """
+    n = xd.mlp([d, *hidden, 1], activation="tanh", xp=torch, dtype=dtype, seed=seed)
+    arrays = [a.detach().clone() for a in n.arrays()]
+    if preact > 0:
+        arrays[0] = arrays[0] * (preact * math.sqrt((d + hidden[0]) / 2.0))
+    params = [a.requires_grad_() for a in arrays]
     phi = xd.quadratic(torch.full((d,), -2.0, dtype=dtype), b=1.0)
     return phi * (math.sqrt(d) * n.with_arrays(params)), params
 
@@ -207,14 +217,14 @@ def solve(
     points: int = 100,
     steps: int = 2000,
     lr: float = 1e-3,
-    width: int = 128,
-    depth: int = 3,
+    hidden: tuple[int, ...] = (128, 128, 128),
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     test_points: int = 2000,
     log_every: int = 0,
     eval_every: int = 100,
     target: float = 0.0,
+    preact: float = 0.0,
 ) -> dict:
     """Train u_θ for ``equation`` in ``d`` dimensions; return losses, the error curve, times and memory.
 
@@ -227,7 +237,7 @@ def solve(
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     c = coefficients(d, seed, dtype)
-    u, params = build(d, width, depth, seed, dtype)
+    u, params = build(d, hidden, seed, dtype, preact)
     laplacian = xderiv_laplacian(u, estimator, samples)
     test = ball(test_points, d, torch.Generator().manual_seed(seed + 1), dtype)
     gen = torch.Generator().manual_seed(seed + 2)
@@ -306,12 +316,12 @@ def time_steps(
     methods: list[str],
     samples: int = 16,
     points: int = 100,
-    width: int = 128,
-    depth: int = 3,
+    hidden: tuple[int, ...] = (128, 128, 128),
     dtype: torch.dtype = torch.float32,
     repeats: int = 5,
     seed: int = 0,
     budget_s: float = 60.0,
+    preact: float = 0.0,
 ) -> list[dict]:
     """Milliseconds per training step (loss, weight gradient, Adam update) per method.
 
@@ -326,7 +336,7 @@ def time_steps(
     rows = []
     for method in methods:
         library, estimator = method.split(":")
-        u, params = build(d, width, depth, seed, dtype)
+        u, params = build(d, hidden, seed, dtype, preact)
         lap = (
             xderiv_laplacian(u, estimator, samples)
             if library == "xderiv"
@@ -374,8 +384,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=int, default=100, help="fresh residual points per step")
     p.add_argument("--steps", type=int, default=2000, help="Adam steps")
     p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (decays to a tenth)")
-    p.add_argument("--width", type=int, default=128, help="hidden width of N")
-    p.add_argument("--depth", type=int, default=3, help="hidden layers of N")
+    p.add_argument("--hidden", default="128,128,128", help="hidden widths of N, comma-separated")
+    p.add_argument(
+        "--preact", type=float, default=0.0, help="std of N's first pre-activations at init (0: Glorot's)"
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="torch dtype")
     p.add_argument("--target", type=float, default=0.0, help="stop once the relative L2 error is at most this")
     p.add_argument("--seed", type=int, default=0, help="seed of c, the weights and the points")
@@ -391,10 +403,18 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parser().parse_args(argv)
     dtype = getattr(torch, args.dtype)
+    hidden = tuple(int(w) for w in args.hidden.split(","))
     if args.compare:
         methods = [f"xderiv:{e}" for e in ESTIMATORS] + [f"torch.func:{e}" for e in ESTIMATORS if e != "gaussian"]
         rows = time_steps(
-            args.d, methods, args.samples, args.points, args.width, args.depth, dtype, repeats=args.repeats
+            args.d,
+            methods,
+            args.samples,
+            args.points,
+            hidden,
+            dtype,
+            repeats=args.repeats,
+            preact=args.preact,
         )
         print_table(rows, args.d, args.samples, args.points)
         return rows
@@ -408,14 +428,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
             args.points,
             args.steps,
             args.lr,
-            args.width,
-            args.depth,
+            hidden,
             dtype,
             args.seed,
             args.test_points,
             args.log_every,
             args.eval_every,
             args.target,
+            args.preact,
         )
         path = Path(args.out) / f"high_dim_{equation}_d{args.d}.png"
         plotted = plot(r, path)
