@@ -385,9 +385,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=2000, help="Adam steps")
     p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (decays to a tenth)")
     p.add_argument("--hidden", default="128,128,128", help="hidden widths of N, comma-separated")
-    p.add_argument(
-        "--preact", type=float, default=0.0, help="std of N's first pre-activations at init (0: Glorot's)"
-    )
+    p.add_argument("--preact", type=float, default=0.0, help="std of N's first pre-activations at init (0: Glorot's)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="torch dtype")
     p.add_argument("--target", type=float, default=0.0, help="stop once the relative L2 error is at most this")
     p.add_argument("--seed", type=int, default=0, help="seed of c, the weights and the points")
