@@ -142,7 +142,8 @@ def plain(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     for w, b in zip(params[0:-2:2], params[1:-2:2]):
         h = torch.tanh(h @ w + b)
     n = (h @ params[-2] + params[-1])[0]
-    return (1.0 - x @ x) * (math.sqrt(x.shape[-1]) * n)
+    # (scale first: torch 2.13's jvp(grad) of (1 - x·x) * (c * n) in float32 fails on a dtype mismatch)
+    return math.sqrt(x.shape[-1]) * ((1.0 - x @ x) * n)
 
 
 # --------------------------------------------------------------------------- Laplacians (estimated or exact)
@@ -394,7 +395,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=100, help="print step, loss, error, time every N steps (0: quiet)")
     p.add_argument("--compare", action="store_true", help="time one training step of every estimator instead")
     p.add_argument("--repeats", type=int, default=5, help="--compare: timed steps per method")
-    p.add_argument("--out", default=str(OUTPUT), help="directory for the plots")
+    p.add_argument("--out", default="", help="directory for the plots (empty: examples/output)")
     return p
 
 
@@ -435,7 +436,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             args.target,
             args.preact,
         )
-        path = Path(args.out) / f"high_dim_{equation}_d{args.d}.png"
+        path = Path(args.out or OUTPUT) / f"high_dim_{equation}_d{args.d}.png"
         plotted = plot(r, path)
         curve = " ".join(f"{s}:{e:.1e}" for s, e in r["errors"])
         print(f"error curve (step:relative L2) {curve}")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import xderiv as xd
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -67,6 +69,65 @@ def test_hard_constraint_poisson_keeps_the_boundary_exact_and_trains(backend, tm
     assert "hard BC, unit ball" in capsys.readouterr().out and out.stat().st_size > 10_000
 
 
+def _torch_cpu_session(backend):
+    if backend.name != "torch":
+        pytest.skip("the high-dimensional example trains with the torch backend")
+    if not backend.on_cpu:
+        pytest.skip(f"the example draws its points with CPU torch.Generators: CPU only, not {backend.device}")
+
+
+def test_high_dim_exact_solution_and_baselines(backend):
+    """The closed-form Δu* against torch.func; the torch.func baselines against xderiv at small d."""
+    _torch_cpu_session(backend)
+    import torch
+    from torch.func import hessian, vmap
+
+    example = _load("high_dim")
+    d = 7
+    with backend.default_device():
+        c = example.coefficients(d, 3, torch.float64)
+        x = example.ball(6, d, torch.Generator().manual_seed(0), torch.float64)
+        h = vmap(hessian(lambda p: example.exact_solution(p, c)))(x)
+        lap = example.exact_laplacian(x, c)
+        assert (lap - h.diagonal(dim1=-2, dim2=-1).sum(-1)).abs().max() <= 1e-13 * lap.abs().max()
+        on_sphere = x / x.norm(dim=-1, keepdim=True)
+        assert example.exact_solution(on_sphere, c).abs().max() < 1e-14
+        u, params = example.build(d, (8, 8), 0, torch.float64)
+        want = xd.laplacian(u, x)[:, 0]
+        assert (example.torch_func_laplacian(params, "exact", d)(x, 0) - want).abs().max() < 1e-12 * want.abs().max()
+        for estimator in ("sdgd", "stde"):  # all d coordinates: exact
+            got = example.torch_func_laplacian(params, estimator, d)(x, 0)
+            assert (got - want).abs().max() < 1e-12 * want.abs().max()
+            assert (example.xderiv_laplacian(u, estimator, d)(x, 0) - want).abs().max() < 1e-12 * want.abs().max()
+
+
+def test_high_dim_example_trains_and_compares(backend, tmp_path, capsys):
+    _torch_cpu_session(backend)
+    example = _load("high_dim")
+    args = ["--d", "40", "--steps", "60", "--points", "32", "--samples", "4", "--hidden", "16,16", "--lr", "1e-2"]
+    with backend.default_device():
+        results = example.main(
+            [*args, "--equation", "all", "--log-every", "20", "--eval-every", "20", "--out", str(tmp_path)]
+        )
+    printed = capsys.readouterr().out
+    assert [r["equation"] for r in results] == ["poisson", "allen-cahn", "sine-gordon"]
+    for r in results:
+        first, last = r["errors"][0][1], r["errors"][-1][1]
+        assert last < 0.5 * first, r["errors"]  # it trains: the held-out error falls
+        assert r["peak_mb"] > 0 and r["seconds"] > 0
+        assert (tmp_path / f"high_dim_{r['equation']}_d40.png").stat().st_size > 10_000
+    assert re.search(r"^adam +20/60  rel-L2 \d\.\d\de[+-]\d\d  loss \d\.\d{3}e[+-]\d\d +\d+\.\d s$", printed, re.M), (
+        printed
+    )
+    assert "relative L2 error" in printed and "peak memory" in printed and "error curve" in printed
+    with backend.default_device():
+        rows = example.main([*args, "--compare", "--repeats", "1"])
+    printed = capsys.readouterr().out
+    methods = {r["method"] for r in rows}
+    assert {"xderiv:sdgd", "xderiv:exact", "torch.func:stde", "torch.func:hutchinson"} <= methods
+    assert all(r["ms"] > 0 for r in rows) and "time per training step" in printed
+
+
 def test_dask_example_matches_numpy(backend, capsys):
     if backend.name != "dask":
         pytest.skip("the dask example runs in the dask session")
@@ -80,7 +141,8 @@ def test_dask_example_matches_numpy(backend, capsys):
 
 
 @pytest.mark.parametrize(
-    "name, needs", [("poisson", "torch"), ("heat", "torch"), ("dask_laplacian", "dask.distributed")]
+    "name, needs",
+    [("poisson", "torch"), ("heat", "torch"), ("high_dim", "torch"), ("dask_laplacian", "dask.distributed")],
 )
 def test_help_shows_every_default(name, needs, capsys):
     """``python examples/<name>.py --help`` names the default of every option."""
