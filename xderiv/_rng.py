@@ -179,7 +179,7 @@ class Stream:
     """The numbers of one key, drawn in namespace ``xp`` on ``device``.
 
     Each method starts from counter 0: two draws of one stream repeat each
-    other (give different draws different seeds, e.g. with :meth:`split`).
+    other (different draws take different seeds).
     """
 
     key: Key
@@ -191,11 +191,6 @@ class Stream:
     def of(cls, seed: Any, xp: Any, device: Any) -> Stream:
         """The stream of ``seed`` (see :func:`key_of`)."""
         return cls(key_of(seed, xp), xp, device, int64(xp))
-
-    def split(self, index: int) -> Stream:
-        """An independent stream: the key re-hashed with ``index`` (0, 1, 2, ...)."""
-        k0, k1 = self.key.k0, self.key.k1
-        return Stream(_key_from_words(mix32(k0 ^ index), mix32(k1 ^ _GOLDEN ^ index)), self.xp, self.device, self.i64)
 
     def counters(self, count: int, stride: int = 1) -> Array:
         c = self.xp.arange(count, dtype=self.i64, device=self.device)
