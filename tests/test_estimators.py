@@ -12,6 +12,7 @@ Statistical checks
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -355,3 +356,95 @@ def test_torch_compile_traces_the_estimators(backend):
     compiled = torch.compile(both, fullgraph=True)
     for a, b in zip(compiled(x), both(x)):
         assert rel_err(backend.to_numpy(a), backend.to_numpy(b)) < 1e-12
+
+
+# --------------------------------------------------------------------------- the biharmonic
+
+
+def _fourth_derivatives(backend, net, x):
+    """The tensor T = nabla^4 y (d, d, d, d) at the single point ``x`` (1, d), from xd.partial."""
+    d = net.in_features
+    t = np.zeros((d,) * 4)
+    done = {}
+    for idx in itertools.product(range(d), repeat=4):
+        alpha = tuple(idx.count(i) for i in range(d))
+        if alpha not in done:
+            done[alpha] = float(backend.to_numpy(xd.partial(net, x, alpha)).reshape(-1)[0])
+        t[idx] = done[alpha]
+    return t
+
+
+def test_biharmonic_estimate_converges_within_the_stated_standard_error(backend):
+    """E[d^4/dt^4 y(x + t v)] = 3 biharmonic for Gaussian v; variance (8 |grad^2 lap|^2 + 8/3 |T|^2) / k."""
+    net = xd.mlp([3, 8, 8, 1], activation="tanh", seed=1, **_kw(backend))
+    x0 = np.random.default_rng(0).standard_normal((1, 3)) * 0.5
+    exact = float(backend.to_numpy(xd.biharmonic(net, backend.asarray(x0))).reshape(-1)[0])
+    t = _fourth_derivatives(backend, net, backend.asarray(x0))
+    assert abs(np.einsum("iijj->", t) - exact) < 1e-10 * abs(exact)
+    m = np.einsum("ijkk->ij", t)
+    n, k = 8000, 2
+    var = (8.0 * np.sum(m * m) + 8.0 / 3.0 * np.sum(t * t)) / k
+    x = backend.asarray(np.repeat(x0, n, axis=0))
+    est = backend.to_numpy(xd.biharmonic(net, x, estimator="gaussian", samples=k, seed=4)).reshape(n)
+    assert abs(est.mean() - exact) < Z * math.sqrt(var / n), (est.mean(), exact, math.sqrt(var / n))
+    centred = est - est.mean()
+    s2, m4 = np.mean(centred**2), np.mean(centred**4)
+    assert abs(s2 - var) < Z * math.sqrt((m4 - s2 * s2) / n), (s2, var)
+
+
+def test_biharmonic_estimate_is_the_weighted_taylor_sweep(backend):
+    """Along the directions of laplacian(estimator="gaussian") for the seed, per point or shared."""
+    xp = backend.xp
+    net = _nets(backend)["hard-bc"]()  # a composite: estimated whole, Leibniz's rule on the coefficients
+    n, k = 4, 3
+    x = backend.asarray(np.random.default_rng(10).standard_normal((n, D)) * 0.5)
+    s = _stream(backend, 8)
+    v = xp.matrix_transpose(s.normal((n, k, D), xp.float64))  # (n, d, k)
+    want = backend.to_numpy(xd.taylor(net, x, v, order=4, weights=[1.0 / (3 * k)] * k)[-1])
+    got = backend.to_numpy(xd.biharmonic(net, x, estimator="gaussian", samples=k, seed=8))
+    assert rel_err(got, want) < 1e-13
+    v = xp.matrix_transpose(s.normal((k, D), xp.float64))  # shared: (d, k)
+    want = backend.to_numpy(xd.taylor(net, x, v, order=4, weights=[1.0 / (3 * k)] * k)[-1])
+    got = backend.to_numpy(xd.biharmonic(net, x, estimator="gaussian", samples=k, seed=8, per_point=False))
+    assert rel_err(got, want) < 1e-13
+    square = backend.asarray(np.random.default_rng(11).standard_normal((D, D)) * 0.5)  # x of shape (d, d), k = d
+    shared = xd.biharmonic(net, square, estimator="gaussian", samples=D, seed=1, per_point=False)
+    alone = xd.biharmonic(net, square[:1, :], estimator="gaussian", samples=D, seed=1)
+    assert rel_err(backend.to_numpy(shared)[:1], backend.to_numpy(alone)) < 1e-13
+    with pytest.raises(ValueError, match="biharmonic's estimator must be None \\(exact\\) or 'gaussian'"):
+        xd.biharmonic(net, x, estimator="hutchinson", samples=2, seed=0)
+    with pytest.raises(TypeError, match="needs samples=k"):
+        xd.biharmonic(net, x, estimator="gaussian", seed=0)
+    with pytest.raises(TypeError, match="needs seed="):
+        xd.biharmonic(net, x, estimator="gaussian", samples=2)
+    with pytest.raises(TypeError, match="belong to a randomized estimate"):
+        xd.biharmonic(net, x, samples=2)
+
+
+def test_biharmonic_estimate_weight_gradients(backend):
+    if backend.name not in ("torch", "jax"):
+        pytest.skip("weight gradients: the torch and jax sessions")
+    xp = backend.xp
+    net = xd.mlp([D, 6, 1], activation="tanh", seed=2, **_kw(backend))
+    x = backend.asarray(np.random.default_rng(12).standard_normal((3, D)) * 0.5)
+    v = xp.matrix_transpose(_stream(backend, 5).normal((3, 2, D), xp.float64))
+
+    def loss_est(ws):
+        return xp.sum(xd.biharmonic(net.with_arrays(ws), x, estimator="gaussian", samples=2, seed=5) ** 2)
+
+    def loss_ref(ws):
+        return xp.sum(xd.taylor(net.with_arrays(ws), x, v, order=4, weights=[1 / 6, 1 / 6])[-1] ** 2)
+
+    if backend.name == "torch":
+        import torch
+
+        arrays = [a.detach().clone().requires_grad_() for a in net.arrays()[:-1]]  # the output bias drops out
+        got = torch.autograd.grad(loss_est([*arrays, net.arrays()[-1]]), arrays)
+        want = torch.autograd.grad(loss_ref([*arrays, net.arrays()[-1]]), arrays)
+    else:
+        import jax
+
+        got, want = jax.grad(loss_est)(net.arrays())[:-1], jax.grad(loss_ref)(net.arrays())[:-1]
+    for a, b in zip(got, want):
+        assert rel_err(backend.to_numpy(a), backend.to_numpy(b)) < 1e-12
+        assert np.any(backend.to_numpy(a) != 0)

@@ -59,6 +59,10 @@ per point).  Defaults: per point for ``hutchinson`` and ``gaussian`` (the
 usual Hutchinson estimator), shared for ``sdgd`` and ``stde`` (as both papers
 sample one set of dimensions per step).
 
+The same Gaussian directions give :func:`xderiv.biharmonic`'s estimate
+:math:`\frac{1}{3k}\sum_j \partial^4_{v_j} u` of :math:`\Delta^2 u` (:math:`E[\partial_v^4 u] = 3\Delta^2 u`
+for :math:`v \sim N(0, I)`; its variance is stated there).
+
 Directions come from :mod:`xderiv._rng` on the input's device: the same seed
 gives the same directions on every backend, for every chunking of the points.
 The direction of point ``p`` (row-major in the batch), sample ``j`` and
@@ -146,7 +150,7 @@ def one_hot(indices: Array, d: int, ctx: Context) -> Array:
     return xp.astype(indices[..., None] == cols, ctx.dtype)  # by comparison: no scatter, no take
 
 
-def laplacian_directions(
+def draw_directions(
     estimator: Estimator,
     samples: int,
     seed: Any,
@@ -155,7 +159,7 @@ def laplacian_directions(
     batch: tuple[int, ...],
     d: int,
 ) -> tuple[Array, float]:
-    r"""Directions :math:`S` and factor :math:`c` with :math:`E[c\,\mathrm{tr}(S^\top H S)] = \mathrm{tr}\,H`.
+    r"""Directions :math:`S` and factor :math:`c`: :math:`E[c\,\mathrm{tr}(S^\top H S)] = \mathrm{tr}\,H` for all ``H``.
 
     Returns
     -------

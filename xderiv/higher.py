@@ -17,6 +17,8 @@ operator                                result shape                  cost (rows
 ``biharmonic(net, x)``                  ``y.shape``                   ``3 d^2 + 1`` (``3 d(d-1) + 1`` at d = 4)
 ``partial(net, x, alpha)``              ``y.shape``                   ``(|alpha| - 1) p + 1`` for ``p`` lines
                                                                       (``p < prod(alpha_i + 1)``)
+``biharmonic(net, x,``                  ``y.shape``                   ``3 k + 1`` (Gaussian estimate, unbiased)
+``estimator="gaussian", samples=k)``
 ======================================  ============================  =======================================
 
 Every activation needs :math:`\sigma', \dots, \sigma^{(K)}`; all built-ins supply
@@ -37,8 +39,9 @@ from typing import Any
 from ._call import Call, per_point, run
 from ._cost import BIHARMONIC, TAYLOR
 from ._cost import taylor as taylor_quantity
+from ._estimators import ESTIMATORS, check_samples, check_seed, draw_directions
 from ._forward import Tape
-from ._namespace import Array, materialize
+from ._namespace import Array, materialize, resolve_call
 from ._taylor import forward_biharmonic, taylor_sweep
 from .activations import order_error
 from .composition import Composite, TaylorRule, fold
@@ -361,8 +364,17 @@ class BiharmonicRule:
         )
 
 
-def biharmonic(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:
-    r"""Biharmonic :math:`\Delta^2 y_k = \sum_{i,j} \partial_i^2 \partial_j^2 y_k`, exact, shape ``y.shape``.
+def biharmonic(
+    net: Any,
+    x: Array,
+    *,
+    chunk_size: int | None = None,
+    estimator: str | None = None,
+    samples: int | None = None,
+    seed: Any = None,
+    per_point: bool | None = None,
+) -> Array:
+    r"""Biharmonic :math:`\Delta^2 y_k = \sum_{i,j} \partial_i^2 \partial_j^2 y_k`, exact or estimated, ``y.shape``.
 
     One fourth-order forward sweep (:func:`xderiv._taylor.forward_biharmonic`): every unit carries
     its gradient, its Hessian (packed, :math:`d(d+1)/2` rows), the gradient of its Laplacian, its
@@ -387,12 +399,46 @@ def biharmonic(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:
     A Potential's :math:`\tfrac12 x^\top A x + c^\top x` adds nothing; composites follow the
     product rule (:class:`BiharmonicRule`).
 
+    ``estimator="gaussian"`` estimates it instead from ``samples = k`` fourth directional
+    derivatives along Gaussian directions :math:`v_j \sim N(0, I_d)` (one Taylor sweep of
+    order 4, :math:`4k` rows, the top coefficient collapsed to one):
+
+    .. math:: \widehat{\Delta^2 y} = \frac{1}{3k} \sum_{j=1}^k \partial_{v_j}^4 y, \qquad
+              E\big[\partial_v^4 y\big] = \sum_{ijkl} T_{ijkl}\, E[v_i v_j v_k v_l] = 3\,\Delta^2 y,
+
+    with :math:`T = \nabla^4 y` (Isserlis: the three pairings of four indices).  Unbiased, with
+    variance (eight-index Isserlis: 9 + 72 + 24 of the 105 pairings)
+
+    .. math:: \mathrm{Var}\,\widehat{\Delta^2 y} = \frac{1}{k}\Big(8\,\lVert \nabla^2 \Delta y \rVert_F^2
+              + \frac83\, \lVert \nabla^4 y \rVert_F^2\Big),
+
+    at cost :math:`4k` rows per layer instead of :math:`d(d+1)/2 + 2d + 2`.  Only Gaussian
+    directions give :math:`E[v_i^4] = 3 = 3 E[v_i^2 v_j^2]`, the weights :math:`\Delta^2`
+    needs.  The directions are those of ``laplacian(..., estimator="gaussian")`` for the same
+    seed (:mod:`xderiv._estimators`); a composite is estimated whole, along the same
+    directions for all its parts.
+
     Parameters
     ----------
     net : Sequential, Potential, layer or composite
     x : array (..., d)
     chunk_size : int, optional
+    estimator : {None, "gaussian"}
+        None (default): exact.
+    samples : int
+        ``k`` directions (with an estimator).
+    seed : int, 0-d integer array or numpy.random.Generator
+        As in :func:`xderiv.laplacian`: the same seed, the same directions, on every backend.
+    per_point : bool, optional
+        Directions per point (default) or shared by the batch.
     """
+    if estimator is not None:
+        return _estimated_biharmonic(net, x, chunk_size, estimator, samples, seed, per_point)
+    if samples is not None or seed is not None or per_point is not None:
+        raise TypeError(
+            "samples=, seed= and per_point= belong to a randomized estimate: pass estimator='gaussian', "
+            "or leave them out for the exact biharmonic"
+        )
     network = as_network(net)
     if isinstance(network, Composite):
         rule = BiharmonicRule(lambda part, x: _fourth_order(part, x, True, chunk_size))
@@ -400,6 +446,26 @@ def biharmonic(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:
         assert out is not None
         return out
     return _fourth_order(network, x, False, chunk_size)[0]
+
+
+def _estimated_biharmonic(
+    net: Any, x: Array, chunk_size: int | None, estimator: Any, samples: Any, seed: Any, per_point: bool | None
+) -> Array:
+    r""":math:`\frac{1}{3k}\sum_j \partial^4_{v_j} y` along Gaussian directions, by one weighted Taylor sweep."""
+    if estimator != "gaussian":
+        raise ValueError(
+            f"biharmonic's estimator must be None (exact) or 'gaussian', got {estimator!r}: "
+            "E[d^4 y / dt^4 (x + t v)] = 3 biharmonic(y) holds for Gaussian directions v"
+        )
+    k = check_samples(samples)
+    check_seed(seed)
+    network = as_network(net)
+    ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
+    d = network.in_features
+    v, _ = draw_directions(ESTIMATORS["gaussian"], k, seed, per_point, ctx, tuple(x.shape[:-1]), d)
+    if v.ndim == 2 and tuple(v.shape) == tuple(x.shape):  # (d, k) shared would read as one direction per point
+        v = ctx.xp.broadcast_to(v, tuple(x.shape[:-1]) + (d, k))
+    return taylor(network, x, v, 4, weights=[1.0 / (3.0 * k)] * k, chunk_size=chunk_size)[-1]
 
 
 def biharmonic_by_directions(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:

@@ -27,7 +27,7 @@ import array_api_compat
 from ._backward import backward_second_order, hvp_sweep
 from ._call import Call, coordinate_rows, per_point, run
 from ._cost import DIAGONAL, DIRECTIONAL, HVP, LAPLACIAN
-from ._estimators import ESTIMATORS, check_samples, check_seed, laplacian_directions, laplacian_estimator
+from ._estimators import ESTIMATORS, check_samples, check_seed, draw_directions, laplacian_estimator
 from ._forward import Tape, forward_laplacian, tangent_sweep
 from ._namespace import Array, diagonal, materialize, resolve_call
 from .composition import Composite, Rule, fold
@@ -139,7 +139,7 @@ def _estimated_laplacian(
     network = as_network(net)
     ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
     d = network.in_features
-    directions, factor = laplacian_directions(row, k, seed, per_point, ctx, tuple(x.shape[:-1]), d)
+    directions, factor = draw_directions(row, k, seed, per_point, ctx, tuple(x.shape[:-1]), d)
     if not isinstance(network, Composite):
         return factor * trace_hessian(network, x, directions, mode=mode, chunk_size=chunk_size)
 
