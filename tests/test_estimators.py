@@ -346,12 +346,16 @@ def test_torch_compile_traces_the_estimators(backend):
         pytest.skip("compiled code is device-checked by the main torch pass")
     import torch
 
-    net = _nets(backend)["potential"]()
+    net, u = _nets(backend)["potential"](), _nets(backend)["hard-bc"]()
     x = backend.asarray(np.random.default_rng(8).standard_normal((6, D)))
 
     def both(x):
         g = xd.laplacian(net, x, estimator="gaussian", samples=3, seed=1)
-        return g, xd.laplacian(net, x, estimator="sdgd", samples=2, seed=1)
+        return (
+            g,
+            xd.laplacian(u, x, estimator="sdgd", samples=2, seed=1),
+            xd.laplacian(u, x, estimator="hutchinson", samples=2, seed=1),
+        )
 
     compiled = torch.compile(both, fullgraph=True)
     for a, b in zip(compiled(x), both(x)):
