@@ -223,7 +223,10 @@ def test_new_activations_against_mpmath_on_a_dense_log_grid(backend, name, dtype
     for k in range(3):
         assert np.all(np.isfinite(got[k])), (name, k)
         err = np.abs(got[k] - ref[k])
-        bound = 8 * u * (np.abs(ref[k]) + np.abs(z64 * ref[k + 1])) + tiny
+        # gelu_tanh's sigma'' = s'(w) [2w' + z w'' + z w'^2 tanh(-w/2)] adds two terms that cancel by up to ~4x
+        # near z = -2, so a 1-ulp difference in a libm's exp (SIMD lane vs scalar tail) moves it by up to ~9u
+        c = 12 if (name, k) == ("gelu_tanh", 2) else 8
+        bound = c * u * (np.abs(ref[k]) + np.abs(z64 * ref[k + 1])) + tiny
         worst = int(np.argmax(err / bound))
         assert np.all(err <= bound), (name, k, zs[worst], got[k][worst], ref[k][worst], err[worst] / bound[worst])
         if dtype == "float64":
