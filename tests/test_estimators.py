@@ -167,8 +167,9 @@ def test_a_composite_randomizes_only_its_networks(backend):
     for estimator in ESTIMATORS:
         est_n = xd.laplacian(n, x, estimator=estimator, samples=2, seed=6)  # the same seed: the same directions
         want = r_phi.value[:, None] * est_n + cross + r_phi.laplacian[:, None] * r_n.value
-        got = xd.laplacian(u, x, estimator=estimator, samples=2, seed=6)
-        assert rel_err(backend.to_numpy(got), backend.to_numpy(want)) < 1e-13
+        for mode in ("auto", "forward", "backward"):
+            got = xd.laplacian(u, x, mode, estimator=estimator, samples=2, seed=6)
+            assert rel_err(backend.to_numpy(got), backend.to_numpy(want)) < 1e-13
     # no randomness left where phi vanishes: on the unit sphere the estimate is the exact Laplacian
     on_sphere = x / xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True))
     exact = backend.to_numpy(xd.laplacian(u, on_sphere))

@@ -20,18 +20,19 @@ operator                                    result shape                     cos
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import array_api_compat
 
 from ._backward import backward_second_order, hvp_sweep
-from ._call import Call, coordinate_rows, per_point, run
-from ._cost import DIAGONAL, DIRECTIONAL, HVP, LAPLACIAN
+from ._call import Call, coordinate_rows, per_point, run, value_kernel
+from ._cost import DIAGONAL, DIRECTIONAL, HVP, JACOBIAN, LAPLACIAN
 from ._estimators import ESTIMATORS, check_samples, check_seed, draw_directions, laplacian_estimator
 from ._forward import Tape, forward_laplacian, tangent_sweep
 from ._namespace import Array, diagonal, materialize, resolve_call
 from .composition import Composite, Rule, fold
-from .derivatives import derivatives, jacobian, trace_kernel, value
+from .derivatives import derivatives, full_jacobian, jacobian, jacobian_kernel, trace_kernel, value
 from .networks import as_network
 
 
@@ -148,8 +149,8 @@ def _estimated_laplacian(
         if all(layer.activation.linear for layer in part.layers):
             r = derivatives(part, x, laplacian=True, mode=mode, chunk_size=chunk_size)
             return r.value, r.jacobian, r.laplacian
-        r = derivatives(part, x, mode=mode, chunk_size=chunk_size)
-        return r.value, r.jacobian, factor * trace_hessian(part, x, directions, mode=mode, chunk_size=chunk_size)
+        y, jac, trace = _value_jacobian_trace(part, x, directions, mode, chunk_size)
+        return y, jac, factor * trace
 
     def cross(a: Array, b: Array) -> Array:  # 2 grad f . grad g, exact
         return 2.0 * ctx.xp.sum(a * b, axis=-1)
@@ -157,6 +158,35 @@ def _estimated_laplacian(
     jet = fold(network, x, Rule(leaf, first_rank=1, second_rank=0, cross=cross))
     assert jet.second is not None
     return jet.second
+
+
+def _value_jacobian_trace(network: Any, x: Array, directions: Array, mode: str, chunk_size: int | None) -> list:
+    r"""Value, full Jacobian and :math:`\mathrm{tr}(S^\top \nabla^2 y\, S)` of a network from one value sweep.
+
+    The trace runs in ``mode`` (forward: ``k`` rows; backward: the second-order adjoint, which
+    yields the Jacobian too); with a forward trace the Jacobian takes the cheaper sweep for
+    it (the adjoint sweep for few outputs), so that no ``d`` rows are carried for it.
+    """
+    jac_mode = network.plan.costs.mode(JACOBIAN, "auto")
+
+    def kernel(call: Call, tape: Tape, seed: Array) -> tuple:
+        (y,) = value_kernel(call, tape)
+        jac, trace = trace_kernel(call, tape, seed)
+        if call.mode == "forward":  # the forward trace's rows are S^T J, not J
+            jac = jacobian_kernel(replace(call, mode=jac_mode), tape)
+        return y, call.terms.add_jacobian(full_jacobian(call, jac), call.x), trace
+
+    return run(
+        network,
+        x,
+        LAPLACIAN,
+        kernel,
+        mode=mode,
+        trailing=[(), (network.in_features,), ()],
+        extras=lambda call: _directions_seed(call, directions, None),
+        rows=lambda seed: seed.shape[-2],
+        chunk_size=chunk_size,
+    )
 
 
 def _directions_seed(call: Call, directions: Any, coords: Sequence[int] | None) -> tuple[tuple[Array, bool]]:
