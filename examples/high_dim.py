@@ -420,6 +420,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--test-points", type=int, default=2000, help="held-out points for the relative L2 error")
     p.add_argument("--eval-every", type=int, default=100, help="evaluate the error every N steps")
     p.add_argument("--log-every", type=int, default=100, help="print step, loss, error, time every N steps (0: quiet)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: timings hold up on a shared machine; 0: torch's)"
+    )
     p.add_argument("--compare", action="store_true", help="time one training step of every estimator instead")
     p.add_argument("--repeats", type=int, default=5, help="--compare: timed steps per method")
     p.add_argument("--out", default="", help="directory for the plots (empty: examples/output)")
@@ -428,6 +431,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parser().parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     hidden = tuple(int(w) for w in args.hidden.split(","))
     if args.compare:
