@@ -111,7 +111,13 @@ class Quantity:
 
 def _laplacian_flops(s: Dims, k: int) -> tuple[float, float]:
     dims = s.widths
-    fwd = s.forward_rows(k) + sum(ELEMENTWISE * k * b + a * b for a, b in zip(dims[:-1], dims[1:]))
+    # Delta u W at every layer but the first, where Delta u = 0 (counting it there would charge the
+    # forward mode a d x w product per point it never forms, and pick backward for k << d)
+    fwd = (
+        s.forward_rows(k)
+        + ELEMENTWISE * k * dims[1]
+        + sum(ELEMENTWISE * k * b + a * b for a, b in zip(dims[1:-1], dims[2:]))
+    )
     # The Gram matrix of S^T W_0 is shared by the batch: no per-point cost beyond K * G.
     return fwd, s.theta() + s.first_theta(ELEMENTWISE * s.w1 * s.w1)
 
@@ -121,6 +127,15 @@ def _hessian_flops(s: Dims, k: int) -> tuple[float, float]:
     nonlinear = [shape[1] for shape in s.shape if not shape[3]]
     fwd = s.forward_rows(d) + s.adjoints() + sum(m * (d * d * b + ELEMENTWISE * d * b) for b in nonlinear)
     return fwd, s.theta() + s.first_theta(w1 * w1 * d + d * d * w1 + ELEMENTWISE * d * w1)
+
+
+def _laplacian_memory(s: Dims, direction: str, k: int) -> float:
+    """The trace's working floats: ``k`` rows forward; backward the second-order adjoint, closed by a Gram
+    matrix at a Dense first layer (no ``d x w`` array per point; a residual first layer carries ``d x d``)."""
+    w = s.widest
+    if direction == "forward":
+        return 4.0 * k * w
+    return 4.0 * s.m * w * w + 2.0 * s.m * s.d * (s.w1 if s.shape[0][2] else 1.0)
 
 
 def _second_order_memory(s: Dims, direction: str, k: int) -> float:
@@ -141,7 +156,7 @@ JACOBIAN = Quantity(
     lambda s, direction, k: 3.0 * (k if direction == "forward" else s.m) * s.widest,
     lambda s, k: (s.forward_rows(k), s.adjoints()),
 )
-LAPLACIAN = Quantity("laplacian", 2, _second_order_memory, _laplacian_flops)
+LAPLACIAN = Quantity("laplacian", 2, _laplacian_memory, _laplacian_flops)
 DIAGONAL = Quantity(
     "diagonal",
     2,
