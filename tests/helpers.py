@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,3 +59,16 @@ def torch_on_cpu() -> Iterator[None]:
 
     with torch.device("cpu"):
         yield
+
+
+def quiet_compile(fn, *args, **kw):
+    """``fn`` compiled with fullgraph=True and called; fails on any warning raised while tracing."""
+    import torch
+
+    compiled = torch.compile(fn, fullgraph=True, **kw)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = compiled(*args)
+    ours = [str(w.message)[:200] for w in caught if "deprecated" not in str(w.message)]
+    assert not ours, f"tracing warned: {ours}"
+    return out

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import pytest
 
 import xderiv as xd
 
-from .helpers import rel_err
+from .helpers import quiet_compile, rel_err
 
 OPS = {
     "value": lambda net, x, s, v, mode: xd.value(net, x),
@@ -47,19 +46,6 @@ def _problem(backend):
     return net, resnet, x, s, v
 
 
-def _quiet_compile(fn, *args, **kw):
-    """``fn`` compiled with fullgraph=True and called; fails on any warning raised while tracing."""
-    import torch
-
-    compiled = torch.compile(fn, fullgraph=True, **kw)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = compiled(*args)
-    ours = [str(w.message)[:200] for w in caught if "deprecated" not in str(w.message)]
-    assert not ours, f"tracing warned: {ours}"
-    return out
-
-
 @pytest.mark.parametrize(("op", "mode"), CASES)
 def test_torch_compile_traces_every_operator_whole(backend, op, mode):
     _torch_only(backend)
@@ -69,7 +55,7 @@ def test_torch_compile_traces_every_operator_whole(backend, op, mode):
     potential, resnet, x, s, v = _problem(backend)
     net = resnet if mode == "backward" else potential  # two outputs backward; the Potential's terms forward
     eager = OPS[op](net, x, s, v, mode)
-    got = _quiet_compile(lambda x: OPS[op](net, x, s, v, mode), x, dynamic=False)
+    got = quiet_compile(lambda x: OPS[op](net, x, s, v, mode), x, dynamic=False)
     assert rel_err(backend.to_numpy(got), backend.to_numpy(eager)) < 1e-13
 
 
@@ -113,7 +99,7 @@ def test_compiled_training_step_gives_the_eager_gradients(backend):
         return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
 
     eager = grads(loss_fn(x))
-    compiled = grads(_quiet_compile(loss_fn, x))
+    compiled = grads(quiet_compile(loss_fn, x))
     for a, b in zip(compiled, eager):
         assert (a - b).abs().max().item() <= 1e-12 * max(b.abs().max().item(), 1.0)
 

@@ -182,6 +182,12 @@ def array_namespace_of(a: Array) -> Any:
     return (kind or _kind(a)).xp
 
 
+def device_of(a: Array) -> Any:
+    """The device of the array ``a``: its ``.device`` where that is what array-api-compat reports (traceable)."""
+    kind = _KINDS.get(type(a)) or _kind(a)
+    return a.device if kind.device_attribute else array_api_compat.device(a)  # type: ignore[attr-defined]
+
+
 def _kind(a: Array) -> ArrayKind:
     dev = array_api_compat.device(a)
     try:
@@ -552,4 +558,4 @@ def materialize(a: Array, shape: tuple[int, ...], xp: Any, device: Any = None) -
     """
     if tuple(a.shape) == tuple(shape):
         return a
-    return xp.zeros(shape, dtype=a.dtype, device=array_api_compat.device(a) if device is None else device) + a
+    return xp.zeros(shape, dtype=a.dtype, device=device_of(a) if device is None else device) + a

@@ -36,9 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import array_api_compat
-
-from ._namespace import Array
+from ._namespace import Array, array_namespace_of, device_of
 from ._series import add, cauchy, mul
 
 
@@ -406,7 +404,7 @@ class TaylorRule:
             assert f0 is not None and g0 is not None
             top = add(mul(f0[..., :1], g[order]), mul(g0[..., :1], f[order]))
             if mixed is not None:
-                w = xp.asarray(self.weights, dtype=mixed.dtype, device=array_api_compat.device(mixed))
+                w = xp.asarray(self.weights, dtype=mixed.dtype, device=device_of(mixed))
                 top = add(top, xp.sum(w * mixed, axis=-1, keepdims=True))
             out.append(top)
         return tuple(out)
@@ -441,7 +439,7 @@ def _leaf_jet(net: Any, x: Any, rule: Algebra) -> Jet:
     if not net.scalar:
         return Jet(terms)
     # a scalar network's results have no output axis: it goes after the batch, before each term's tail
-    xp = array_api_compat.array_namespace(terms[0])
+    xp = array_namespace_of(terms[0])
     return Jet(tuple(_with_axis(a, rank, xp) for a, rank in zip(terms, rule.ranks)))
 
 
@@ -452,7 +450,7 @@ def _jet(net: Any, x: Any, rule: Algebra, seen: dict[int, Jet]) -> Jet:
             seen[id(net)] = _leaf_jet(net.resolve(), x, rule)
         return seen[id(net)]
     jets = [_jet(p, x, rule, seen) for p in net.parts]
-    xp = array_api_compat.array_namespace(jets[0].value)
+    xp = array_namespace_of(jets[0].value)
     if isinstance(net, Scaled):
         (j,) = jets
         return Jet(tuple(None if a is None else net.factor * a for a in j.terms))
@@ -476,5 +474,5 @@ def fold(net: Composite, x: Any, rule: Algebra) -> Jet:
     jet = _jet(net, x, rule, {})
     if not net.scalar:
         return jet
-    xp = array_api_compat.array_namespace(jet.value)
+    xp = array_namespace_of(jet.value)
     return Jet(tuple(_without_axis(a, rank, xp) for a, rank in zip(jet.terms, rule.ranks)))

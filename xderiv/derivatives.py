@@ -27,13 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import array_api_compat
-
 from ._backward import adjoint_sweep, backward_second_order
 from ._call import Call, coordinate_rows, run, value_kernel
 from ._cost import HESSIAN, JACOBIAN, LAPLACIAN, VALUE
 from ._forward import Tape, forward_hessian, forward_laplacian, jacobian_sweep
-from ._namespace import Array, diagonal, materialize
+from ._namespace import Array, array_namespace_of, device_of, diagonal, materialize
 from .composition import Composite, Rule, fold
 from .networks import as_network
 
@@ -185,16 +183,16 @@ def derivatives(
 def outer_cross(a: Array, b: Array) -> Array:
     r"""Hessian cross term of a product: :math:`a b^\top + b a^\top` for gradients ``a``, ``b`` of shape (..., d)."""
     ab = a[..., :, None] * b[..., None, :]
-    return ab + array_api_compat.array_namespace(ab).matrix_transpose(ab)
+    return ab + array_namespace_of(ab).matrix_transpose(ab)
 
 
 def coordinate_mask(a: Array, coords: Sequence[int] | None) -> Array | float:
     """1 on ``coords`` and 0 elsewhere along the last axis of ``a`` (1.0 for all coordinates)."""
     if coords is None:
         return 1.0
-    xp, d = array_api_compat.array_namespace(a), a.shape[-1]
+    xp, d = array_namespace_of(a), a.shape[-1]
     chosen = {int(i) % d for i in coords}
-    return xp.asarray([1.0 if i in chosen else 0.0 for i in range(d)], dtype=a.dtype, device=array_api_compat.device(a))
+    return xp.asarray([1.0 if i in chosen else 0.0 for i in range(d)], dtype=a.dtype, device=device_of(a))
 
 
 def _composite_derivatives(
@@ -223,7 +221,7 @@ def _composite_derivatives(
         return r.value, r.jacobian, (r.hessian if hessian else r.laplacian)
 
     def laplacian_cross(a: Array, b: Array) -> Array:
-        xp = array_api_compat.array_namespace(a)
+        xp = array_namespace_of(a)
         return 2.0 * xp.sum(a * b * coordinate_mask(a, coords), axis=-1)
 
     if hessian:
@@ -235,8 +233,8 @@ def _composite_derivatives(
     hess = jet.second if hessian else None
     lap = jet.second if laplacian and not hessian else None
     if hessian and laplacian:
-        xp = array_api_compat.array_namespace(jet.value)
-        diag = diagonal(hess, xp, array_api_compat.device(hess))
+        xp = array_namespace_of(jet.value)
+        diag = diagonal(hess, xp, device_of(hess))
         lap = xp.sum(diag * coordinate_mask(diag, coords), axis=-1)
     return Derivatives(jet.value, jet.first if jacobian else None, hess, lap)
 

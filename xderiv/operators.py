@@ -23,14 +23,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import array_api_compat
-
 from ._backward import backward_second_order, hvp_sweep
 from ._call import Call, coordinate_rows, per_point, run, value_kernel
 from ._cost import DIAGONAL, DIRECTIONAL, HVP, JACOBIAN, LAPLACIAN
 from ._estimators import ESTIMATORS, check_samples, check_seed, draw_directions, laplacian_estimator
 from ._forward import Tape, forward_laplacian, tangent_sweep
-from ._namespace import Array, diagonal, materialize, resolve_call
+from ._namespace import Array, array_namespace_of, device_of, diagonal, materialize, resolve_call
 from .composition import Composite, Rule, fold
 from .derivatives import derivatives, full_jacobian, jacobian, jacobian_kernel, trace_kernel, value
 from .networks import as_network
@@ -424,21 +422,21 @@ def _composite(
 
 def _like(a: Array, b: Any) -> Array:
     """``b`` as an array of ``a``'s namespace, dtype and device (already validated by the leaf calls)."""
-    xp = array_api_compat.array_namespace(a)
-    b = xp.asarray(b, device=array_api_compat.device(a))
+    xp = array_namespace_of(a)
+    b = xp.asarray(b, device=device_of(a))
     return b if b.dtype == a.dtype else xp.astype(b, a.dtype)
 
 
 def _trace_cross(a: Array, b: Array, directions: Any) -> Array:
     r""":math:`2 \sum_j (S^\top a)_j (S^\top b)_j` for gradients (..., m, d) and :math:`S` (d, k) or (..., d, k)."""
-    xp = array_api_compat.array_namespace(a)
+    xp = array_namespace_of(a)
     s = _like(a, directions)
     return 2.0 * xp.sum((a @ s) * (b @ s), axis=-1)
 
 
 def _hvp_cross(a: Array, b: Array, v: Any) -> Array:
     r""":math:`a\,(b \cdot v) + b\,(a \cdot v)` for gradients (..., m, d) and ``v`` (d,) or (..., d)."""
-    xp = array_api_compat.array_namespace(a)
+    xp = array_namespace_of(a)
     v = _like(a, v)
     v = xp.reshape(v, tuple(v.shape[:-1]) + (1, v.shape[-1]))
     return a * xp.sum(b * v, axis=-1)[..., None] + b * xp.sum(a * v, axis=-1)[..., None]
