@@ -76,6 +76,39 @@ def _torch_cpu_session(backend):
         pytest.skip(f"the example draws its points with CPU torch.Generators: CPU only, not {backend.device}")
 
 
+def test_biharmonic_plate_is_clamped_exactly_and_trains(backend, tmp_path, capsys):
+    """``biharmonic.py``: u = B (s N) and its gradient vanish on the edges whatever N; f = Δ²u*; training helps."""
+    if backend.name != "torch" or not backend.on_cpu:
+        pytest.skip("the PINN examples train with the torch backend on the CPU")
+    pytest.importorskip("matplotlib")
+    import torch
+
+    example = _load("biharmonic")
+    with backend.default_device():
+        u, _, err0 = example.solve(adam_steps=0, lbfgs_iters=0)
+        assert err0 > 0.3
+        t = torch.rand(16, dtype=torch.float64)
+        zero, one = torch.zeros_like(t), torch.ones_like(t)
+        edges = torch.cat([torch.stack(p, dim=1) for p in ((t, zero), (t, one), (zero, t), (one, t))])
+        assert float(torch.max(torch.abs(u(edges)))) < 1e-15
+        assert float(torch.max(torch.abs(xd.jacobian(u, edges)))) < 1e-14  # clamped: u = du/dn = 0
+        # the right-hand side is the exact solution's biharmonic (checked against nested torch.func Hessians)
+        x = torch.rand(5, 2, dtype=torch.float64)
+
+        def bilaplacian(p):
+            lap = lambda f: lambda q: torch.trace(torch.func.hessian(f)(q))  # noqa: E731
+            return lap(lap(lambda q: example.exact(q[None])[0]))(p)
+
+        want = torch.func.vmap(bilaplacian)(x)
+        assert float(torch.max(torch.abs(example.source(x) - want))) < 1e-11 * float(torch.max(torch.abs(want)))
+        out = tmp_path / "biharmonic.png"
+        err = example.main(["--adam", "60", "--lbfgs", "20", "--points", "64", "--log-every", "20", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert re.search(r"^adam +60/60 +loss ", printed, re.M), printed
+    assert "relative L2 error" in printed and out.stat().st_size > 10_000
+    assert err < 0.5 * err0
+
+
 def test_high_dim_exact_solution_and_baselines(backend):
     """The closed-form Δu* against torch.func; the torch.func baselines against xderiv at small d."""
     _torch_cpu_session(backend)
@@ -142,7 +175,7 @@ def test_dask_example_matches_numpy(backend, capsys):
 
 @pytest.mark.parametrize(
     "name, needs",
-    [("poisson", "torch"), ("heat", "torch"), ("high_dim", "torch"), ("dask_laplacian", "dask.distributed")],
+    [("poisson", "torch"), ("heat", "torch"), ("biharmonic", "torch"), ("high_dim", "torch"), ("dask_laplacian", "dask.distributed")],
 )
 def test_help_shows_every_default(name, needs, capsys):
     """``python examples/<name>.py --help`` names the default of every option."""

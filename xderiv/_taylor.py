@@ -195,7 +195,7 @@ def forward_biharmonic(tape: Tape) -> FourthOrder:
     The Hessians are stored packed (:class:`Pairs`): :math:`d(d+1)/2` rows, the least any exact
     method carries (:math:`\Delta^2 \sigma(z)` contains :math:`2\sigma'' \lVert \nabla^2 z \rVert_F^2`).
     """
-    ctx = tape.ctx
+    ctx, ops = tape.ctx, tape.ctx.ops
     xp = ctx.xp
     d = tape.d
     pairs = Pairs.build(d, ctx)
@@ -208,17 +208,22 @@ def forward_biharmonic(tape: Tape) -> FourthOrder:
         w = step.w
         gz = w if g is None else matmul_last(g, w, xp)
         hz, glz, lz, bz = (None if a is None else matmul_last(a, w, xp) for a in (hess, grad_lap, lap, bilap))
+        if step.skip and g is None:
+            g = xp.eye(d, dtype=ctx.dtype, device=ctx.device)
         if step.d1 is None:  # linear
-            ga, ha, gla, la, ba = gz, hz, glz, lz, bz
-            if step.h != 1.0:
-                ga, ha, gla, la, ba = (None if a is None else scale(a, step.h) for a in (ga, ha, gla, la, ba))
+            ga, ha, gla, la, ba = (None if a is None else scale(a, step.h) for a in (gz, hz, glz, lz, bz))
+            hess = add(hess, ha) if step.skip else ha
         else:
             s1, s2, s3, s4 = (scale(a, step.h)[:, None, :] for a in step.derivs[:4])
             gi, gj = xp.take(gz, pairs.first, axis=-2), xp.take(gz, pairs.second, axis=-2)
-            gg = gi * gj  # g g^T, packed
+            gg = gi * gj  # g g^T, packed: the (n, d(d+1)/2, w) passes below are the sweep's elementwise cost
+            # the new Hessian s2 g g^T + s1 H (added to the old one across a residual step): fused where possible
+            base = hess if step.skip else None
+            if hz is not None:
+                base = hz * s1 if base is None else ops.addcmul(base, s1, hz)
+            ha = gg * s2 if base is None else ops.addcmul(base, s2, gg)
             big_g = _dot(gz, gz, xp)
             ga = s1 * gz
-            ha = add(s2 * gg, mul(s1, hz))
             la = add(s2 * big_g, mul(s1, lz))
             ggl = s3 * big_g
             ba = s4 * (big_g * big_g)
@@ -236,10 +241,11 @@ def forward_biharmonic(tape: Tape) -> FourthOrder:
                 ba = ba + s2 * (4.0 * _dot(gz, glz, xp))
             if bz is not None:
                 ba = ba + s1 * bz
+            hess = ha
         if step.skip:
-            g = (xp.eye(d, dtype=ctx.dtype, device=ctx.device) if g is None else g) + ga
-            hess, grad_lap, lap, bilap = add(hess, ha), add(grad_lap, gla), add(lap, la), add(bilap, ba)
+            g = g + ga
+            grad_lap, lap, bilap = add(grad_lap, gla), add(lap, la), add(bilap, ba)
         else:
-            g, hess, grad_lap, lap, bilap = ga, ha, gla, la, ba
+            g, grad_lap, lap, bilap = ga, gla, la, ba
     assert g is not None
     return FourthOrder(g, hess, grad_lap, lap, bilap, pairs)
