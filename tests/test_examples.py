@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import xderiv as xd
@@ -87,13 +88,15 @@ def test_biharmonic_plate_is_clamped_exactly_and_trains(backend, tmp_path, capsy
     with backend.default_device():
         u, _, err0 = example.solve(adam_steps=0, lbfgs_iters=0)
         assert err0 > 0.3
-        t = torch.rand(16, dtype=torch.float64)
-        zero, one = torch.zeros_like(t), torch.ones_like(t)
-        edges = torch.cat([torch.stack(p, dim=1) for p in ((t, zero), (t, one), (zero, t), (one, t))])
+        rng = np.random.default_rng(3)
+        t, zero, one = rng.uniform(size=16), np.zeros(16), np.ones(16)
+        edges = backend.asarray(
+            np.concatenate([np.stack(p, axis=1) for p in ((t, zero), (t, one), (zero, t), (one, t))])
+        )
         assert float(torch.max(torch.abs(u(edges)))) < 1e-15
         assert float(torch.max(torch.abs(xd.jacobian(u, edges)))) < 1e-14  # clamped: u = du/dn = 0
         # the right-hand side is the exact solution's biharmonic (checked against nested torch.func Hessians)
-        x = torch.rand(5, 2, dtype=torch.float64)
+        x = backend.asarray(rng.uniform(size=(5, 2)))
 
         def bilaplacian(p):
             lap = lambda f: lambda q: torch.trace(torch.func.hessian(f)(q))  # noqa: E731
@@ -175,7 +178,13 @@ def test_dask_example_matches_numpy(backend, capsys):
 
 @pytest.mark.parametrize(
     "name, needs",
-    [("poisson", "torch"), ("heat", "torch"), ("biharmonic", "torch"), ("high_dim", "torch"), ("dask_laplacian", "dask.distributed")],
+    [
+        ("poisson", "torch"),
+        ("heat", "torch"),
+        ("biharmonic", "torch"),
+        ("high_dim", "torch"),
+        ("dask_laplacian", "dask.distributed"),
+    ],
 )
 def test_help_shows_every_default(name, needs, capsys):
     """``python examples/<name>.py --help`` names the default of every option."""
