@@ -63,7 +63,8 @@ def coefficients(d: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
 def _pieces(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """θ_i = a + cos b + b cos a for a = x_i, b = x_{i+1}, and its partial derivatives."""
     a, b = x[..., :-1], x[..., 1:]
-    sa, ca, sb, cb = torch.sin(a), torch.cos(a), torch.sin(b), torch.cos(b)
+    sx, cx = torch.sin(x), torch.cos(x)  # once per coordinate: b is a shifted by one
+    sa, ca, sb, cb = sx[..., :-1], cx[..., :-1], sx[..., 1:], cx[..., 1:]
     theta = a + cb + b * ca
     ta, tb = 1.0 - b * sa, ca - sb  # ∂θ/∂a, ∂θ/∂b
     taa, tbb = -b * ca, -cb  # ∂²θ/∂a², ∂²θ/∂b²
