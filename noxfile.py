@@ -92,7 +92,10 @@ def tests_jax(session: nox.Session) -> None:
     """jax.numpy (float64), jax.jit / jax.grad through every operator; a representative subset (``-- --full``)."""
     session.install("jax", "jaxlib")
     session.install("-e", ".[test]", *PARALLEL)
-    _run_tests(session, "jax")
+    # JAX compiles every primitive for every new shape, even eagerly; the suite's arrays are tiny, so
+    # LLVM's optimisation passes cost more than they save (about a quarter of the session; XLA's
+    # floating-point semantics do not depend on them). An XLA_FLAGS of the caller's own is kept.
+    _run_tests(session, "jax", XLA_FLAGS=os.environ.get("XLA_FLAGS", "--xla_backend_optimization_level=0"))
 
 
 @nox.session(name="tests-dask")

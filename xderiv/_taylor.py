@@ -243,7 +243,7 @@ def forward_biharmonic(tape: Tape) -> FourthOrder:
                 ba = ba + s1 * bz
             hess = ha
         if step.skip:
-            g = g + ga
+            g = add(g, ga)
             grad_lap, lap, bilap = add(grad_lap, gla), add(lap, la), add(bilap, ba)
         else:
             g, grad_lap, lap, bilap = ga, gla, la, ba
