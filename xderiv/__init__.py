@@ -11,7 +11,7 @@ from .activations import Activation, available_activations, get_activation, regi
 from .composition import Product, Scaled, Sum
 from .derivatives import Derivatives, derivatives, gradient, hessian, jacobian, value
 from .higher import biharmonic, partial, taylor
-from .jit import compile
+from .interop._compile import compile
 from .layers import Dense, InputScale, Residual, fourier_features
 from .networks import Potential, Sequential, mlp, potential, quadratic, resnet
 from .operators import directional, divergence, hessian_diagonal, hvp, laplacian, trace_hessian

@@ -26,7 +26,7 @@ from typing import Any
 
 import array_api_compat
 
-from .networks import as_network
+from ..networks import as_network
 
 
 def compile(  # noqa: A001 - xd.compile mirrors torch.compile / jax.jit
