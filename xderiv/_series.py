@@ -27,7 +27,7 @@ branches on values), so it traces under ``torch.compile`` and ``jax.jit``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ._namespace import Array
 
@@ -79,7 +79,13 @@ def bell(z: Coefficients, order: int) -> list[list[Array | None]]:
     return table
 
 
-def compose(c: Coefficients, z: Coefficients, order: int) -> list[Array | None]:
+def compose(
+    c: Coefficients,
+    z: Coefficients,
+    order: int,
+    start: Coefficients | None = None,
+    fma: Callable[[Array, Array, Array], Array] | None = None,
+) -> list[Array | None]:
     r"""Coefficients :math:`a_1, \dots, a_K` of :math:`\sigma(z(t))` by Faà di Bruno's formula.
 
     Parameters
@@ -89,6 +95,11 @@ def compose(c: Coefficients, z: Coefficients, order: int) -> list[Array | None]:
     z : sequence
         ``z[k]`` is :math:`z_k` for ``1 <= k <= order`` (``z[0]`` not read); None is zero.
     order : int
+    start : sequence, optional
+        ``start[k]`` is added to :math:`a_k` (a residual step's :math:`u_k`): accumulated
+        into, so the sum costs no extra pass.
+    fma : callable ``(y, a, b) -> y + a * b``, optional
+        A fused multiply-add (e.g. the namespace's ``addcmul``); the plain expression when None.
 
     Returns
     -------
@@ -98,8 +109,11 @@ def compose(c: Coefficients, z: Coefficients, order: int) -> list[Array | None]:
     table = bell(z, order)
     out: list[Array | None] = [None] * (order + 1)
     for k in range(1, order + 1):
-        acc: Array | None = None
+        acc: Array | None = None if start is None else start[k]
         for j in range(1, k + 1):
-            acc = add(acc, mul(c[j], table[j][k]))
+            a, b = c[j], table[j][k]
+            if a is None or b is None:
+                continue
+            acc = a * b if acc is None else (acc + a * b if fma is None else fma(acc, a, b))
         out[k] = acc
     return out

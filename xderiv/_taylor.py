@@ -71,7 +71,7 @@ def taylor_sweep(tape: Tape, seed: Array, order: int, weights: Array | None = No
         linear in the input; the collapsed top one has a direction axis of length 1.
         None stands for an exactly zero coefficient.
     """
-    xp = tape.ctx.xp
+    xp, ops = tape.ctx.xp, tape.ctx.ops
     us: list[Array | None] = [None, seed] + [None] * (order - 1)
     if weights is not None:
         us[order] = collapse(us[order], weights, xp)
@@ -84,12 +84,17 @@ def taylor_sweep(tape: Tape, seed: Array, order: int, weights: Array | None = No
             c: list[Array | None] = [None] + [
                 (step.derivs[j - 1] * (step.h * inverse_factorials[j]))[:, None, :] for j in range(1, order + 1)
             ]
+            start = us if step.skip else None  # a residual step accumulates into u_k: no pass for the sum
             if weights is None:
-                acts = compose(c, zs, order)
-            else:  # the top coefficient: c_1 z_K (collapsed) plus the collapsed rest of Faa di Bruno's sum
-                acts = compose(c, zs[:order] + [None], order)
-                top = collapse(acts[order], weights, xp)
-                acts[order] = add(top, mul(c[1], zs[order]))
+                us = compose(c, zs, order, start=start, fma=ops.addcmul)
+                continue
+            # the top coefficient: c_1 z_K (collapsed) plus the collapsed rest of Faa di Bruno's sum
+            below = None if start is None else [*start[:order], None]
+            acts = compose(c, zs[:order] + [None], order, start=below, fma=ops.addcmul)
+            top = add(collapse(acts[order], weights, xp), mul(c[1], zs[order]))
+            acts[order] = add(us[order], top) if step.skip else top
+            us = acts
+            continue
         for k in range(1, order + 1):
             us[k] = add(us[k], acts[k]) if step.skip else acts[k]
     return us
