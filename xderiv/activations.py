@@ -475,20 +475,28 @@ _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
-def _mish(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
-    # With q = e^z: tanh(softplus z) = q(q + 2) / (q(q + 2) + 2).  In e = exp(-|z|), numerator
-    # and gap = denominator - numerator are (1 + 2e, 2e^2) for z >= 0 and (e(e + 2), 2) for
-    # z < 0, all positive: t and S = sech^2(softplus z) = (1 - t)(1 + t) to full accuracy.
+def _tanh_softplus(z: Array, xp: Any, order: int) -> tuple[Array, Array | None, Array]:
+    """``(T, sech^2(softplus z), e)`` with T = tanh(softplus z) and e = exp(-|z|); sech^2 only for ``order >= 1``.
+
+    With q = e^z: T = q(q + 2) / (q(q + 2) + 2).  In e, numerator and gap = denominator - numerator
+    are (1 + 2e, 2e^2) for z >= 0 and (e(e + 2), 2) for z < 0, all positive: T and
+    sech^2 = (1 - T)(1 + T) = gap (num + den) / den^2 to full accuracy in both tails.
+    """
     e = xp.exp(-xp.abs(z))
     pos = z >= 0
     num = xp.where(pos, 1.0 + 2.0 * e, e * (e + 2.0))
     gap = xp.where(pos, 2.0 * e * e, xp.full_like(z, 2.0))
     den = num + gap
-    t = num / den
+    sech2 = gap * (num + den) / (den * den) if order >= 1 else None
+    return num / den, sech2, e
+
+
+def _mish(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
+    t, sech2, e = _tanh_softplus(z, xp, order)
     value = z * t
     if order == 0:
         return (value,)
-    sech2 = gap * (num + den) / (den * den)
+    assert sech2 is not None
     s = _sigmoid_parts(z, xp, order - 1, e)
     zc = _clip(z, xp)
     d1 = t + zc * s[0] * sech2
@@ -717,16 +725,11 @@ def _gelu_tanh_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
 
 def _mish_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
     # T = tanh(softplus z): softplus' Taylor coefficients s^(k-1)/k! composed with tanh's derivatives,
-    # sech^2(softplus) * Q_j(T), at T and sech^2 computed as in _mish (full accuracy in both tails).
-    e = xp.exp(-xp.abs(z))
-    pos = z >= 0
-    num = xp.where(pos, 1.0 + 2.0 * e, e * (e + 2.0))
-    gap = xp.where(pos, 2.0 * e * e, xp.full_like(z, 2.0))
-    den = num + gap
-    t = num / den
+    # sech^2(softplus) * Q_j(T) (full accuracy in both tails, see _tanh_softplus).
+    t, sech2, e = _tanh_softplus(z, xp, order)
     if order == 0:
         return (z * t,)
-    sech2 = gap * (num + den) / (den * den)
+    assert sech2 is not None
     s = _sigmoid_higher(z, xp, order - 1, e)
     tails = _tanh_tail(t, sech2, order)
     c = [None] + [tails[j - 1] / math.factorial(j) for j in range(1, order + 1)]
