@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from ._cost import Costs, LayerShape, Quantity, costs_of, shape_of
 from ._forward import Tape, value_sweep
-from ._namespace import Array, Context, flatten_batch, resolve_call
+from ._namespace import Array, Context, check_int, flatten_batch, resolve_call
 from ._potential import PotentialTerms
 from .layers import Dense, layer_params
 
@@ -196,9 +196,7 @@ Extras = Callable[[Call], tuple[tuple[Array, bool], ...]]
 def _chunk_size(call: Call, quantity: Quantity, k: int | None, chunk_size: int | None) -> int:
     """Points per chunk: ``chunk_size``, all of a lazy array, or as many as fit the memory budget."""
     if chunk_size is not None:
-        if int(chunk_size) < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
-        return int(chunk_size)
+        return check_int(chunk_size, "chunk_size", 1)
     if call.ctx.lazy:  # dask: its own chunks bound the memory
         return max(call.n, 1)
     itemsize = int(call.ctx.xp.finfo(call.ctx.dtype).bits // 8)

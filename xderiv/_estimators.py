@@ -73,11 +73,10 @@ when shared).
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 from typing import Any
 
-from ._namespace import Array, Context
+from ._namespace import Array, Context, check_int
 from ._rng import Stream
 
 
@@ -115,15 +114,7 @@ def check_samples(samples: Any, name: str = "samples") -> int:
     """``samples`` as a positive int, or a ``TypeError``/``ValueError`` naming what was given."""
     if samples is None:
         raise TypeError(f"a randomized estimator needs {name}=k, the number of random directions per estimate")
-    if isinstance(samples, bool):
-        raise TypeError(f"{name} must be a positive integer, got {samples!r}")
-    try:
-        k = operator.index(samples)
-    except TypeError:
-        raise TypeError(f"{name} must be a positive integer, got {samples!r}") from None
-    if k < 1:
-        raise ValueError(f"{name} must be a positive integer, got {k}")
-    return k
+    return check_int(samples, name, 1)
 
 
 def check_seed(seed: Any) -> None:

@@ -8,6 +8,7 @@ are chosen here once per namespace; the recursions stay written once.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -240,6 +241,20 @@ def namespace_of_weights(arrays: list[Array], owner: str) -> tuple[Any, Any]:
             )
     learn_array_types(arrays, xp, devices[0])
     return xp, devices[0]
+
+
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """``value`` as a Python int of at least ``minimum`` (bools refused), or an error naming ``name`` and the value."""
+    kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a {kind} integer, got {value!r}")
+    try:
+        k = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a {kind} integer, got {value!r}") from None
+    if k < minimum:
+        raise ValueError(f"{name} must be a {kind} integer, got {k}")
+    return k
 
 
 def check_real_floating(xp: Any, a: Array, name: str) -> None:

@@ -30,7 +30,6 @@ rule on the Taylor coefficients (:class:`xderiv.composition.TaylorRule`).
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -41,25 +40,12 @@ from ._cost import BIHARMONIC, TAYLOR
 from ._cost import taylor as taylor_quantity
 from ._estimators import ESTIMATORS, check_samples, check_seed, draw_directions
 from ._forward import Tape
-from ._namespace import Array, materialize, resolve_call
+from ._namespace import Array, check_int, materialize, resolve_call
 from ._taylor import forward_biharmonic, taylor_sweep
 from .activations import order_error
 from .composition import Composite, TaylorRule, fold
 from .derivatives import value
 from .networks import as_network
-
-
-def _order(order: Any, name: str = "order") -> int:
-    """``order`` as a non-negative Python int (bools refused)."""
-    if isinstance(order, bool):
-        raise TypeError(f"{name} must be a non-negative integer, got {order!r}")
-    try:
-        k = operator.index(order)
-    except TypeError:
-        raise TypeError(f"{name} must be a non-negative integer, got {order!r}") from None
-    if k < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {order}")
-    return k
 
 
 def _check_activations(network: Any, order: int) -> None:
@@ -223,7 +209,7 @@ def taylor(
     (5, 1)
     """
     network = as_network(net)
-    order = _order(order)
+    order = check_int(order, "order", 0)
     multi, r = _layout(network, x, v)
     summed = None
     if weights is not None:
@@ -482,7 +468,7 @@ def _multi_index(alpha: Any, d: int) -> tuple[int, ...]:
         raise TypeError(
             f"alpha must be a sequence of d={d} non-negative counts (e.g. (2, 1, 0) for d^3/dx0^2 dx1), got {alpha!r}"
         ) from None
-    counts = tuple(_order(a, "alpha") for a in items)
+    counts = tuple(check_int(a, "alpha", 0) for a in items)
     if len(counts) != d:
         raise ValueError(
             f"alpha has {len(counts)} entries; it counts the derivatives along each of the d={d} coordinates "
