@@ -23,12 +23,17 @@ def _load(name: str):
     return module
 
 
-@pytest.mark.parametrize("name", ["poisson", "heat"])
-def test_example_trains_and_plots(backend, name, tmp_path, capsys):
+def _torch_cpu_session(backend):
+    """The PINN examples train with the torch backend, drawing points with CPU torch.Generators."""
     if backend.name != "torch":
         pytest.skip("the PINN examples train with the torch backend")
     if not backend.on_cpu:
         pytest.skip(f"the PINN examples draw their points with CPU torch.Generators: CPU only, not {backend.device}")
+
+
+@pytest.mark.parametrize("name", ["poisson", "heat"])
+def test_example_trains_and_plots(backend, name, tmp_path, capsys):
+    _torch_cpu_session(backend)
     pytest.importorskip("matplotlib")
     example = _load(name)
     with backend.default_device():  # the examples build their tensors on torch's default device
@@ -50,8 +55,7 @@ def test_example_trains_and_plots(backend, name, tmp_path, capsys):
 
 def test_hard_constraint_poisson_keeps_the_boundary_exact_and_trains(backend, tmp_path, capsys):
     """``poisson.py --hard-bc``: u = g + (1 - |x|^2) N equals g on the sphere whatever N, and training helps."""
-    if backend.name != "torch" or not backend.on_cpu:
-        pytest.skip("the PINN examples train with the torch backend on the CPU")
+    _torch_cpu_session(backend)
     pytest.importorskip("matplotlib")
     import torch
 
@@ -70,17 +74,9 @@ def test_hard_constraint_poisson_keeps_the_boundary_exact_and_trains(backend, tm
     assert "hard BC, unit ball" in capsys.readouterr().out and out.stat().st_size > 10_000
 
 
-def _torch_cpu_session(backend):
-    if backend.name != "torch":
-        pytest.skip("the high-dimensional example trains with the torch backend")
-    if not backend.on_cpu:
-        pytest.skip(f"the example draws its points with CPU torch.Generators: CPU only, not {backend.device}")
-
-
 def test_biharmonic_plate_is_clamped_exactly_and_trains(backend, tmp_path, capsys):
     """``biharmonic.py``: u = B (s N) and its gradient vanish on the edges whatever N; f = Δ²u*; training helps."""
-    if backend.name != "torch" or not backend.on_cpu:
-        pytest.skip("the PINN examples train with the torch backend on the CPU")
+    _torch_cpu_session(backend)
     pytest.importorskip("matplotlib")
     import torch
 
@@ -139,6 +135,7 @@ def test_high_dim_exact_solution_and_baselines(backend):
 
 def test_high_dim_example_trains_and_compares(backend, tmp_path, capsys):
     _torch_cpu_session(backend)
+    pytest.importorskip("matplotlib")
     example = _load("high_dim")
     args = ["--d", "40", "--steps", "60", "--points", "32", "--samples", "4", "--hidden", "16,16", "--lr", "1e-2"]
     with backend.default_device():
