@@ -78,25 +78,24 @@ def taylor_sweep(tape: Tape, seed: Array, order: int, weights: Array | None = No
     inverse_factorials = [1.0 / math.factorial(j) for j in range(order + 1)]
     for step in tape.steps:
         zs: list[Array | None] = [None] + [None if u is None else matmul_last(u, step.w, xp) for u in us[1:]]
-        if step.d1 is None:  # linear: a_k = z_k
+        if step.d1 is None:  # linear: a_k = z_k, added to u_k across a residual step
             acts = [None if z is None else scale(z, step.h) for z in zs]
-        else:  # h sigma^(j) / j!: the step folded in, once per layer on (n, w)
-            c: list[Array | None] = [None] + [
-                (step.derivs[j - 1] * (step.h * inverse_factorials[j]))[:, None, :] for j in range(1, order + 1)
-            ]
-            start = us if step.skip else None  # a residual step accumulates into u_k: no pass for the sum
-            if weights is None:
-                us = compose(c, zs, order, start=start, fma=ops.addcmul)
-                continue
-            # the top coefficient: c_1 z_K (collapsed) plus the collapsed rest of Faa di Bruno's sum
-            below = None if start is None else [*start[:order], None]
-            acts = compose(c, zs[:order] + [None], order, start=below, fma=ops.addcmul)
-            top = add(collapse(acts[order], weights, xp), mul(c[1], zs[order]))
-            acts[order] = add(us[order], top) if step.skip else top
-            us = acts
+            us = [add(u, a) for u, a in zip(us, acts)] if step.skip else acts
             continue
-        for k in range(1, order + 1):
-            us[k] = add(us[k], acts[k]) if step.skip else acts[k]
+        # h sigma^(j) / j!: the step folded in, once per layer on (n, w)
+        c: list[Array | None] = [None] + [
+            (step.derivs[j - 1] * (step.h * inverse_factorials[j]))[:, None, :] for j in range(1, order + 1)
+        ]
+        start = us if step.skip else None  # a residual step accumulates into u_k: no pass for the sum
+        if weights is None:
+            us = compose(c, zs, order, start=start, fma=ops.addcmul)
+            continue
+        # the top coefficient: c_1 z_K (collapsed) plus the collapsed rest of Faa di Bruno's sum
+        below = None if start is None else [*start[:order], None]
+        acts = compose(c, zs[:order] + [None], order, start=below, fma=ops.addcmul)
+        top = add(collapse(acts[order], weights, xp), mul(c[1], zs[order]))
+        acts[order] = add(us[order], top) if step.skip else top
+        us = acts
     return us
 
 
