@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._forward import Step, Tape
+from ._forward import Step, Tape, tangent_sweep
 from ._namespace import Array, Context, diagonal, matmul_last, scale, trace
 
 
@@ -41,18 +41,29 @@ def _per_sample(s1: Array, ndim: int, xp: Any) -> Array:
     return xp.reshape(s1, (s1.shape[0],) + (1,) * (ndim - 2) + (s1.shape[1],))
 
 
-def adjoint_step(step: Step, delta: Array | None, lam: Array | None, xp: Any, inject: Array | None = None) -> Array:
+def adjoint_step(
+    step: Step, delta: Array | None, lam: Array | None, ctx: Context, inject: Array | None = None
+) -> Array:
     r"""One adjoint step :math:`\delta_u = \mathrm{skip}\,\delta + (\lambda \odot \sigma' + \mathrm{inject}) W^\top`.
 
-    ``delta``/``lam`` None stand for zero adjoints (only ``inject`` enters).
+    ``delta``/``lam`` None stand for zero adjoints (only ``inject`` enters).  The
+    namespace's fused primitives take the multiply-add and, at a residual layer,
+    the product with its accumulation.
     """
+    xp, ops = ctx.xp, ctx.ops
     dz = None
     if lam is not None:
-        dz = lam if step.d1 is None else lam * _per_sample(step.d1, lam.ndim, xp)
-    if inject is not None:
-        dz = inject if dz is None else dz + inject
-    du = matmul_last(dz, step.wt, xp)
-    return delta + du if step.skip and delta is not None else du
+        if step.d1 is None:
+            dz = lam if inject is None else lam + inject
+        elif inject is None:
+            dz = lam * _per_sample(step.d1, lam.ndim, xp)
+        else:
+            dz = ops.addcmul(inject, lam, _per_sample(step.d1, lam.ndim, xp))
+    else:
+        dz = inject
+    if step.skip and delta is not None:
+        return ops.matmul_add(delta, dz, step.wt, xp)
+    return matmul_last(dz, step.wt, xp)
 
 
 class Adjoints:
@@ -75,7 +86,7 @@ class Adjoints:
         for step in reversed(self.tape.steps):
             lam = scale(delta, step.h)
             yield step, lam
-            delta = adjoint_step(step, delta, lam, ctx.xp)
+            delta = adjoint_step(step, delta, lam, ctx)
         self.jacobian = delta
 
 
@@ -230,7 +241,6 @@ def hvp_sweep(tape: Tape, tangents: Sequence[Array]) -> tuple[Array, Array | Non
     J : array (n, m, d)
     Hv : array (n, m, k, d), or None for a linear network (zero)
     """
-    xp = tape.ctx.xp
     walk = Adjoints(tape)
     dot: Array | None = None
     for step, lam in walk:
@@ -242,6 +252,29 @@ def hvp_sweep(tape: Tape, tangents: Sequence[Array]) -> tuple[Array, Array | Non
             inject = c[:, :, None, :] * t  # (n, m, k, w)
         if dot is not None or inject is not None:
             dlam = None if dot is None else scale(dot, step.h)
-            dot = adjoint_step(step, dot, dlam, xp, inject)
+            dot = adjoint_step(step, dot, dlam, tape.ctx, inject)
     assert walk.jacobian is not None
     return walk.jacobian, dot
+
+
+def hessian_over_reverse(tape: Tape) -> tuple[Array, Array]:
+    r"""The Hessian as ``d`` Hessian-vector products, one per coordinate: forward-over-reverse.
+
+    :func:`hvp_sweep` along the rows of the identity, whose tangents are the
+    forward Jacobian rows :math:`J_z` (at the first layer ``W`` itself, never an
+    identity times ``W``): row ``i`` of the result is :math:`\nabla^2 y\, e_i`.
+    Cost ``n [d sum w_{l-1} w_l + m d sum w_{l-1} w_l]``, every product one
+    2-D GEMM (``matmul_last``); against :func:`xderiv._forward.forward_hessian`'s
+    per-point ``d x w`` by ``w x d`` products it pays more multiply-adds when
+    ``d < w`` and fewer when ``d > w`` (:meth:`xderiv._cost.Costs.hessian_over_reverse`).
+
+    Returns
+    -------
+    J : array (n, m, d)
+    H : array (n, m, d, d)
+    """
+    ctx = tape.ctx
+    jac, hess = hvp_sweep(tape, tangent_sweep(tape, None))
+    if hess is None:  # a linear network
+        hess = ctx.xp.zeros((tape.n, tape.m, tape.d, tape.d), dtype=ctx.dtype, device=ctx.device)
+    return jac, hess

@@ -12,8 +12,10 @@ products at small widths).  With widths ``w_0 = d, w_1, ..., w_L = m`` and
 - Laplacian / trace along ``k`` directions: forward as the Jacobian plus
   ``3 k sum w_l``; backward ``m sum w_l w_{l-1} (w_l + w_{l-1})`` after the
   first layer, whose Gram trace costs ``m w_1^2``.
-- Hessian: forward (sum of layers) the Jacobian, the adjoints and
-  ``m d^2 sum w_l``; backward as the Laplacian but the first layer costs
+- Hessian: forward the Jacobian and the adjoints, then either the sum of
+  layers, ``m d^2 sum w_l`` in per-point products, or forward-over-reverse,
+  ``m d sum w_{l-1} w_l`` in 2-D products (:meth:`Costs.hessian_over_reverse`
+  picks); backward as the Laplacian but the first layer costs
   ``m (w_1^2 d + d^2 w_1)``.
 - Hessian diagonal: forward twice the Jacobian; backward as the Laplacian
   plus ``m d w_1^2`` at the first layer.
@@ -122,11 +124,30 @@ def _laplacian_flops(s: Dims, k: int) -> tuple[float, float]:
     return fwd, s.theta() + s.first_theta(ELEMENTWISE * s.w1 * s.w1)
 
 
-def _hessian_flops(s: Dims, k: int) -> tuple[float, float]:
-    d, m, w1 = s.d, s.m, s.w1
+def hessian_forward_forms(s: Dims) -> tuple[float, float]:
+    r"""Multiply-adds per point of the forward Hessian's two forms: (sum of layers, forward-over-reverse).
+
+    Both carry the ``d`` Jacobian rows forward and the ``m`` adjoints back.  The sum of layers then
+    adds :math:`J_z^\top \operatorname{diag}(c) J_z` per nonlinear layer (a ``d x w`` by ``w x d``
+    product per point and output, plus scaling the rows and accumulating); forward-over-reverse
+    carries the adjoints' ``d`` tangent rows back through every layer (a 2-D product per layer, plus
+    three elementwise passes over them per nonlinear layer).
+    """
+    d, m = s.d, s.m
     nonlinear = [shape[1] for shape in s.shape if not shape[3]]
-    fwd = s.forward_rows(d) + s.adjoints() + sum(m * (d * d * b + ELEMENTWISE * d * b) for b in nonlinear)
-    return fwd, s.theta() + s.first_theta(w1 * w1 * d + d * d * w1 + ELEMENTWISE * d * w1)
+    both = s.forward_rows(d) + s.adjoints()
+    layers = both + sum(m * (d * d * b + ELEMENTWISE * (d * b + d * d)) for b in nonlinear)
+    over_reverse = (
+        both
+        + sum(m * d * a * b for a, b in zip(s.widths[:-1], s.widths[1:]))
+        + sum(3.0 * ELEMENTWISE * m * d * b for b in nonlinear)
+    )
+    return layers, over_reverse
+
+
+def _hessian_flops(s: Dims, k: int) -> tuple[float, float]:
+    d, w1 = s.d, s.w1
+    return min(hessian_forward_forms(s)), s.theta() + s.first_theta(w1 * w1 * d + d * d * w1 + ELEMENTWISE * d * w1)
 
 
 def _laplacian_memory(s: Dims, direction: str, k: int) -> float:
@@ -144,8 +165,12 @@ def _second_order_memory(s: Dims, direction: str, k: int) -> float:
 
 
 def _hessian_memory(s: Dims, direction: str, k: int) -> float:
+    """Forward: the larger of its two forms (the tangents of every layer are kept for forward-over-reverse)."""
     m, d, w = s.m, s.d, s.widest
-    live = (3.0 * d * w + 2.0 * m * d * w) if direction == "forward" else (4.0 * m * w * w + 2.0 * m * d * w)
+    if direction == "forward":
+        live = max(3.0 * d * w + 2.0 * m * d * w, d * sum(s.widths[1:]) + 4.0 * m * d * w)
+    else:
+        live = 4.0 * m * w * w + 2.0 * m * d * w
     return live + m * w * s.depth + m * d * d
 
 
@@ -240,6 +265,7 @@ class Costs:
 
     def __init__(self, shape: tuple[LayerShape, ...]) -> None:
         self.shape = shape
+        self._hessian_forms = hessian_forward_forms(Dims(shape))
         self._modes = {(q.name, k): _cheaper(shape, q, k) for q in QUANTITIES.values() if q.flops for k in _COMMON_ROWS}
         self._floats = {
             (q.name, direction, k): _floats(shape, q, direction, k)
@@ -259,6 +285,17 @@ class Costs:
             return mode
         known = self._modes.get((quantity.name, k))
         return known if known is not None else _cheaper(self.shape, quantity, k)
+
+    def hessian_over_reverse(self, stacked: float = 1.0) -> bool:
+        """True when the forward Hessian is cheaper as forward-over-reverse than as the sum of layers.
+
+        ``stacked`` is how much slower than its multiply-add count the sum of layers (stacks of
+        small per-point products) runs on the namespace at hand
+        (:attr:`~xderiv._namespace.Primitives.stacked_products`); 1 where such stacks run as fast as
+        2-D products.
+        """
+        layers, over_reverse = self._hessian_forms
+        return over_reverse < stacked * layers
 
     def floats_per_point(self, quantity: Quantity, direction: str, k: int | None = None) -> float:
         """Working floats one point needs (outputs excluded), for automatic chunking.

@@ -252,8 +252,11 @@ def forward_laplacian(
     return jac, out
 
 
-def tangent_sweep(tape: Tape, seed: Array) -> list[Array]:
-    """Pre-activation tangents :math:`t_z = J_z v` of every layer for directions ``seed`` (k, d) or (n, k, d)."""
+def tangent_sweep(tape: Tape, seed: Array | None) -> list[Array]:
+    """Pre-activation tangents :math:`t_z = J_z v` of every layer for directions ``seed`` (k, d) or (n, k, d).
+
+    None stands for the ``d`` coordinate directions (the first layer's tangents are ``W`` itself).
+    """
     tangents: list[Array] = []
     jacobian_sweep(tape, lambda step, jz: tangents.append(jz), seed)
     return tangents

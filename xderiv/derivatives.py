@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._backward import adjoint_sweep, backward_second_order
+from ._backward import adjoint_sweep, backward_second_order, hessian_over_reverse
 from ._call import Call, coordinate_rows, run, value_kernel
 from ._cost import HESSIAN, JACOBIAN, LAPLACIAN, VALUE
 from ._forward import Tape, forward_hessian, forward_laplacian, jacobian_sweep
@@ -97,7 +97,9 @@ def trace_kernel(
 
 def hessian_kernel(call: Call, tape: Tape) -> tuple[Array, Array]:
     """Jacobian (layers only) and Hessian (with the Potential's :math:`A_s`), (n, m, d) and (n, m, d, d)."""
-    if call.mode == "forward":
+    if call.mode == "forward" and call.plan.costs.hessian_over_reverse(call.ctx.ops.stacked_products):
+        jac, hess = hessian_over_reverse(tape)
+    elif call.mode == "forward":
         jac, lambdas = adjoint_sweep(tape)
         hess = forward_hessian(tape, lambdas)
     else:
