@@ -19,6 +19,9 @@ def pytest_addoption(parser):
     g.addoption("--mem-budget-gb", type=float, default=6.0, help="skip a method whose estimated memory exceeds this")
 
 
+_pinned: list = []
+
+
 def pytest_configure(config):
     _load.append(os.getloadavg()[0])  # a busy machine shows up here (2 shared cores: read ratios, not times)
     threads = config.getoption("--threads", "0")
@@ -28,6 +31,12 @@ def pytest_configure(config):
         if threads == "1":
             flags = " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
             os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + flags
+        # XLA's CPU runtime runs its own thread pool whatever the flags say (jitted jax.hessian used two
+        # cores' CPU time per wall-clock second here): pin the process, so every library gets N cores.
+        if hasattr(os, "sched_setaffinity"):
+            cores = sorted(os.sched_getaffinity(0))[: int(threads)]
+            os.sched_setaffinity(0, cores)
+            _pinned.extend(cores)
 
 
 def pytest_runtest_logreport(report):
@@ -43,6 +52,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["not_timed"] = _not_timed
     output_json["load_average"] = {"start": _load[0], "end": os.getloadavg()[0], "cpus": os.cpu_count()}
     output_json["options"] = {k: config.getoption(k) for k in ("quick", "dtype", "device", "threads")}
+    output_json["options"]["pinned_cores"] = _pinned
     versions = {}
     for pkg in ("xderiv", "numpy", "torch", "jax", "folx", "hessQuik", "cupy"):
         try:
