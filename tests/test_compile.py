@@ -138,6 +138,20 @@ def test_xd_compile_sees_new_weights(backend):
     assert (out - xd.hessian(net, x64)).abs().max().item() < 1e-13
 
 
+def test_every_xd_compile_has_its_own_recompile_budget(backend):
+    """torch.compile limits recompilations per code object; two compiled networks do not share the limit."""
+    _torch_only(backend)
+    import torch
+
+    x = backend.asarray(np.linspace(0.1, 0.9, 12).reshape(4, 3))
+    nets = [xd.mlp([3, w, 1], xp=torch, device=backend.device, seed=w) for w in (5, 6)]
+    config = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+    with config.patch(**{limit: 1}):  # the ninth network used to meet the default limit of 8
+        for net in nets:
+            assert rel_err(backend.to_numpy(xd.compile(xd.value, net)(x)), backend.to_numpy(xd.value(net, x))) < 1e-15
+
+
 def test_jax_vmap_of_an_operator_equals_the_batched_call(backend):
     if backend.name != "jax":
         pytest.skip("jax.vmap: the jax session runs it")

@@ -21,6 +21,7 @@ dtypes or devices change), later calls only the compiled kernels.
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -92,13 +93,27 @@ def _torch(call: Callable[..., Any], net: Any, device: Any, dynamic: bool | None
     graphs = (on_cuda and dynamic is False) if cuda_graphs is None else bool(cuda_graphs)
     if graphs and not on_cuda:
         raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, this one is on {device}")
-    compiled = torch.compile(call, fullgraph=True, dynamic=dynamic, mode="reduce-overhead" if graphs else None)
+    compiled = torch.compile(
+        _own_code(call), fullgraph=True, dynamic=dynamic, mode="reduce-overhead" if graphs else None
+    )
 
     def run(x: Any, *args: Any, **kwargs: Any) -> Any:
         net.resolve()  # a converted module re-reads its Parameters here, outside the trace
         return compiled(x, *args, **kwargs)
 
     return run
+
+
+def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with a code object of its own.
+
+    Dynamo keeps its compiled graphs, and its limit of recompilations (8), per
+    code object: every ``xd.compile`` shares the one of ``call`` above, so
+    without a copy the ninth network compiled in a process would fail
+    (``fullgraph=True`` turns the limit into an error).
+    """
+    code = fn.__code__.replace()  # a new code object, equal to the old one
+    return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 def _jax(operator: Callable[..., Any], net: Any, fixed: dict[str, Any]) -> Any:
