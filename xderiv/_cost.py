@@ -68,11 +68,18 @@ class Dims:
         return float(sum(self.m * a * b + ELEMENTWISE * self.m * b for a, b in zip(dims[:-1], dims[1:])))
 
     def theta(self) -> float:
-        """The second-order adjoint through every layer but the first."""
-        dims, m = self.widths, self.m
-        return float(
-            sum(m * (b * b * a + a * a * b + ELEMENTWISE * (b * b + a * b)) for a, b in zip(dims[1:-1], dims[2:]))
-        )
+        """The second-order adjoint through every layer but the first.
+
+        Per layer ``a -> b`` and output: two products (``b^2 a + a^2 b``) and the elementwise passes of
+        :func:`xderiv._backward.backward_second_order` (``Theta S`` over ``b x b``; ``h S B``,
+        ``diag(c) W^T`` and their sum over ``b x a``; at a residual layer also the two steps ``h``, the
+        skip term of ``B`` and the final sum over ``a x a``).
+        """
+        total = 0.0
+        for a, b, skip, _ in self.shape[1:]:
+            passes = b * b + 3 * a * b + (3 * a * b + a * a if skip else 0)
+            total += self.m * (b * b * a + a * a * b + ELEMENTWISE * passes)
+        return total
 
     def first_theta(self, closing: float) -> float:
         """The first layer of the backward second-order sweep: ``closing`` per output, or a full step if residual."""
