@@ -30,7 +30,7 @@ import torch
 import xderiv as xd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinn_common import Timer, fit, plot  # noqa: E402
+from pinn_common import Timer, fit, plot, relative_error  # noqa: E402
 
 A = 2.0 * math.pi
 
@@ -89,10 +89,7 @@ def solve(
         log_every=log_every,
     )
     test = torch.rand(4096, 2, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
-    with torch.no_grad():
-        want = exact(test)
-        err = torch.linalg.norm(u(test)[:, 0] - want) / torch.linalg.norm(want)
-    return u, history, float(err)
+    return u, history, relative_error(u, exact, test)
 
 
 def parser() -> argparse.ArgumentParser:

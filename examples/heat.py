@@ -24,7 +24,7 @@ import torch
 import xderiv as xd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinn_common import Timer, fit, plot  # noqa: E402
+from pinn_common import Timer, fit, plot, relative_error  # noqa: E402
 
 T = 0.25
 
@@ -84,9 +84,7 @@ def solve(
         log_every=log_every,
     )
     test, _, _ = sample(4096, d, torch.Generator().manual_seed(seed + 1))
-    with torch.no_grad():
-        err = torch.linalg.norm(net(test)[:, 0] - exact(test)) / torch.linalg.norm(exact(test))
-    return net, history, float(err)
+    return net, history, relative_error(net, exact, test)
 
 
 def parser() -> argparse.ArgumentParser:

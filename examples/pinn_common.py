@@ -93,6 +93,14 @@ def fit(
     return history
 
 
+def relative_error(u: Callable[[torch.Tensor], torch.Tensor], exact: Callable, test: torch.Tensor) -> float:
+    """Relative L2 error ||u - exact|| / ||exact|| on the points ``test`` (u's output axis dropped if it has one)."""
+    with torch.no_grad():
+        got, want = u(test), exact(test)
+        got = got.reshape(want.shape)
+        return float(torch.linalg.norm(got - want) / torch.linalg.norm(want))
+
+
 def plot(
     history: list[float],
     slice_x: torch.Tensor,

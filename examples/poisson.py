@@ -28,7 +28,7 @@ import torch
 import xderiv as xd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinn_common import Timer, fit, plot  # noqa: E402
+from pinn_common import Timer, fit, plot, relative_error  # noqa: E402
 
 
 def exact(x: torch.Tensor) -> torch.Tensor:
@@ -76,9 +76,7 @@ def solve(
         log_every=log_every,
     )
     test = torch.rand(4096, d, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
-    with torch.no_grad():
-        err = torch.linalg.norm(net(test)[:, 0] - exact(test)) / torch.linalg.norm(exact(test))
-    return net, history, float(err)
+    return net, history, relative_error(net, exact, test)
 
 
 def ball_points(n: int, d: int, gen: torch.Generator) -> torch.Tensor:
@@ -128,10 +126,7 @@ def solve_hard_bc(
         log_every=log_every,
     )
     test = ball_points(4096, d, torch.Generator().manual_seed(seed + 1))
-    with torch.no_grad():
-        want = exact_u(test)
-        err = torch.linalg.norm(u(test) - want) / torch.linalg.norm(want)
-    return u, history, float(err)
+    return u, history, relative_error(u, exact_u, test)
 
 
 def parser() -> argparse.ArgumentParser:
