@@ -97,11 +97,12 @@ def trace_kernel(
 
 def hessian_kernel(call: Call, tape: Tape) -> tuple[Array, Array]:
     """Jacobian (layers only) and Hessian (with the Potential's :math:`A_s`), (n, m, d) and (n, m, d, d)."""
-    if call.mode == "forward" and call.plan.costs.hessian_over_reverse(call.ctx.ops.stacked_products):
-        jac, hess = hessian_over_reverse(tape)
-    elif call.mode == "forward":
-        jac, lambdas = adjoint_sweep(tape)
-        hess = forward_hessian(tape, lambdas)
+    if call.mode == "forward":
+        if call.plan.costs.hessian_over_reverse(call.ctx.ops.stacked_products):
+            jac, hess = hessian_over_reverse(tape)
+        else:
+            jac, lambdas = adjoint_sweep(tape)
+            hess = forward_hessian(tape, lambdas)
     else:
         jac, first = backward_second_order(tape)
         hess = first.hessian(call.n, call.m, call.d)
