@@ -599,3 +599,65 @@ def test_registered_activation_with_and_without_higher_derivatives(backend):
         plain.derivatives(z, xp, 3)
     with pytest.raises(TypeError, match="nth_derivative must be a callable f\\(z, k\\)"):
         xd.register_activation("bad-nth", lambda z: z, lambda z: z, lambda z: z, nth_derivative=lambda z: z)
+
+
+# --------------------------------------------------------------------------- the next derivative from the parts
+
+AFTER = [name for name in ACTIVATIONS if get_activation(name).after is not None]
+
+
+def test_the_pinn_activations_have_a_next_derivative():
+    assert {"tanh", "antitanh", "logcosh", "sin"} <= set(AFTER)
+
+
+@pytest.mark.parametrize("name", AFTER)
+def test_next_derivative_is_the_next_higher_derivative(backend, name):
+    """sigma^(k+1) from (sigma, ..., sigma^(k)) equals the any-order evaluation's, for k = 0 ... 5, on a wide grid."""
+    act = get_activation(name)
+    z = backend.asarray(np.concatenate([-np.logspace(-8, 2.5, 40), [0.0], np.logspace(-8, 2.5, 40)]))
+    want = [backend.to_numpy(a) for a in act.derivatives(z, backend.xp, 6)]
+    for k in range(6):
+        parts = act.derivatives(z, backend.xp, k)
+        got = backend.to_numpy(act.next_derivative(z, tuple(parts), backend.xp))
+        scale = np.maximum(np.abs(want[k + 1]), 1e-300)
+        assert np.all(np.abs(got - want[k + 1]) <= 8 * U64 * scale + 1e-300), (name, k)
+
+
+@pytest.mark.parametrize("name", AFTER)
+def test_torch_activation_node_derivatives(backend, name):
+    """torch's one-node activation (Primitives.activation): its backward, double backward, jvp and vmap
+    against finite differences (gradcheck) and against the any-order derivatives."""
+    if backend.name != "torch":
+        pytest.skip("torch's autograd node: the torch session")
+    import torch
+
+    from xderiv._namespace import primitives
+
+    act, xp = get_activation(name), backend.xp
+    ops = primitives(xp)
+    z = backend.asarray(np.linspace(-3.0, 3.0, 13)).requires_grad_()
+    for order in (1, 2, 3):
+
+        def node(z, order=order):
+            return ops.activation(act, z, xp, order)
+
+        assert torch.autograd.gradcheck(node, (z,), check_forward_ad=True)
+        assert torch.autograd.gradgradcheck(node, (z,))
+    # the node is taken, and its reverse derivative is sigma^(j+1) for part j
+    parts = ops.activation(act, z, xp, 2)
+    assert parts[0].grad_fn is not None and type(parts[0].grad_fn).__name__.startswith("ActivationParts")
+    want = act.derivatives(z.detach(), xp, 3)
+    for j in range(3):
+        (g,) = torch.autograd.grad(parts[j].sum(), z, retain_graph=True)
+        assert rel_err(backend.to_numpy(g), backend.to_numpy(want[j + 1])) < 1e-15
+    import torch.autograd.forward_ad as fwad
+
+    tangent = backend.asarray(np.linspace(1.0, 2.0, 13))
+    with fwad.dual_level():
+        dual = ops.activation(act, fwad.make_dual(z, tangent), xp, 2)
+        assert type(dual[0].grad_fn).__name__.startswith("ActivationParts")  # the node's jvp, not the formulas'
+        for j in range(3):
+            got = fwad.unpack_dual(dual[j]).tangent
+            assert rel_err(backend.to_numpy(got), backend.to_numpy(want[j + 1] * tangent)) < 1e-15
+    per_point = torch.func.vmap(torch.func.grad(lambda t: ops.activation(act, t, xp, 2)[2]))(z.detach())
+    assert rel_err(backend.to_numpy(per_point), backend.to_numpy(want[3])) < 1e-15

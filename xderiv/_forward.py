@@ -137,7 +137,7 @@ def value_sweep(
         if layer.activation.linear:
             a = z
         else:
-            parts = layer.activation.derivatives(z, xp, order)
+            parts = ops.activation(layer.activation, z, xp, order)
             a, derivs = parts[0], tuple(parts[1:])
             d1 = parts[1] if order >= 1 else None
             d2 = parts[2] if order >= 2 else None

@@ -91,6 +91,7 @@ from ._namespace import Array
 from ._series import compose
 
 Fused = Callable[[Array, Any, int], tuple[Array, ...]]
+After = Callable[[Array, tuple[Array, ...], Any], Array]
 
 _LOG2 = math.log(2.0)
 # Beyond |z| = _CLIP every exponential factor of the activations below is exactly 0 (in
@@ -127,6 +128,10 @@ class Activation:
     evaluate: Fused = field(repr=False)
     linear: bool = False
     higher: Fused | None = field(default=None, repr=False)
+    after: After | None = field(default=None, repr=False)
+    r""":math:`\sigma^{(k+1)}(z)` from ``z`` and the ``parts`` :math:`(\sigma, \dots, \sigma^{(k)})`
+    already evaluated there (:meth:`next_derivative`); None where no cheaper form than a new
+    evaluation exists."""
 
     def __call__(self, z: Array, xp: Any) -> Array:
         """:math:`\\sigma(z)`."""
@@ -136,6 +141,17 @@ class Activation:
     def max_order(self) -> int | None:
         """The highest derivative order available: None (any) when ``higher`` is given, else 2."""
         return None if self.higher is not None else 2
+
+    def next_derivative(self, z: Array, parts: tuple[Array, ...], xp: Any) -> Array | None:
+        r""":math:`\sigma^{(k+1)}(z)` given ``parts`` :math:`= (\sigma, \dots, \sigma^{(k)})` at ``z``.
+
+        The derivative of every part at once (part :math:`j` has derivative part
+        :math:`j + 1`), so that a reverse (or forward-mode) pass through
+        :meth:`derivatives` costs a few elementwise operations instead of the
+        derivative of each part's formula.  None when the activation has no such
+        form (``after``): the caller then differentiates the formulas.
+        """
+        return None if self.after is None else self.after(z, parts, xp)
 
     def derivatives(self, z: Array, xp: Any, order: int) -> tuple[Array, ...]:
         """:math:`(\\sigma, \\sigma', \\dots, \\sigma^{(\\mathrm{order})})` at ``z``.
@@ -592,6 +608,25 @@ def _tanh_tail(t: Array, sech2: Array, order: int) -> list[Array]:
     return [sech2 * _parity_polynomial(q, t, t2) for q in _tanh_polynomials(order)]
 
 
+def _tanh_after(z: Array, parts: tuple[Array, ...], xp: Any) -> Array:
+    """tanh^(k+1) = sech^2 Q_{k+1}(tanh) from parts (tanh, sech^2, ...); sech^2 itself after k = 0."""
+    k = len(parts) - 1
+    if k == 0:
+        return _sech2(z, xp)
+    t = parts[0]
+    return parts[1] * _parity_polynomial(_tanh_polynomials(k + 1)[k], t, t * t)
+
+
+def _tanh_derivative_after(z: Array, parts: tuple[Array, ...], xp: Any) -> Array:
+    """For antitanh and logcosh, whose derivatives are tanh and its derivatives."""
+    return xp.tanh(z) if len(parts) == 1 else _tanh_after(z, parts[1:], xp)
+
+
+def _sin_after(z: Array, parts: tuple[Array, ...], xp: Any) -> Array:
+    """sin^(k+1) = -sin^(k-1) (the cycle sin, cos, -sin, -cos); cos after k = 0."""
+    return xp.cos(z) if len(parts) == 1 else -parts[-2]
+
+
 def _tanh_higher(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
     t = xp.tanh(z)
     return (t,) + tuple(_tanh_tail(t, _sech2(z, xp), order))
@@ -775,7 +810,16 @@ _BUILTIN_FUNCTIONS: list[tuple[str, Fused, Fused]] = [
     ("relu2", _relu2, _relu2_higher),
     ("gaussian", _gaussian, _gaussian_higher),
 ]
-_BUILTIN: dict[str, Activation] = {name: Activation(name, fn, higher=up) for name, fn, up in _BUILTIN_FUNCTIONS}
+# Where the next derivative follows from the parts in a few operations (the reverse pass's σ^(k+1)).
+_AFTER: dict[str, After] = {
+    "tanh": _tanh_after,
+    "antitanh": _tanh_derivative_after,
+    "logcosh": _tanh_derivative_after,
+    "sin": _sin_after,
+}
+_BUILTIN: dict[str, Activation] = {
+    name: Activation(name, fn, higher=up, after=_AFTER.get(name)) for name, fn, up in _BUILTIN_FUNCTIONS
+}
 _BUILTIN["identity"] = Activation("identity", _identity, linear=True, higher=_identity_higher)
 for _activation in _BUILTIN.values():
     _register(_activation)
