@@ -603,11 +603,11 @@ def test_registered_activation_with_and_without_higher_derivatives(backend):
 
 # --------------------------------------------------------------------------- the next derivative from the parts
 
-AFTER = [name for name in ACTIVATIONS if get_activation(name).after is not None]
+AFTER = [name for name in ACTIVATIONS + NEW if get_activation(name).after is not None]
 
 
-def test_the_pinn_activations_have_a_next_derivative():
-    assert {"tanh", "antitanh", "logcosh", "sin"} <= set(AFTER)
+def test_the_built_ins_that_gain_have_a_next_derivative():
+    assert set(AFTER) == {"tanh", "antitanh", "logcosh", "sin", "gelu", "gelu_tanh", "silu", "mish", "gaussian"}
 
 
 @pytest.mark.parametrize("name", AFTER)
@@ -661,3 +661,65 @@ def test_torch_activation_node_derivatives(backend, name):
             assert rel_err(backend.to_numpy(got), backend.to_numpy(want[j + 1] * tangent)) < 1e-15
     per_point = torch.func.vmap(torch.func.grad(lambda t: ops.activation(act, t, xp, 2)[2]))(z.detach())
     assert rel_err(backend.to_numpy(per_point), backend.to_numpy(want[3])) < 1e-15
+
+
+NON_SMOOTH = ("elu", "celu", "selu", "relu2")  # kinks at 0, taken as torch's autograd takes them (module docs)
+SMOOTH = [name for name in ACTIVATIONS + NEW if name.partition("(")[0] not in NON_SMOOTH]
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_autodiff_through_the_formulas_is_exact_at_zero(backend, name):
+    """The stable formulas are written in |z|; differentiated by the backend's own autodiff, reverse and
+    forward, part j gives sigma^(j+1) at z = 0 too (``abs``' sign(0) = 0 made sigmoid'(0) come out 0,
+    and with it the weight gradients of a sigmoid network wherever a pre-activation is exactly 0)."""
+    if backend.name not in ("torch", "jax"):
+        pytest.skip("autodiff: the torch and jax sessions")
+    grad = autodiff(backend)[3]
+    if backend.name == "torch":
+        from torch.func import jvp
+    else:
+        from jax import jvp
+    act, xp = get_activation(name), backend.xp
+    z = backend.asarray([0.0, -0.0, 1e-300, -1e-300, 0.3, -0.7])
+    want = [backend.to_numpy(a) for a in act.derivatives(z, xp, 3)]
+    for j in range(3):
+
+        def part(t, j=j):
+            return act.derivatives(t, xp, 2)[j]
+
+        reverse = backend.to_numpy(grad(lambda t: xp.sum(part(t)))(z))
+        forward = backend.to_numpy(jvp(part, (z,), (xp.ones_like(z),))[1])
+        for got in (reverse, forward):
+            # relative, but absolute at z = +-1e-300 (autodiff through 1 - exp(-2|z|) rounds there)
+            assert np.all(np.abs(got - want[j + 1]) <= 1e-13 * np.abs(want[j + 1]) + 1e-290), (name, j, got, want)
+
+
+def test_weight_gradients_of_a_sigmoid_network_at_a_zero_pre_activation(backend):
+    """Zero biases and the origin put every first-layer pre-activation at exactly 0: the weight gradients of
+    the value and of the Laplacian still equal those of the plain network (autodiff of torch.sigmoid/jax's)."""
+    if backend.name not in ("torch", "jax"):
+        pytest.skip("autodiff: the torch and jax sessions")
+    grad = autodiff(backend)[3]
+    xp = backend.xp
+    rng = np.random.default_rng(3)
+    w1, w2 = backend.asarray(rng.standard_normal((2, 3))), backend.asarray(rng.standard_normal((3, 1)))
+    b1, b2 = backend.asarray(np.zeros(3)), backend.asarray(np.zeros(1))
+    x = backend.asarray(np.zeros((1, 2)))
+
+    def ours(arrays, quantity):
+        net = xd.Sequential(xd.Dense(arrays[0], arrays[1], "sigmoid"), xd.Dense(arrays[2], b2, "identity"))
+        return xp.sum(getattr(xd, quantity)(net, x))
+
+    def plain(arrays, quantity):
+        def u(p):
+            return xp.sum(1.0 / (1.0 + xp.exp(-(p @ arrays[0] + arrays[1]))) * arrays[2][:, 0])
+
+        if quantity == "value":
+            return u(x[0])
+        return sum(grad(lambda t, i=i: grad(u)(t)[i])(x[0])[i] for i in range(2))
+
+    for quantity in ("value", "laplacian"):
+        got = grad(lambda a, q=quantity: ours(a, q))([w1, b1, w2])
+        want = grad(lambda a, q=quantity: plain(a, q))([w1, b1, w2])
+        for a, b in zip(got, want):
+            assert rel_err(backend.to_numpy(a), backend.to_numpy(b)) < 1e-14, quantity

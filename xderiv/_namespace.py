@@ -642,6 +642,15 @@ def _torch_activation(xp: Any) -> Callable[[Any, Array, Any, int], tuple[Array, 
     return activation
 
 
+def has_autodiff(xp: Any) -> bool:
+    """True for torch and JAX, whose arrays are differentiated through the formulas xderiv evaluates.
+
+    By name (traceable, no cache), like :func:`is_numpy_namespace`.  Formulas whose plain form
+    autodiff differentiates wrongly somewhere (``abs`` at 0) take an exact form there only.
+    """
+    return getattr(xp, "__name__", "") in ("array_api_compat.torch", "torch", "jax.numpy")
+
+
 def is_numpy_namespace(xp: Any) -> bool:
     """True for NumPy's namespace (array-api-compat's wrapper or NumPy itself), by name: traceable, no cache."""
     return getattr(xp, "__name__", "") in ("numpy", "array_api_compat.numpy")
