@@ -224,13 +224,14 @@ def _sigmoid_parts(z: Array, xp: Any, order: int, e: Array | None = None) -> tup
 
 
 def _sech2(z: Array, xp: Any) -> Array:
-    """sech^2 z = (1 / cosh z)^2, with z clipped where cosh would overflow (sech^2 underflows to 0 there).
+    """sech^2 z = 4 e / (1 + e)^2 with e = exp(-2|z|): no overflow, full relative accuracy.
 
-    Full relative accuracy, smooth for autodiff at every order (no |z|), and four operations.
+    (As (1 / cosh z)^2, z clipped below cosh's overflow, it takes fewer operations eagerly, but
+    traced by XLA or inductor a tanh PINN training step took 1.3-3x as long.)
     """
-    big = math.log(float(xp.finfo(z.dtype).max))
-    s = 1.0 / xp.cosh(xp.clip(z, min=-big, max=big))
-    return s * s
+    e = xp.exp(-2.0 * _abs(z, xp))
+    q = 1.0 + e
+    return 4.0 * e / (q * q)
 
 
 def _clip(z: Array, xp: Any) -> Array:
