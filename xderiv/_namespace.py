@@ -589,18 +589,18 @@ def _torch_activation(xp: Any) -> Callable[[Any, Array, Any, int], tuple[Array, 
     :math:`\bar g_j` of the parts) through :math:`\partial \sigma^{(j)}/\partial z =
     \sigma^{(j+1)}`, with the last one from ``next_derivative``: a handful of
     operations where autograd would record and differentiate every operation of
-    the stable formulas (about a fifth of a tanh network's training step).  Both
-    are written with differentiable operations on the saved parts, so gradients
-    of gradients go through the node again.
+    the stable formulas (3-6 % of a tanh network's training step, 15-23 % with
+    gelu, silu or mish).  Both are written with differentiable operations on the
+    saved parts, so gradients of gradients go through the node again.
     """
     addcmul = xp.addcmul
 
     def chain(activation: Any, z: Array, parts: tuple[Array, ...], seeds: tuple[Array | None, ...]) -> Array | None:
         r""":math:`\sum_j s_j \odot \sigma^{(j+1)}(z)` over the seeds given (None: no seed)."""
-        higher = parts[1:] + (activation.next_derivative(z, parts, xp),)
         out = None
-        for seed, derivative in zip(seeds, higher):
+        for j, seed in enumerate(seeds):
             if seed is not None:
+                derivative = parts[j + 1] if j + 1 < len(parts) else activation.next_derivative(z, parts, xp)
                 out = seed * derivative if out is None else addcmul(out, seed, derivative)
         return out
 

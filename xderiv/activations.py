@@ -845,8 +845,8 @@ _BUILTIN_FUNCTIONS: list[tuple[str, Fused, Fused]] = [
 ]
 # The reverse pass's sigma^(k+1) (Activation.after): from the parts in a few operations where it can
 # be, else evaluated afresh where that measured faster than autograd's derivative of the formulas (a
-# tanh 3-64-64-1 PINN training step on torch, one core: gelu -23 %, silu, mish, gelu_tanh, gaussian
-# -15 %; sigmoid, softplus, elu and relu2 gained nothing and keep autograd's).
+# 3-64-64-1 PINN training step with the activation, torch, one core: gelu -23 %, silu, mish,
+# gelu_tanh, gaussian -15 %; sigmoid, softplus, elu and relu2 gained nothing and keep autograd's).
 _AFTER: dict[str, After] = {
     "tanh": _tanh_after,
     "antitanh": _tanh_derivative_after,
