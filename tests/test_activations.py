@@ -625,11 +625,12 @@ def test_next_derivative_is_the_next_higher_derivative(backend, name):
 
 @pytest.mark.parametrize("name", AFTER)
 def test_torch_activation_node_derivatives(backend, name):
-    """torch's one-node activation (Primitives.activation): its backward, double backward, jvp and vmap
+    """torch's one-node activation (Primitives.activation): its backward, double backward and jvp
     against finite differences (gradcheck) and against the any-order derivatives."""
     if backend.name != "torch":
         pytest.skip("torch's autograd node: the torch session")
     import torch
+    import torch.autograd.forward_ad as fwad
 
     from xderiv._namespace import primitives
 
@@ -650,8 +651,6 @@ def test_torch_activation_node_derivatives(backend, name):
     for j in range(3):
         (g,) = torch.autograd.grad(parts[j].sum(), z, retain_graph=True)
         assert rel_err(backend.to_numpy(g), backend.to_numpy(want[j + 1])) < 1e-15
-    import torch.autograd.forward_ad as fwad
-
     tangent = backend.asarray(np.linspace(1.0, 2.0, 13))
     with fwad.dual_level():
         dual = ops.activation(act, fwad.make_dual(z, tangent), xp, 2)
