@@ -49,6 +49,9 @@ def backends(device: str):
     return ("cupy", "torch") if device == "cuda" else ("numpy", "torch")
 
 
+CUPY_PLAIN = "xderiv-cupy[plain]"
+"""CuPy eager, mode auto, with the plain Array API expressions instead of CuPy's fused kernels (their baseline)."""
+
 COMPILED = ("xderiv-torch xd.compile", "xderiv-jax xd.compile")
 """xderiv traced by a compiler (torch.compile, plus CUDA graphs on a GPU; jax.jit): mode auto, Laplacian and Hessian."""
 
@@ -63,6 +66,8 @@ def names(quantity: str, device: str = "cpu") -> list[str]:
         xs = [f"xderiv-{b}[{m}]" for b in backends(device) for m in MODES]
     if quantity in ("laplacian", "hessian"):
         xs += list(COMPILED)
+        if device == "cuda":
+            xs.append(CUPY_PLAIN)
     return xs + HIGHER_PEERS.get(quantity, PEERS.get(quantity, OPERATOR_PEERS))
 
 
@@ -171,7 +176,30 @@ def _xderiv(p: Problem, dtype: str, backend: str, device: str, est_hess: float):
     for q, op in ops.items():
         for m in MODES:
             out[(q, f"{tag}[{m}]")] = Method(timed(lambda op=op, m=m: op(m)), conv, est_hess if q == "hessian" else 0)
+    if backend == "cupy":
+        for q in ("laplacian", "hessian"):
+            plain = _with_plain_primitives(type(x), ops[q])
+            mem = est_hess if q == "hessian" else 0
+            out[(q, CUPY_PLAIN)] = Method(timed(lambda plain=plain: plain("auto")), conv, mem)
     return out
+
+
+def _with_plain_primitives(array_type: type, fn: Callable[[str], object]) -> Callable[[str], object]:
+    """``fn`` run with the plain Array API expressions for ``array_type``, not its namespace's fused primitives."""
+    import dataclasses
+
+    from xderiv import _namespace
+    from xderiv._primitives import PLAIN
+
+    def run(mode: str) -> object:
+        fused = _namespace._KINDS[array_type]
+        _namespace._KINDS[array_type] = dataclasses.replace(fused, prims=PLAIN)
+        try:
+            return fn(mode)
+        finally:
+            _namespace._KINDS[array_type] = fused
+
+    return run
 
 
 def _compiled(p: Problem, dtype: str, device: str, est_hess: float):

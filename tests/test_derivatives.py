@@ -7,7 +7,7 @@ import pytest
 
 import xderiv as xd
 from xderiv._cost import Costs
-from xderiv._namespace import XLA
+from xderiv._primitives import XLA
 
 from .helpers import fd_hessian, fd_jacobian, rel_err
 from .networks_zoo import NAMES, points, zoo

@@ -25,8 +25,9 @@ from xderiv._cost import Costs
 # two GEMMs (J_z = J_u W and the Laplacian row), sigma' * J_z, the column sums of J_z^2, and one
 # fused multiply-add.  On torch, addmm (z = uW + b, and a residual layer's adjoint accumulated with
 # its product), add(alpha=h) (residual steps) and addcmul (y + a * b) replace two operations each;
-# other namespaces evaluate the plain expressions.  "over_reverse" is the forward Hessian's other
-# form (d Hessian-vector products), counted whatever the widths would pick.
+# CuPy has elementwise and reduction kernels of its own (9 launches where this table's torch row
+# has 20); other namespaces evaluate the plain expressions.  "over_reverse" is the forward
+# Hessian's other form (d Hessian-vector products), counted whatever the widths would pick.
 BUDGET = {
     ("dense", "value", "auto"): 2,  # addmm, tanh
     ("dense", "jacobian", "forward"): 13,

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._forward import Step, Tape, tangent_sweep
-from ._namespace import Array, Context, diagonal, matmul_last, scale, trace
+from ._namespace import Array, Context, diagonal, trace
+from ._primitives import matmul_last, scale
 
 
 def _per_sample(s1: Array, ndim: int, xp: Any) -> Array:

@@ -298,7 +298,7 @@ class Costs:
 
         ``stacked`` is how much slower than its multiply-add count the sum of layers (stacks of
         small per-point products) runs on the namespace at hand
-        (:attr:`~xderiv._namespace.Primitives.stacked_products`); 1 where such stacks run as fast as
+        (:attr:`~xderiv._primitives.Primitives.stacked_products`); 1 where such stacks run as fast as
         2-D products.
         """
         layers, over_reverse = self._hessian_forms

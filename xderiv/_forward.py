@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._namespace import Array, Context, matmul_last, scale, sum_squares
+from ._namespace import Array, Context
+from ._primitives import matmul_last, scale
 from .layers import Dense
 
 
@@ -232,7 +233,7 @@ def forward_laplacian(
                 curv, d1 = step.d2[:, None, :] * sq, step.d1[:, None, :]
             else:
                 if row_weights is None:
-                    colsq = sum_squares(jz, -2, xp)
+                    colsq = ops.sum_squares(jz, -2, xp)
                 else:
                     colsq = xp.sum(row_weights[:, None] * (jz * jz), axis=-2)
                 curv, d1 = step.d2 * colsq, step.d1

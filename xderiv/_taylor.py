@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._forward import Tape
-from ._namespace import Array, Context, matmul_last, scale
+from ._namespace import Array, Context
+from ._primitives import matmul_last, scale
 from ._series import add, compose, mul
 
 

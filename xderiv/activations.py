@@ -90,7 +90,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from ._namespace import Array, has_autodiff
+from ._namespace import Array
+from ._primitives import has_autodiff
 from ._series import compose
 
 Fused = Callable[[Array, Any, int], tuple[Array, ...]]
@@ -135,6 +136,10 @@ class Activation:
     r""":math:`\sigma^{(k+1)}(z)` from ``z`` and the ``parts`` :math:`(\sigma, \dots, \sigma^{(k)})`
     already evaluated there (:meth:`next_derivative`), used by the reverse pass on torch; None
     (the default) leaves that pass to autograd's derivative of ``evaluate``'s formulas."""
+    kernel: str | None = field(default=None, repr=False)
+    r"""CUDA-C body computing ``s``, ``d1``, ``d2`` (:math:`\sigma, \sigma', \sigma''`) from ``z``
+    (all of type ``T``), the same formulas as ``evaluate``: on CuPy, orders 1 and 2 then take one
+    elementwise kernel instead of one per operation.  None (the default): ``evaluate``'s operations."""
 
     def __call__(self, z: Array, xp: Any) -> Array:
         """:math:`\\sigma(z)`."""
@@ -854,12 +859,27 @@ _AFTER: dict[str, After] = {
     "sin": _sin_after,
 }
 _EVALUATED_AFTER = ("gelu", "gelu_tanh", "silu", "mish", "gaussian")
+# CuPy's one-kernel parts (Activation.kernel): the formulas above, operation for operation and in
+# their order, so that the kernel agrees with the operations to round-off (tested on a GPU).
+_KERNELS: dict[str, str] = {
+    "tanh": "T e = exp(-2 * fabs(z)); T q = 1 + e; s = tanh(z); d1 = 4 * e / (q * q); d2 = -2 * s * d1;",
+    "sigmoid": (
+        "T a = fabs(z); T e = exp(-a); T r = 1 / (1 + e); s = z >= 0 ? r : e * r; d1 = e * r * r;"
+        " T g = (z > 0) - (z < 0); d2 = -(g * -expm1(-a)) * r * d1;"
+    ),
+    "softplus": (
+        "T a = fabs(z); T e = exp(-a); T r = 1 / (1 + e); s = (z >= 0 ? z : T(0)) + log1p(e);"
+        " d1 = z >= 0 ? r : e * r; d2 = e * r * r;"
+    ),
+    "sin": "s = sin(z); d1 = cos(z); d2 = -s;",
+}
 _BUILTIN: dict[str, Activation] = {
     name: Activation(
         name,
         fn,
         higher=up,
         after=_AFTER.get(name, partial(_evaluated_after, higher=up) if name in _EVALUATED_AFTER else None),
+        kernel=_KERNELS.get(name),
     )
     for name, fn, up in _BUILTIN_FUNCTIONS
 }

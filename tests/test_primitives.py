@@ -1,0 +1,158 @@
+"""The fused primitives of each namespace (``xderiv._primitives``) against the expressions they replace.
+
+On every backend the namespace's :class:`~xderiv._primitives.Primitives` must give what the plain
+Array API expressions give, to round-off: torch's ``addmm``/``addcmul``, NumPy's ``einsum``, and on
+CuPy (the ``tests-cupy`` and ``tests-gpu`` sessions) the elementwise and reduction kernels and the
+activations' one-kernel parts, checked here at the extremes their stable formulas exist for.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+from xderiv._primitives import NUMPY, PLAIN, Primitives, _cupy_primitives, primitives
+from xderiv.activations import get_activation
+
+TOL = {"float64": 1e-14, "float32": 1e-5}
+
+
+def _close(backend, got, want, dtype: str) -> None:
+    got, want = backend.to_numpy(got), backend.to_numpy(want)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_primitives_equal_the_plain_expressions(backend, dtype):
+    xp, ops = backend.xp, primitives(backend.xp)
+    rng = np.random.default_rng(0)
+
+    def arr(*shape):
+        return backend.asarray(rng.standard_normal(shape), dtype)
+
+    y, a, b = arr(5, 3, 4), arr(5, 3, 4), arr(5, 1, 4)  # b broadcast over the middle axis, as sigma' is
+    _close(backend, ops.addcmul(y, a, b), y + a * b, dtype)
+    _close(backend, ops.axpy(y, 0.5, a), y + 0.5 * a, dtype)
+    _close(backend, ops.axpy(y, 1.0, a), y + a, dtype)
+    for axis in (-2, 1, -1, 0):
+        _close(backend, ops.sum_squares(a, axis, xp), xp.sum(a * a, axis=axis), dtype)
+    transposed = xp.permute_dims(a, (0, 2, 1))  # not contiguous
+    _close(backend, ops.sum_squares(transposed, -2, xp), xp.sum(transposed * transposed, axis=-2), dtype)
+    u, w, bias = arr(6, 3), arr(3, 4), arr(4)
+    _close(backend, ops.affine(u, w, bias), u @ w + bias, dtype)
+    acc = arr(5, 3, 4)
+    lhs = arr(5, 3, 3)
+    want = acc + xp.reshape(xp.reshape(lhs, (15, 3)) @ w, (5, 3, 4))
+    _close(backend, ops.matmul_add(acc, lhs, w, xp), want, dtype)
+
+
+# z where the stable formulas matter: 0 and -0, tiny, ordinary, where tanh and sigmoid saturate,
+# where exp(-|z|) underflows, and the largest floats.
+_EXTREMES = [0.0, -0.0, 1e-300, -1e-300, 1e-30, 0.3, -0.7, 1.0, -2.5, 9.0, -19.0, 20.0, 40.0, -40.0, 88.0, -100.0]
+_EXTREMES += [700.0, -745.0, 1e3, -1e3, 1e30, -1e30, 1e300, -1e300]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "softplus", "sin", "gelu", "silu"])
+def test_activation_parts_equal_the_formulas(backend, name, dtype):
+    """The namespace's ``activation`` (on CuPy one kernel from ``Activation.kernel``) against ``evaluate``."""
+    act, xp, ops = get_activation(name), backend.xp, primitives(backend.xp)
+    values = np.array(_EXTREMES)
+    if dtype == "float32":
+        values = values[np.abs(values) < 1e38]
+    if name == "sin":
+        values = values[np.abs(values) < 1e3]  # sin of huge arguments: argument reduction differs by library
+    z = backend.asarray(values, dtype)
+    for order in (1, 2):
+        got = ops.activation(act, z, xp, order)
+        want = act.derivatives(z, xp, order)
+        assert len(got) == len(want) == order + 1
+        for g, w in zip(got, want):
+            _close(backend, g, w, dtype)
+
+
+def test_each_namespace_gets_its_primitives(backend):
+    ops = primitives(backend.xp)
+    expected = {"numpy": NUMPY, "strict": PLAIN, "dask": PLAIN}
+    if backend.name in expected:
+        assert ops is expected[backend.name]
+    elif backend.name == "cupy":
+        assert ops is not PLAIN and ops.sum_squares is not PLAIN.sum_squares
+    else:  # torch's addmm/addcmul, JAX's cost ratio
+        assert ops is not PLAIN
+
+
+class _FakeKernels:
+    """A stand-in for CuPy's kernel classes on NumPy: records each kernel and evaluates it by name.
+
+    Checks the glue (which operands each kernel gets, which calls fall back), not the CUDA bodies,
+    which the tests above check on a GPU.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.bodies: list[str] = []
+
+    def ElementwiseKernel(self, in_params, out_params, body, name):  # noqa: N802 - CuPy's name
+        def run(*args):
+            self.calls.append(name)
+            if name == "xderiv_addcmul":
+                y, a, b = args
+                return y + a * b
+            if name == "xderiv_axpy":
+                y, a, h = args
+                assert isinstance(h, np.floating) and h.dtype == a.dtype  # the scalar in the operands' dtype
+                return y + h * a
+            assert name == "xderiv_activation" and (in_params, out_params) == ("T z", "T s, T d1, T d2")
+            self.bodies.append(body)
+            return get_activation("tanh").derivatives(args[0], np, 2)
+
+        return run
+
+    def ReductionKernel(self, in_params, out_params, map_expr, reduce_expr, post_expr, identity, name):  # noqa: N802
+        assert (map_expr, reduce_expr, identity) == ("x * x", "a + b", "0")
+
+        def run(a, axis):
+            self.calls.append(name)
+            assert 0 <= axis < a.ndim  # normalised
+            return np.sum(a * a, axis=axis)
+
+        return run
+
+
+def test_cupy_glue_calls_its_kernels_and_falls_back_otherwise():
+    """``_cupy_primitives`` on a fake namespace: kernels for float operands of one dtype, plain expressions else."""
+    fake = _FakeKernels()
+    xp = types.SimpleNamespace(
+        __name__="array_api_compat.cupy",
+        ElementwiseKernel=fake.ElementwiseKernel,
+        ReductionKernel=fake.ReductionKernel,
+        float32=np.float32,
+        float64=np.float64,
+        sum=np.sum,
+    )
+    ops = _cupy_primitives(xp)
+    assert isinstance(ops, Primitives) and ops is not PLAIN
+    y, a = np.ones((2, 3)), np.full((2, 3), 2.0)
+    np.testing.assert_array_equal(ops.addcmul(y, a, a), 5.0)
+    np.testing.assert_array_equal(ops.axpy(y, 0.5, a), 2.0)
+    np.testing.assert_array_equal(ops.sum_squares(a[None], -2, xp), np.full((1, 3), 8.0))
+    assert fake.calls == ["xderiv_addcmul", "xderiv_axpy", "xderiv_sum_squares"]
+    # h = 1, mixed dtypes and integers take the plain expressions
+    ops.axpy(y, 1.0, a)
+    ops.addcmul(y, a, a.astype(np.float32))
+    ops.sum_squares(np.ones((2, 3), dtype=np.int64), -1, xp)
+    assert len(fake.calls) == 3
+    # the activation kernel: orders 1 and 2 of an activation with a kernel body, sliced to the order
+    tanh, z = get_activation("tanh"), np.linspace(-2.0, 2.0, 5)
+    assert len(ops.activation(tanh, z, np, 1)) == 2 and len(ops.activation(tanh, z, np, 2)) == 3
+    assert fake.bodies == [tanh.kernel, tanh.kernel] and fake.calls[-2:] == ["xderiv_activation"] * 2
+    ops.activation(tanh, z, np, 0)
+    ops.activation(tanh, z, np, 3)
+    ops.activation(get_activation("gelu"), z, np, 2)  # no kernel body
+    assert len(fake.calls) == 5
+    # a namespace without kernel classes keeps the plain expressions
+    assert _cupy_primitives(types.SimpleNamespace(__name__="array_api_compat.cupy")) is PLAIN
