@@ -1,8 +1,9 @@
 """Array-namespace glue: the one place that talks to ``array-api-compat``.
 
 Everything else in the core receives ``xp`` (an Array API namespace) from
-here and never asks which library it is.  Backend-tuned primitives, if any,
-are chosen here once per namespace; the recursions stay written once.
+here and never asks which library it is.  Each array type's backend-tuned
+primitives (:mod:`xderiv._primitives`) are looked up here once, when a network
+is built; the recursions stay written once.
 """
 
 from __future__ import annotations
