@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import types
 
+import array_api_compat.numpy as npx
 import numpy as np
 import pytest
 
@@ -108,7 +109,7 @@ class _FakeKernels:
                 return y + h * a
             assert name == "xderiv_activation" and (in_params, out_params) == ("T z", "T s, T d1, T d2")
             self.bodies.append(body)
-            return get_activation("tanh").derivatives(args[0], np, 2)
+            return get_activation("tanh").derivatives(args[0], npx, 2)
 
         return run
 
@@ -148,11 +149,11 @@ def test_cupy_glue_calls_its_kernels_and_falls_back_otherwise():
     assert len(fake.calls) == 3
     # the activation kernel: orders 1 and 2 of an activation with a kernel body, sliced to the order
     tanh, z = get_activation("tanh"), np.linspace(-2.0, 2.0, 5)
-    assert len(ops.activation(tanh, z, np, 1)) == 2 and len(ops.activation(tanh, z, np, 2)) == 3
+    assert len(ops.activation(tanh, z, npx, 1)) == 2 and len(ops.activation(tanh, z, npx, 2)) == 3
     assert fake.bodies == [tanh.kernel, tanh.kernel] and fake.calls[-2:] == ["xderiv_activation"] * 2
-    ops.activation(tanh, z, np, 0)
-    ops.activation(tanh, z, np, 3)
-    ops.activation(get_activation("gelu"), z, np, 2)  # no kernel body
+    ops.activation(tanh, z, npx, 0)
+    ops.activation(tanh, z, npx, 3)
+    ops.activation(get_activation("gelu"), z, npx, 2)  # no kernel body
     assert len(fake.calls) == 5
     # a namespace without kernel classes keeps the plain expressions
     assert _cupy_primitives(types.SimpleNamespace(__name__="array_api_compat.cupy")) is PLAIN
