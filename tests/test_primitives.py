@@ -20,10 +20,14 @@ from xderiv.activations import get_activation
 TOL = {"float64": 1e-14, "float32": 1e-5}
 
 
-def _close(backend, got, want, dtype: str) -> None:
+def _close(backend, got, want, dtype: str, elementwise: bool = False) -> None:
+    """Equal to round-off: relative to each element (``elementwise``), else to the array's largest
+    element too (a fused multiply-add rounds once where ``y + a * b`` rounds twice, which shows in
+    relative terms where the sum cancels)."""
     got, want = backend.to_numpy(got), backend.to_numpy(want)
     assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=0)
+    atol = 0.0 if elementwise else TOL[dtype] * float(np.max(np.abs(want), initial=0.0))
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=atol)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -45,6 +49,14 @@ def test_fused_primitives_equal_the_plain_expressions(backend, dtype):
     u, w, bias = arr(6, 3), arr(3, 4), arr(4)
     _close(backend, ops.affine(u, w, bias), u @ w + bias, dtype)
     acc = arr(5, 3, 4)
+    # the owned-temporary forms: values as the plain expressions (computed first: NumPy overwrites)
+    for shape in ((5, 3, 4), (5, 1, 4), (4,), (1, 3, 4)):  # the last two enlarge nothing / broadcast up
+        other = arr(*shape)
+        want = [a * other, a + other, y + other * a]
+        got = [ops.times(a + 0.0, other), ops.plus(a + 0.0, other), ops.fma(y, other, a + 0.0)]
+        for g, expected in zip(got, want):
+            _close(backend, g, expected, dtype)
+    _close(backend, ops.times(a + 0.0, 0.5), 0.5 * a, dtype)
     lhs = arr(5, 3, 3)
     want = acc + xp.reshape(xp.reshape(lhs, (15, 3)) @ w, (5, 3, 4))
     _close(backend, ops.matmul_add(acc, lhs, w, xp), want, dtype)
@@ -72,7 +84,52 @@ def test_activation_parts_equal_the_formulas(backend, name, dtype):
         want = act.derivatives(z, xp, order)
         assert len(got) == len(want) == order + 1
         for g, w in zip(got, want):
-            _close(backend, g, w, dtype)
+            _close(backend, g, w, dtype, elementwise=True)
+
+
+def test_numpy_writes_into_the_temporaries_it_is_handed():
+    """``Primitives.times/plus/fma`` with ``in_place``: into the owned array where the result fits it."""
+    owned, row = np.ones((4, 3)), np.full(3, 2.0)
+    assert NUMPY.times(owned, row) is owned and np.all(owned == 2.0)
+    assert NUMPY.plus(owned, row) is owned and np.all(owned == 4.0)
+    assert NUMPY.fma(row, row, owned) is owned and np.all(owned == 10.0)
+    small = np.ones(3)
+    for enlarged in (NUMPY.times(small, owned), NUMPY.plus(small, owned)):  # broadcasting up: a new array
+        assert enlarged.shape == (4, 3) and np.all(small == 1.0)
+    assert NUMPY.times(owned, row.astype(np.float32)).dtype == np.float64 and np.all(owned == 10.0)  # dtypes differ
+    assert PLAIN.times(owned, row) is not owned and np.all(owned == 10.0)
+
+
+def test_numpy_sweeps_in_place_give_the_same_bits(backend):
+    """The forward sweeps with and without writing into their temporaries: identical results."""
+    if backend.name != "numpy":
+        pytest.skip("in place on NumPy only")
+    import dataclasses
+
+    import xderiv as xd
+    from xderiv import _namespace
+
+    net = xd.resnet(5, 8, 3, step=0.5, activation="tanh", seed=0)
+    x = np.random.default_rng(1).standard_normal((7, 5))
+    seed = np.random.default_rng(2).standard_normal((7, 5, 2))
+    calls = [
+        lambda: xd.laplacian(net, x, mode="forward"),
+        lambda: xd.jacobian(net, x, mode="forward"),
+        lambda: xd.hessian(net, x, mode="forward"),
+        lambda: xd.trace_hessian(net, x, seed, mode="forward"),
+    ]
+    fused = _namespace._KINDS[np.ndarray]
+    assert fused.prims.in_place
+    results = [call() for call in calls]
+    _namespace._KINDS[np.ndarray] = dataclasses.replace(fused, prims=dataclasses.replace(fused.prims, in_place=False))
+    try:
+        for call, got in zip(calls, results):
+            np.testing.assert_array_equal(got, call())
+    finally:
+        _namespace._KINDS[np.ndarray] = fused
+    x_before = x.copy()
+    xd.laplacian(net, x, mode="forward")
+    np.testing.assert_array_equal(x, x_before)
 
 
 def test_each_namespace_gets_its_primitives(backend):

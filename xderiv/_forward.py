@@ -150,7 +150,7 @@ def value_sweep(
 Visitor = Callable[[Step, Array], None]
 
 
-def jacobian_sweep(tape: Tape, visit: Visitor | None = None, seed: Array | None = None) -> Array:
+def jacobian_sweep(tape: Tape, visit: Visitor | None = None, seed: Array | None = None, keep: bool = False) -> Array:
     """Carry :math:`J_u` from input to output; call ``visit(step, J_z)`` at every layer.
 
     Parameters
@@ -163,6 +163,10 @@ def jacobian_sweep(tape: Tape, visit: Visitor | None = None, seed: Array | None 
         :math:`S^\\top`, the directions to differentiate along (rows).  None
         stands for the identity (all ``d`` coordinates), which is never formed:
         the first layer's :math:`J_z` is then ``W`` itself.
+    keep : bool
+        True when ``visit`` keeps the ``J_z`` it is handed.  Otherwise each ``J_z``
+        is the sweep's own temporary once visited, and becomes :math:`J_u` in
+        place where the namespace allows (:attr:`~xderiv._primitives.Primitives.in_place`).
 
     Returns
     -------
@@ -172,6 +176,7 @@ def jacobian_sweep(tape: Tape, visit: Visitor | None = None, seed: Array | None 
     ctx, ops = tape.ctx, tape.ctx.ops
     ju: Array | None = seed  # None stands for the identity at the input
     for step in tape.steps:
+        own = ju is not None and not keep  # J_z a fresh product, not W itself, and not kept by visit
         jz = step.w if ju is None else matmul_last(ju, step.w, ctx.xp)
         if visit is not None:
             visit(step, jz)
@@ -182,7 +187,10 @@ def jacobian_sweep(tape: Tape, visit: Visitor | None = None, seed: Array | None 
         else:
             # h * sigma'(z) is (n, w): scaling it first saves a pass over the (n, k, w) rows.
             hd1 = scale(step.d1, step.h)[:, None, :]
-            ju = ops.addcmul(ju, hd1, jz) if step.skip else hd1 * jz
+            if own:
+                ju = ops.fma(ju, hd1, jz) if step.skip else ops.times(jz, hd1)
+            else:
+                ju = ops.addcmul(ju, hd1, jz) if step.skip else hd1 * jz
     assert ju is not None
     return ju
 
@@ -259,7 +267,7 @@ def tangent_sweep(tape: Tape, seed: Array | None) -> list[Array]:
     None stands for the ``d`` coordinate directions (the first layer's tangents are ``W`` itself).
     """
     tangents: list[Array] = []
-    jacobian_sweep(tape, lambda step, jz: tangents.append(jz), seed)
+    jacobian_sweep(tape, lambda step, jz: tangents.append(jz), seed, keep=True)
     return tangents
 
 
@@ -277,7 +285,7 @@ def forward_hessian(tape: Tape, lambdas: Sequence[Array | None]) -> Array:
     -------
     H : array (n, m, d, d)
     """
-    xp, ctx = tape.ctx.xp, tape.ctx
+    xp, ctx, ops = tape.ctx.xp, tape.ctx, tape.ctx.ops
     acc: list[Array | None] = [None]
 
     def visit(step: Step, jz: Array) -> None:
@@ -290,7 +298,7 @@ def forward_hessian(tape: Tape, lambdas: Sequence[Array | None]) -> Array:
         else:
             jze = jz[:, None, :, :]  # (n, 1, d, w)
             term = (jze * c[:, :, None, :]) @ xp.matrix_transpose(jze)
-        acc[0] = term if acc[0] is None else acc[0] + term
+        acc[0] = term if acc[0] is None else ops.plus(acc[0], term)
 
     jacobian_sweep(tape, visit)
     if acc[0] is None:

@@ -103,6 +103,10 @@ class Primitives:
         per-point matrix products (the sum-of-layers Hessian) runs here, relative to one made of
         2-D products: 1 on NumPy and torch; more under XLA, whose batched products of small
         matrices are slow (it picks :meth:`xderiv._cost.Costs.hessian_over_reverse`'s form).
+    in_place : bool
+        Whether :meth:`times`, :meth:`plus` and :meth:`fma` write into the temporary they are
+        handed (NumPy only: a fresh large array is paged in again on every allocation, which
+        took up to a fifth of a forward Laplacian; autodiff and tracing namespaces never).
     """
 
     affine: Callable[[Array, Array, Array], Array] = _plain_affine
@@ -112,13 +116,48 @@ class Primitives:
     activation: Callable[[Any, Array, Any, int], tuple[Array, ...]] = _plain_activation
     sum_squares: Callable[[Array, int, Any], Array] = _plain_sum_squares
     stacked_products: float = 1.0
+    in_place: bool = False
+
+    def times(self, owned: Array, a: Array) -> Array:
+        """``owned * a``, where ``owned`` is a temporary of the caller's, read no more: with
+        :attr:`in_place`, written into ``owned`` (same values: the product is commutative)."""
+        if self.in_place and _fits(owned, a):
+            owned *= a
+            return owned
+        return owned * a
+
+    def plus(self, owned: Array, a: Array) -> Array:
+        """``owned + a`` for a temporary ``owned`` (see :meth:`times`)."""
+        if self.in_place and _fits(owned, a):
+            owned += a
+            return owned
+        return owned + a
+
+    def fma(self, y: Array, a: Array, owned: Array) -> Array:
+        """``y + a * owned`` (:attr:`addcmul`) for a temporary ``owned`` (see :meth:`times`)."""
+        if self.in_place and _fits(owned, a) and _fits(owned, y):
+            owned *= a
+            owned += y
+            return owned
+        return self.addcmul(y, a, owned)
+
+
+def _fits(owned: Array, a: Array) -> bool:
+    """Whether ``owned op= a`` gives ``owned op a``: ``a`` a Python float, or an array of
+    ``owned``'s dtype that broadcasts to ``owned``'s shape without enlarging it."""
+    if isinstance(a, float):
+        return True
+    if a.dtype != owned.dtype or a.ndim > owned.ndim:
+        return False
+    return all(i == 1 or i == j for i, j in zip(reversed(a.shape), reversed(owned.shape)))
 
 
 PLAIN = Primitives()
 """The standard's expressions, for every namespace without fused kernels."""
 
-NUMPY = Primitives(sum_squares=_einsum_sum_squares)
-"""NumPy: the plain expressions, and ``einsum`` for the sums of squares."""
+NUMPY = Primitives(sum_squares=_einsum_sum_squares, in_place=True)
+"""NumPy: the plain expressions, ``einsum`` for the sums of squares, and products and sums
+written into the temporaries the recursions hand over (:attr:`Primitives.in_place`)."""
 
 XLA = Primitives(stacked_products=1.8)
 """JAX: the plain expressions (``jit`` fuses them); stacked per-point products measured 1.8x
