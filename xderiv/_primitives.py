@@ -298,7 +298,7 @@ def _cupy_primitives(xp: Any) -> Primitives:
     reduction = getattr(xp, "ReductionKernel", None)
     if elementwise is None or reduction is None:
         return PLAIN
-    fma = elementwise("T y, T a, T b", "T out", "out = y + a * b", "xderiv_addcmul")
+    multiply_add = elementwise("T y, T a, T b", "T out", "out = y + a * b", "xderiv_addcmul")
     scaled_add = elementwise("T y, T a, T h", "T out", "out = y + h * a", "xderiv_axpy")
     squares = reduction("T x", "T y", "x * x", "a + b", "y = a", "0", "xderiv_sum_squares")
     floating = (xp.float32, xp.float64)
@@ -314,7 +314,7 @@ def _cupy_primitives(xp: Any) -> Primitives:
         return scaled_add(y, a, a.dtype.type(h))
 
     def addcmul(y: Array, a: Array, b: Array) -> Array:
-        return fma(y, a, b) if kernel_dtype(y, a, b) else y + a * b
+        return multiply_add(y, a, b) if kernel_dtype(y, a, b) else y + a * b
 
     def sum_squares(a: Array, axis: int, xp_: Any) -> Array:
         return squares(a, axis=axis % a.ndim) if kernel_dtype(a) and a.ndim > 0 else _plain_sum_squares(a, axis, xp_)
