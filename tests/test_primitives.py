@@ -143,6 +143,79 @@ def test_each_namespace_gets_its_primitives(backend):
         assert ops is not PLAIN
 
 
+_CPP = """
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+using namespace std;
+%(bodies)s
+template <typename T> int run(int which) {
+    int n;
+    if (scanf("%%d", &n) != 1) return 1;
+    for (int i = 0; i < n; ++i) {
+        double v;
+        if (scanf("%%lf", &v) != 1) return 1;
+        const T z = (T)v;
+        T s, d1, d2;
+        switch (which) { %(cases)s }
+        printf("%%.17g %%.17g %%.17g\\n", (double)s, (double)d1, (double)d2);
+    }
+    return 0;
+}
+int main(int argc, char** argv) {
+    int which = atoi(argv[1]);
+    return strcmp(argv[2], "float") == 0 ? run<float>(which) : run<double>(which);
+}
+"""
+
+
+def test_activation_kernel_bodies_compute_the_formulas(backend, tmp_path):
+    """``Activation.kernel`` bodies compiled as C++ on the host (the CUDA math functions' host twins)
+    against ``evaluate`` at the extremes, float32 and float64: their syntax and formulas, checked on
+    any machine with a C++ compiler, ahead of the CuPy session that runs them as kernels."""
+    import shutil
+    import subprocess
+
+    if backend.name != "numpy":
+        pytest.skip("host C++, independent of the backend: the numpy session runs it")
+    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on this machine")
+    names = ("tanh", "sigmoid", "softplus", "sin")  # the built-ins with a kernel body
+    assert all(get_activation(name).kernel for name in names)
+    bodies = "\n".join(
+        f"template <typename T> void k{i}(const T& z, T& s, T& d1, T& d2) {{ {get_activation(name).kernel} }}"
+        for i, name in enumerate(names)
+    )
+    cases = " ".join(f"case {i}: k{i}<T>(z, s, d1, d2); break;" for i in range(len(names)))
+    (tmp_path / "kernels.cpp").write_text(_CPP % {"bodies": bodies, "cases": cases})
+    exe = tmp_path / "kernels"
+    subprocess.run([compiler, "-O1", "-ffp-contract=off", "-o", str(exe), str(tmp_path / "kernels.cpp")], check=True)
+    for i, name in enumerate(names):
+        for dtype in ("float64", "float32"):
+            values = np.array(_EXTREMES)
+            if dtype == "float32":
+                values = values[np.abs(values) < 1e38]
+            if name == "sin":
+                values = values[np.abs(values) < 1e3]
+            z = values.astype(dtype)
+            stdin = f"{len(z)} " + " ".join(repr(float(v)) for v in z)
+            out = subprocess.run(
+                [str(exe), str(i), "float" if dtype == "float32" else "double"],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            got = np.array([[float(t) for t in line.split()] for line in out.splitlines()])
+            want = np.stack(
+                [np.asarray(p, dtype=np.float64) for p in get_activation(name).derivatives(npx.asarray(z), npx, 2)],
+                axis=1,
+            )
+            np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=0, err_msg=f"{name} {dtype}")
+
+
 class _FakeKernels:
     """A stand-in for CuPy's kernel classes on NumPy: records each kernel and evaluates it by name.
 
