@@ -62,6 +62,58 @@ def test_fused_primitives_equal_the_plain_expressions(backend, dtype):
     _close(backend, ops.matmul_add(acc, lhs, w, xp), want, dtype)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_matmul_equals_the_product_over_the_last_axis(backend, dtype):
+    """``ops.matmul`` (NumPy: per-point products where faster) against one 2-D product, on either
+    side of NumPy's choice: few or many rows per point, narrow or wide, one output, 4-D stacks,
+    a transposed weight, a non-contiguous left side, no points."""
+    xp, ops = backend.xp, primitives(backend.xp)
+    rng = np.random.default_rng(1)
+
+    def arr(*shape):
+        return backend.asarray(rng.standard_normal(shape), dtype)
+
+    cases = [(arr(5, 3, 4), arr(4, 8)), (arr(5, 6, 16), arr(16, 16)), (arr(2, 3, 6, 16), arr(16, 8))]
+    cases += [(arr(5, 6, 16), arr(16, 1)), (arr(4, 8, 300), arr(300, 9)), (arr(7, 16), arr(16, 16))]
+    cases += [
+        (arr(5, 6, 16), xp.matrix_transpose(arr(12, 16))),
+        (xp.permute_dims(arr(5, 16, 6), (0, 2, 1)), arr(16, 8)),
+    ]
+    cases += [(arr(0, 6, 16), arr(16, 16))]
+    for a, w in cases:
+        flat = xp.reshape(a, (-1, a.shape[-1])) @ w
+        want = xp.reshape(flat, (*a.shape[:-1], w.shape[-1]))
+        _close(backend, ops.matmul(a, w, xp), want, dtype)
+        acc = arr(*want.shape)
+        _close(backend, ops.matmul_add(acc, a, w, xp), acc + want, dtype)
+
+
+def test_numpy_multiplies_per_point_where_openblas_is_faster():
+    """NumPy's rule (measured, see ``_numpy_matmul``): per-point products from 4 rows per point and widths
+    8..256; one 2-D product (two reshapes) otherwise."""
+    reshaped = []
+
+    def reshape(a, shape):
+        reshaped.append(shape)
+        return npx.reshape(a, shape)
+
+    xp = types.SimpleNamespace(reshape=reshape)
+    rng = np.random.default_rng(2)
+    for a_shape, w_shape, per_point in [
+        ((10, 4, 16), (16, 16), True),
+        ((10, 64, 256), (256, 256), True),
+        ((3, 2, 64, 64), (64, 64), True),
+        ((10, 3, 64), (64, 64), False),
+        ((10, 16, 16), (16, 1), False),
+        ((10, 16, 512), (512, 64), False),
+        ((10, 16, 64), (64, 512), False),
+    ]:
+        reshaped.clear()
+        a, w = rng.standard_normal(a_shape), rng.standard_normal(w_shape)
+        np.testing.assert_allclose(NUMPY.matmul(a, w, xp), a @ w, rtol=1e-13, atol=1e-13)
+        assert (not reshaped) == per_point, (a_shape, w_shape, reshaped)
+
+
 # z where the stable formulas matter: 0 and -0, tiny, ordinary, where tanh and sigmoid saturate,
 # where exp(-|z|) underflows, and the largest floats.
 _EXTREMES = [0.0, -0.0, 1e-300, -1e-300, 1e-30, 0.3, -0.7, 1.0, -2.5, 9.0, -19.0, 20.0, 40.0, -40.0, 88.0, -100.0]

@@ -32,7 +32,7 @@ from typing import Any
 
 from ._forward import Step, Tape, tangent_sweep
 from ._namespace import Array, Context, diagonal, trace
-from ._primitives import matmul_last, scale
+from ._primitives import scale
 
 
 def _per_sample(s1: Array, ndim: int, xp: Any) -> Array:
@@ -64,7 +64,7 @@ def adjoint_step(
         dz = inject
     if step.skip and delta is not None:
         return ops.matmul_add(delta, dz, step.wt, xp)
-    return matmul_last(dz, step.wt, xp)
+    return ops.matmul(dz, step.wt, xp)
 
 
 class Adjoints:
@@ -133,8 +133,8 @@ class FirstLayer:
         if self.k is None:
             return xp.zeros((n, m, d, d), dtype=self.ctx.dtype, device=self.ctx.device)
         wt = xp.matrix_transpose(self.w)
-        kw = matmul_last(self.k, wt, xp)  # K W^T: (n, m, w, d)
-        return matmul_last(xp.matrix_transpose(kw), wt, xp)  # (W K W^T)^T = W K W^T
+        kw = self.ctx.ops.matmul(self.k, wt, xp)  # K W^T: (n, m, w, d)
+        return self.ctx.ops.matmul(xp.matrix_transpose(kw), wt, xp)  # (W K W^T)^T = W K W^T
 
     def trace(self, seed: Array | None, n: int, m: int) -> Array:
         r""":math:`\mathrm{tr}(S^\top \nabla^2 y\, S)`, shape ``(n, m)``.
@@ -165,7 +165,7 @@ class FirstLayer:
             return diagonal(self.theta, xp, ctx.device)
         if self.k is None:
             return xp.zeros((n, m, d), dtype=ctx.dtype, device=ctx.device)
-        kw = matmul_last(self.k, xp.matrix_transpose(self.w), xp)  # (n, m, w, d)
+        kw = self.ctx.ops.matmul(self.k, xp.matrix_transpose(self.w), xp)  # (n, m, w, d)
         return xp.sum(kw * xp.matrix_transpose(self.w), axis=-2)
 
 
@@ -199,7 +199,7 @@ def backward_second_order(tape: Tape) -> tuple[Array, FirstLayer]:
         b = None  # B = skip * Theta + h Theta S W^T
         if theta is not None:
             ts = theta if s1 is None else theta * s1[:, None, None, :]
-            b = scale(matmul_last(ts, step.wt, xp), h)
+            b = scale(ctx.ops.matmul(ts, step.wt, xp), h)
             if step.skip:
                 b = theta + b
         r = None  # R = h S B + diag(c) W^T
@@ -265,7 +265,7 @@ def hessian_over_reverse(tape: Tape) -> tuple[Array, Array]:
     forward Jacobian rows :math:`J_z` (at the first layer ``W`` itself, never an
     identity times ``W``): row ``i`` of the result is :math:`\nabla^2 y\, e_i`.
     Cost ``n [d sum w_{l-1} w_l + m d sum w_{l-1} w_l]``, every product one
-    2-D GEMM (``matmul_last``); against :func:`xderiv._forward.forward_hessian`'s
+    2-D GEMM (``Primitives.matmul``); against :func:`xderiv._forward.forward_hessian`'s
     per-point ``d x w`` by ``w x d`` products it pays more multiply-adds when
     ``d < w`` and fewer when ``d > w`` (:meth:`xderiv._cost.Costs.hessian_over_reverse`).
 

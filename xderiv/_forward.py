@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._namespace import Array, Context
-from ._primitives import matmul_last, scale
+from ._primitives import scale
 from .layers import Dense
 
 
@@ -179,7 +179,7 @@ def jacobian_sweep(tape: Tape, visit: Visitor | None = None, seed: Array | None 
     ju: Array | None = seed  # None stands for the identity at the input
     for step in tape.steps:
         own = ju is not None and not keep  # J_z a fresh product, not W itself, and not kept by visit
-        jz = step.w if ju is None else matmul_last(ju, step.w, ctx.xp)
+        jz = step.w if ju is None else ops.matmul(ju, step.w, ctx.xp)
         if visit is not None:
             visit(step, jz)
         if step.skip and ju is None:
@@ -236,7 +236,7 @@ def forward_laplacian(
 
     def visit(step: Step, jz: Array) -> None:
         lap_u = lap[0]
-        lap_a = None if lap_u is None else matmul_last(lap_u, step.w, xp)  # Delta z
+        lap_a = None if lap_u is None else ops.matmul(lap_u, step.w, xp)  # Delta z
         if step.d1 is not None and step.d2 is not None:  # linear layers: Delta a = Delta z
             if per_row:
                 sq = jz * jz if row_weights is None else row_weights[:, None] * (jz * jz)
@@ -296,7 +296,7 @@ def forward_hessian(tape: Tape, lambdas: Sequence[Array | None]) -> Array:
             return
         c = step.d2[:, None, :] * lam  # (n, m, w)
         if jz.ndim == 2:  # first layer: J_z = W, shared by the batch
-            term = matmul_last(jz * c[:, :, None, :], xp.matrix_transpose(jz), xp)  # (n, m, d, d)
+            term = ops.matmul(jz * c[:, :, None, :], xp.matrix_transpose(jz), xp)  # (n, m, d, d)
         else:
             jze = jz[:, None, :, :]  # (n, 1, d, w)
             term = (jze * c[:, :, None, :]) @ xp.matrix_transpose(jze)

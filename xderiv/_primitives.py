@@ -52,6 +52,26 @@ def _plain_matmul_add(y: Array, a: Array, w: Array, xp: Any) -> Array:
     return y + matmul_last(a, w, xp)
 
 
+def _numpy_matmul(a: Array, w: Array, xp: Any) -> Array:
+    """``a @ w`` over the last axis on NumPy: one small product per point where that beats :func:`matmul_last`.
+
+    OpenBLAS runs a tall product of narrow widths, ``(n k x w_in) . (w_in x w_out)``, slower than
+    the ``n`` products ``(k x w_in) . (w_in x w_out)`` that NumPy's stacked ``matmul`` issues (its
+    small-matrix kernels skip packing the tall operand). Measured with one thread on this project's
+    AMD EPYC, alternated: (1000, 16, 16) by (16, 16) 355 -> 225 us, (200, 64, 64) by (64, 64) 5.2 ->
+    3.7 ms, (256, 50, 128) by (128, 128) 15.6 -> 11.6 ms; even at widths of 256; slower with fewer
+    than 4 rows per point (2.3x at 2, 3.9x at 1), with widths of 512 and more (1.1-1.3x) and
+    into a single output (1.8x). Same products, so the same results to round-off.
+    """
+    if a.ndim >= 3 and a.shape[-2] >= 4 and w.shape[0] <= 256 and 8 <= w.shape[1] <= 256:
+        return a @ w
+    return matmul_last(a, w, xp)
+
+
+def _numpy_matmul_add(y: Array, a: Array, w: Array, xp: Any) -> Array:
+    return y + _numpy_matmul(a, w, xp)
+
+
 def _plain_activation(activation: Any, z: Array, xp: Any, order: int) -> tuple[Array, ...]:
     return tuple(activation.derivatives(z, xp, order))
 
@@ -83,7 +103,7 @@ class Primitives:
         ``h`` a Python float.
     addcmul : callable ``(y, a, b) -> y + a * b``
         Elementwise, broadcasting.
-    matmul_add : callable ``(y, a, w, xp) -> y + matmul_last(a, w, xp)``
+    matmul_add : callable ``(y, a, w, xp) -> y + matmul(a, w, xp)``
         ``a`` of shape (..., k), ``w`` (k, j), ``y`` broadcastable to (..., j).
     activation : callable ``(activation, z, xp, order) -> activation.derivatives(z, xp, order)``
         :math:`(\\sigma, \\sigma', \\dots, \\sigma^{(k)})` at ``z``.  On torch, where
@@ -107,6 +127,9 @@ class Primitives:
         Whether :meth:`times`, :meth:`plus` and :meth:`fma` write into the temporary they are
         handed (NumPy only: a fresh large array is paged in again on every allocation, which
         took up to a fifth of a forward Laplacian; autodiff and tracing namespaces never).
+    matmul : callable ``(a, w, xp) -> a @ w``
+        ``a`` of shape (..., k) contracted with ``w`` (k, j): :func:`matmul_last` (one 2-D
+        product), or on NumPy one small product per point where that is faster.
     """
 
     affine: Callable[[Array, Array, Array], Array] = _plain_affine
@@ -117,6 +140,7 @@ class Primitives:
     sum_squares: Callable[[Array, int, Any], Array] = _plain_sum_squares
     stacked_products: float = 1.0
     in_place: bool = False
+    matmul: Callable[[Array, Array, Any], Array] = matmul_last
 
     def times(self, owned: Array, a: Array) -> Array:
         """``owned * a``, where ``owned`` is a temporary of the caller's, read no more: with
@@ -155,9 +179,10 @@ def _fits(owned: Array, a: Array) -> bool:
 PLAIN = Primitives()
 """The standard's expressions, for every namespace without fused kernels."""
 
-NUMPY = Primitives(sum_squares=_einsum_sum_squares, in_place=True)
-"""NumPy: the plain expressions, ``einsum`` for the sums of squares, and products and sums
-written into the temporaries the recursions hand over (:attr:`Primitives.in_place`)."""
+NUMPY = Primitives(matmul_add=_numpy_matmul_add, matmul=_numpy_matmul, sum_squares=_einsum_sum_squares, in_place=True)
+"""NumPy: the plain expressions, per-point products where OpenBLAS runs them faster
+(:func:`_numpy_matmul`), ``einsum`` for the sums of squares, and products and sums written into
+the temporaries the recursions hand over (:attr:`Primitives.in_place`)."""
 
 XLA = Primitives(stacked_products=1.8)
 """JAX: the plain expressions (``jit`` fuses them); stacked per-point products measured 1.8x

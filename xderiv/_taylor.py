@@ -39,7 +39,7 @@ from typing import Any
 
 from ._forward import Tape
 from ._namespace import Array, Context
-from ._primitives import matmul_last, scale
+from ._primitives import scale
 from ._series import add, compose, mul
 
 
@@ -78,7 +78,7 @@ def taylor_sweep(tape: Tape, seed: Array, order: int, weights: Array | None = No
         us[order] = collapse(us[order], weights, xp)
     inverse_factorials = [1.0 / math.factorial(j) for j in range(order + 1)]
     for step in tape.steps:
-        zs: list[Array | None] = [None] + [None if u is None else matmul_last(u, step.w, xp) for u in us[1:]]
+        zs: list[Array | None] = [None] + [None if u is None else ops.matmul(u, step.w, xp) for u in us[1:]]
         if step.d1 is None:  # linear: a_k = z_k, added to u_k across a residual step
             acts = [None if z is None else scale(z, step.h) for z in zs]
             us = [add(u, a) for u, a in zip(us, acts)] if step.skip else acts
@@ -211,8 +211,8 @@ def forward_biharmonic(tape: Tape) -> FourthOrder:
     bilap: Array | None = None
     for step in tape.steps:
         w = step.w
-        gz = w if g is None else matmul_last(g, w, xp)
-        hz, glz, lz, bz = (None if a is None else matmul_last(a, w, xp) for a in (hess, grad_lap, lap, bilap))
+        gz = w if g is None else ops.matmul(g, w, xp)
+        hz, glz, lz, bz = (None if a is None else ops.matmul(a, w, xp) for a in (hess, grad_lap, lap, bilap))
         if step.skip and g is None:
             g = xp.eye(d, dtype=ctx.dtype, device=ctx.device)
         if step.d1 is None:  # linear
