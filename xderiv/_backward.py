@@ -264,8 +264,9 @@ def hessian_over_reverse(tape: Tape) -> tuple[Array, Array]:
     :func:`hvp_sweep` along the rows of the identity, whose tangents are the
     forward Jacobian rows :math:`J_z` (at the first layer ``W`` itself, never an
     identity times ``W``): row ``i`` of the result is :math:`\nabla^2 y\, e_i`.
-    Cost ``n [d sum w_{l-1} w_l + m d sum w_{l-1} w_l]``, every product one
-    2-D GEMM (``Primitives.matmul``); against :func:`xderiv._forward.forward_hessian`'s
+    Cost ``n [d sum w_{l-1} w_l + m d sum w_{l-1} w_l]``, every product rows times a
+    weight (``Primitives.matmul``: one 2-D GEMM, or on NumPy one per point where faster);
+    against :func:`xderiv._forward.forward_hessian`'s
     per-point ``d x w`` by ``w x d`` products it pays more multiply-adds when
     ``d < w`` and fewer when ``d > w`` (:meth:`xderiv._cost.Costs.hessian_over_reverse`).
 

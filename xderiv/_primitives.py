@@ -59,8 +59,8 @@ def _numpy_matmul(a: Array, w: Array, xp: Any) -> Array:
     the ``n`` products ``(k x w_in) . (w_in x w_out)`` that NumPy's stacked ``matmul`` issues (its
     small-matrix kernels skip packing the tall operand). Measured with one thread on this project's
     AMD EPYC, alternated: (1000, 16, 16) by (16, 16) 355 -> 225 us, (200, 64, 64) by (64, 64) 5.2 ->
-    3.7 ms, (256, 50, 128) by (128, 128) 15.6 -> 11.6 ms; even at widths of 256; slower with fewer
-    than 4 rows per point (2.3x at 2, 3.9x at 1), with widths of 512 and more (1.1-1.3x) and
+    3.7 ms, (256, 50, 128) by (128, 128) 15.6 -> 11.6 ms; no slower at widths of 256; slower with
+    fewer than 4 rows per point (2.3x at 2, 3.9x at 1), with widths of 512 and more (1.1-1.3x) and
     into a single output (1.8x). Same products, so the same results to round-off.
     """
     if a.ndim >= 3 and a.shape[-2] >= 4 and w.shape[0] <= 256 and 8 <= w.shape[1] <= 256:
