@@ -136,6 +136,18 @@ def _missing(block: Block) -> str | None:
     return None
 
 
+ARRAY_LIBRARIES = ("torch", "cupy", "dask", "jax", "numpy")  # a block runs in the session of the first it imports
+
+
+def _session_of(block: Block) -> str:
+    """The test session that runs ``block``: the backend of the array library it is written for.
+
+    A block is the user's own code, whatever session's backend the suite is on: running it once, on
+    its own library, is the whole check (the torch session runs the torch blocks on its device).
+    """
+    return next((lib for lib in ARRAY_LIBRARIES if lib in block.libraries), "numpy")
+
+
 def test_readme_has_the_quick_start_blocks():
     """The parser finds the blocks (a broken fence would silently drop them from the next test)."""
     assert len(BLOCKS) >= 7
@@ -151,6 +163,8 @@ def test_readme_has_the_quick_start_blocks():
 def test_readme_block_runs(backend, block, tmp_path, monkeypatch):
     if block.no_run is not None:
         pytest.skip(f"README block at line {block.line} is marked no-run: {block.no_run}")
+    if (session := _session_of(block)) != backend.name:
+        pytest.skip(f"README block at line {block.line} uses {session}: it runs in the {session} session")
     why = _missing(block)
     if why is not None:
         pytest.skip(why)
