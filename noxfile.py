@@ -275,7 +275,7 @@ def build(session: nox.Session) -> None:
     """Wheel and sdist with ``python -m build``; the wheel installed in a fresh venv passes a smoke test.
 
     With ``uv`` on the PATH both the build's isolated environment and the fresh venv are made by it
-    (the session 6 s instead of 22 s); without it, by ``venv`` and pip.
+    (the session 4–5 s instead of 22 s); without it, by ``venv`` and pip.
     """
     session.install("build")
     uv = shutil.which("uv")
