@@ -136,7 +136,7 @@ def _missing(block: Block) -> str | None:
     return None
 
 
-ARRAY_LIBRARIES = ("torch", "cupy", "dask", "jax", "numpy")  # a block runs in the session of the first it imports
+ARRAY_LIBRARIES = ("torch", "cupy", "dask", "jax", "numpy")  # a block runs in the first of these it imports
 
 
 def _session_of(block: Block) -> str:
