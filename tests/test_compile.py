@@ -73,6 +73,45 @@ def test_torch_compile_with_dynamic_shapes(backend, op):
         assert rel_err(backend.to_numpy(compiled(xn)), want) < 1e-13
 
 
+# Every built-in and one parametrised instance of each family: their stable formulas hold
+# clips, branches and constants that Dynamo must trace as they are, with symbolic batch sizes.
+ACTIVATION_CASES = [
+    *xd.available_activations(),
+    *["softplus(beta=2)", "sine(3)", "elu(0.5)", "celu(0.5)", "gaussian(0.5)"],
+]
+
+
+def _activation(spec: str) -> xd.Activation:
+    if "(" not in spec:
+        return xd.get_activation(spec)
+    name, arg = spec[:-1].split("(")
+    factory = getattr(xd.activations, name)
+    return factory(float(arg.split("=")[-1]))
+
+
+@pytest.mark.parametrize("spec", ACTIVATION_CASES)
+def test_torch_compile_traces_every_activation_with_dynamic_shapes(backend, spec):
+    """Hessian and a third-order Taylor row of a one-hidden-layer network, traced whole with a
+    symbolic batch size (Dynamo alone decides graph breaks, so the eager backend is enough)."""
+    _torch_only(backend)
+    import torch
+
+    torch._dynamo.reset()
+    act = _activation(spec)
+    net = xd.mlp([3, 5, 1], activation=act, seed=0, xp=backend.module, device=backend.device)
+    v = backend.asarray(np.array([0.3, -0.7, 0.5]))
+
+    def ops(x):
+        return xd.hessian(net, x), xd.taylor(net, x, v, order=3)[3]
+
+    compiled = torch.compile(ops, fullgraph=True, dynamic=True, backend="eager")
+    for n in (4, 7):
+        # spread over the activations' branches: around 0, and out to where the stable forms switch
+        x = backend.asarray(np.random.default_rng(n).standard_normal((n, 3)) * 4.0)
+        for got, want in zip(compiled(x), ops(x)):
+            assert rel_err(backend.to_numpy(got), backend.to_numpy(want)) < 1e-13
+
+
 def test_compiled_training_step_gives_the_eager_gradients(backend):
     """loss(Δu of a converted module) under torch.compile, then .backward(): the eager weight gradients."""
     _torch_only(backend)

@@ -100,8 +100,10 @@ After = Callable[[Array, tuple[Array, ...], Any], Array]
 _LOG2 = math.log(2.0)
 # Beyond |z| = _CLIP every exponential factor of the activations below is exactly 0 (in
 # float32 too): their derivatives are evaluated at the clipped argument, which gives the same
-# values and keeps z * 0 from becoming inf * 0 = NaN for z near the largest float.
-_CLIP = 1e3
+# values and keeps z * 0 from becoming inf * 0 = NaN for z near the largest float.  An int, as
+# are all clip bounds here: torch.compile(dynamic=True) turns a float global into a graph input,
+# on which array-api-compat's torch `clip` (a Python `math.isnan` check) cannot be traced.
+_CLIP = 1000
 
 
 @dataclass(frozen=True)
@@ -413,15 +415,15 @@ def _exp_neg_square(y: Array, scale: float, xp: Any) -> Array:
 
 def _erf_small(x: Array, xp: Any) -> Array:
     """erf(x) for ``|x| <= 0.46875`` (other lanes: a finite value to be discarded)."""
-    x = xp.clip(x, min=-_ERF_SPLIT, max=_ERF_SPLIT)
+    x = xp.clip(x, min=-1, max=1)  # the lanes kept are unchanged; the others stay finite
     t = x * x
     return x * _horner(t, _ERF_N1) / _horner(t, _ERF_D1)
 
 
 def _erfc_ratio(a: Array, xp: Any) -> Array:
     """``exp(a^2) erfc(a)`` for ``a >= 0.46875`` (other lanes: a finite value to be discarded)."""
-    mid = xp.clip(a, max=4.0)
-    tail = xp.clip(a, min=4.0, max=_CLIP)
+    mid = xp.clip(a, max=4)
+    tail = xp.clip(a, min=4, max=_CLIP)
     s = 1.0 / (tail * tail)
     far = (_INV_SQRT_PI - s * _horner(s, _ERF_N3) / _horner(s, _ERF_D3)) / tail
     return xp.where(a <= 4.0, _horner(mid, _ERF_N2) / _horner(mid, _ERF_D2), far)
