@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import xderiv as xd
+
 
 def _erf(xp: Any):
     """The backend's own erf (torch and JAX, the sessions with autodiff references)."""
@@ -91,11 +93,16 @@ def network_function(net: Any, xp: Any):
     acts = [activation(layer.activation.name, xp) for layer in layers]
 
     def f(arrays, x):
-        u = x
-        for i, layer in enumerate(layers):
-            a = acts[i](u @ arrays[2 * i] + arrays[2 * i + 1])
+        u, k = x, 0
+        for layer, act in zip(layers, acts):
+            if isinstance(layer, xd.InputScale):  # its arrays are mean and std
+                a, k = (u - arrays[k]) / arrays[k + 1], k + 2
+            elif isinstance(layer, xd.layers.FourierFeatures):  # its array is B
+                z, k = u @ arrays[k], k + 1
+                a = xp.concat([xp.sin(z), xp.cos(z)], axis=-1)
+            else:
+                a, k = act(u @ arrays[k] + arrays[k + 1]), k + 2
             u = u + layer.step * a if layer.skip else a
-        k = 2 * len(layers)
         if plan.quadratic is not None:
             u = u + 0.5 * (x @ (arrays[k] @ x))
             k += 1

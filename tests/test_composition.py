@@ -235,6 +235,89 @@ def test_fourier_features_are_sines_and_cosines(backend):
     assert rel_err(lap, np.trace(h, axis1=-2, axis2=-1)) < TOL
 
 
+def _features_net(backend, mean, std, b, head):
+    return xd.Sequential(
+        xd.InputScale(backend.asarray(mean), backend.asarray(std)),
+        xd.fourier_features(backend.asarray(b)),
+        *head.layers,
+    )
+
+
+def test_feature_layers_read_their_arrays_at_every_call(backend):
+    """mean, std and B changed in place after the network is built (an optimizer step on trained
+    features) change every result, as a freshly built network's."""
+    if backend.name in ("jax", "dask"):
+        pytest.skip("arrays of this library cannot be changed in place")
+    rng = np.random.default_rng(10)
+    head = xd.mlp([4, 5, 1], "tanh", seed=5, xp=backend.module, device=backend.device)
+    mean, std, b = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3), rng.standard_normal((3, 2))
+    net = _features_net(backend, mean, std, b, head)
+    scale, features = net.layers[0], net.layers[1]
+    x = backend.asarray(rng.standard_normal((N, 3)))
+    before = backend.to_numpy(xd.hessian(net, x))
+    new_mean, new_std, new_b = mean + 0.3, 2.0 * std, 1.5 * b
+    scale.mean[...] = backend.asarray(new_mean)
+    scale.std[...] = backend.asarray(new_std)
+    features.B[...] = backend.asarray(new_b)
+    fresh = _features_net(backend, new_mean, new_std, new_b, head)
+    for op in (xd.value, xd.hessian, xd.laplacian):
+        assert rel_err(backend.to_numpy(op(net, x)), backend.to_numpy(op(fresh, x))) < 1e-15
+    assert rel_err(backend.to_numpy(xd.hessian(net, x)), before) > 0.1
+
+
+def test_feature_layers_arrays_round_trip(backend):
+    """``arrays()``/``with_arrays`` hold a feature layer's own arrays (mean, std; B), not its weight."""
+    rng = np.random.default_rng(11)
+    head = xd.mlp([4, 3, 1], "sin", seed=6, xp=backend.module, device=backend.device)
+    mean, std, b = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3), rng.standard_normal((3, 2))
+    net = _features_net(backend, mean, std, b, head)
+    arrays = net.arrays()
+    assert [tuple(a.shape) for a in arrays[:3]] == [(3,), (3,), (3, 2)]
+    other = net.with_arrays([backend.asarray(2.0 * backend.to_numpy(a)) for a in arrays])
+    want = _features_net(backend, 2.0 * mean, 2.0 * std, 2.0 * b, head.with_arrays([2.0 * a for a in head.arrays()]))
+    x = backend.asarray(rng.standard_normal((N, 3)))
+    assert rel_err(backend.to_numpy(xd.laplacian(other, x)), backend.to_numpy(xd.laplacian(want, x))) < 1e-14
+    with pytest.raises(ValueError, match="InputScale.with_arrays: expected shapes"):
+        net.layers[0].with_arrays(arrays[0], arrays[2])
+    with pytest.raises(ValueError, match="FourierFeatures.with_arrays: expected shape"):
+        net.layers[1].with_arrays(arrays[0])
+
+
+def test_trained_feature_layers_get_the_gradients_of_their_weights(backend):
+    """Gradients reach mean, std and B through every training step, equal to those through plain
+    Dense layers whose weights are built from them by hand."""
+    if backend.name != "torch":
+        pytest.skip("weight gradients by torch autograd")
+    import torch
+
+    rng = np.random.default_rng(12)
+    head = xd.mlp([4, 5, 1], "tanh", seed=7, xp=torch, device=backend.device)
+    mean, std, b = (
+        torch.tensor(a, dtype=torch.float64, device=backend.device, requires_grad=True)
+        for a in (rng.standard_normal(3), rng.uniform(0.5, 2.0, 3), rng.standard_normal((3, 2)))
+    )
+    net = xd.Sequential(xd.InputScale(mean, std), xd.fourier_features(b), *head.layers)
+    x = backend.asarray(rng.standard_normal((N, 3)))
+
+    def by_hand():
+        half = torch.full((2,), math.pi / 2, dtype=torch.float64, device=backend.device)
+        return xd.Sequential(
+            xd.Dense(torch.diag(1.0 / std), -mean / std),
+            xd.Dense(torch.cat([b, b], 1), torch.cat([torch.zeros_like(half), half]), "sin"),
+            *head.layers,
+        )
+
+    for _ in range(2):  # a second step: fresh graphs, nothing consumed by the first backward
+        for mode in ("forward", "backward"):
+            got = torch.autograd.grad(xd.laplacian(net, x, mode=mode).square().sum(), (mean, std, b))
+            want = torch.autograd.grad(xd.laplacian(by_hand(), x, mode=mode).square().sum(), (mean, std, b))
+            for g, w in zip(got, want):
+                assert rel_err(backend.to_numpy(g), backend.to_numpy(w)) < 1e-13
+        with torch.no_grad():
+            for a, g in zip((mean, std, b), got):
+                a -= 0.05 * g
+
+
 # --------------------------------------------------------------------------- a hard-constraint PINN in torch
 
 

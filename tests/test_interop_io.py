@@ -20,7 +20,19 @@ def _nets():
         xd.Dense(np.ones((3, 4)) * 0.3, np.zeros(4), activation=xd.activations.softplus(2.0)), xd.Dense(np.ones((4, 1)))
     )
     no_quad = xd.Potential(xd.mlp([3, 4, 4], "sin", "tanh", seed=2), np.ones(4), None, np.ones(3) * 0.1, 0.5)
-    return {"potential": pot, "resnet": res, "softplus-beta": beta, "potential-linear-only": no_quad}
+    rng = np.random.default_rng(3)
+    features = xd.Sequential(
+        xd.InputScale(np.array([0.1, -0.2, 0.3]), np.array([1.5, 0.8, 1.2])),
+        xd.fourier_features(rng.standard_normal((3, 2))),
+        xd.mlp([4, 5, 1], "tanh", seed=3),
+    )
+    return {
+        "potential": pot,
+        "resnet": res,
+        "softplus-beta": beta,
+        "potential-linear-only": no_quad,
+        "input-features": features,
+    }
 
 
 @pytest.mark.parametrize("name", list(_nets()))

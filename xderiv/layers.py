@@ -18,7 +18,15 @@ from typing import Any
 
 import array_api_compat
 
-from ._namespace import Array, check_finite, check_finite_number, check_real_floating, is_array
+from ._namespace import (
+    Array,
+    array_namespace_of,
+    check_finite,
+    check_finite_number,
+    check_real_floating,
+    device_of,
+    is_array,
+)
 from .activations import Activation, get_activation
 
 
@@ -154,15 +162,19 @@ class InputScale(Dense):
     It is a :class:`Dense` layer with :math:`W = \mathrm{diag}(1/s)`,
     :math:`b = -\mu / s` and the identity activation, so every recursion
     treats it as an ordinary layer (it costs one ``d x d`` product per point).
-    Mapping a box ``[lo, hi]`` to ``[-1, 1]`` is ``mean = (lo + hi) / 2``,
-    ``std = (hi - lo) / 2``.
+    ``W`` and ``b`` are formed from ``mean`` and ``std`` at every call, so
+    changes made to them in place (an optimizer step on trainable scales) are
+    seen, and gradients of any result reach them.  Mapping a box ``[lo, hi]``
+    to ``[-1, 1]`` is ``mean = (lo + hi) / 2``, ``std = (hi - lo) / 2``.
 
     Parameters
     ----------
     mean : array of shape (d,), or a number
     std : array of shape (d,), or a number
-        Positive scales; at least one of ``mean`` and ``std`` is an array
-        (its namespace, dtype and device are the layer's).
+        Nonzero scales (a number must be positive); at least one of ``mean``
+        and ``std`` is an array (its namespace, dtype and device are the
+        layer's).  The layer holds the arrays it is given (a number becomes
+        an array of shape ``(d,)``).
     """
 
     def __init__(self, mean: Array | float, std: Array | float):
@@ -187,23 +199,131 @@ class InputScale(Dense):
         for name, a in (("mean", mean_a), ("std", std_a)):
             if tuple(a.shape) != (d,):
                 raise ValueError(f"InputScale: {name} has shape {tuple(a.shape)}, expected ({d},)")
+            check_real_floating(array_api_compat.array_namespace(a), a, f"InputScale: {name}")
         if not is_array(std) and not float(std) > 0.0:
             raise ValueError(f"InputScale: std must be positive, got {std}")
-        weight = xp.eye(d, dtype=std_a.dtype, device=dev) / std_a
-        super().__init__(weight, -mean_a / std_a, activation="identity")
         self.mean, self.std = mean_a, std_a
+        self.activation = get_activation("identity")
+        self.step = 1.0
+        # The arrays a call forms: a zero in std shows as an infinite 1/std.
+        check_finite(xp, self.weight, "InputScale: 1/std")
+        check_finite(xp, self.bias, "InputScale: -mean/std")
+
+    @property
+    def weight(self) -> Array:  # type: ignore[override]
+        r""":math:`\mathrm{diag}(1/s)`, shape (d, d), formed from the current ``std``."""
+        std = self.std
+        xp = array_namespace_of(std)
+        return xp.eye(std.shape[0], dtype=std.dtype, device=device_of(std)) / std
+
+    @property
+    def bias(self) -> Array:  # type: ignore[override]
+        r""":math:`-\mu / s`, shape (d,), formed from the current ``mean`` and ``std``."""
+        return -self.mean / self.std
+
+    @property
+    def in_features(self) -> int:
+        """``d``."""
+        return int(self.std.shape[0])
+
+    out_features = in_features
+
+    def arrays(self) -> list[Array]:
+        """The arrays the layer holds: ``[mean, std]``."""
+        return [self.mean, self.std]
+
+    def with_arrays(self, mean: Array, std: Array) -> InputScale:  # type: ignore[override]
+        """The same layer over other ``mean`` and ``std`` arrays of shape (d,)."""
+        d = self.in_features
+        if tuple(mean.shape) != (d,) or tuple(std.shape) != (d,):
+            raise ValueError(
+                f"InputScale.with_arrays: expected shapes ({d},) and ({d},), "
+                f"got {tuple(mean.shape)} and {tuple(std.shape)}"
+            )
+        new = copy.copy(self)
+        new.mean, new.std = mean, std
+        return new
 
     def __repr__(self) -> str:
         return f"InputScale({self.in_features})"
 
 
-def fourier_features(B: Array) -> Dense:
-    r"""Fourier features :math:`u' = [\sin(uB),\ \cos(uB)]` as one :class:`Dense` layer.
+class FourierFeatures(Dense):
+    r"""Fourier features :math:`u' = [\sin(uB),\ \cos(uB)]` as one sine layer (made by :func:`fourier_features`).
+
+    Because :math:`\sin(z + \pi/2) = \cos z`, this is exactly
+    ``Dense(concat([B, B], axis=1), concat([0, ..., 0, pi/2, ..., pi/2]), "sin")``;
+    that weight and bias are formed from ``B`` at every call, so changes made
+    to ``B`` in place (trained frequencies) are seen, and gradients of any
+    result reach ``B``.
+
+    Parameters
+    ----------
+    B : array, shape (d, k)
+        Frequencies; the layer holds this array.
+    """
+
+    def __init__(self, B: Array):
+        if not is_array(B) or B.ndim != 2:
+            raise ValueError(
+                f"fourier_features: B must be a 2-D array (d, k), got {getattr(B, 'shape', type(B).__name__)}"
+            )
+        xp = array_api_compat.array_namespace(B)
+        check_real_floating(xp, B, "fourier_features: B")
+        if 0 in tuple(B.shape):
+            raise ValueError(f"fourier_features: B has shape {tuple(B.shape)}; it needs at least one row and column")
+        check_finite(xp, B, "fourier_features: B")
+        self.B = B
+        self.activation = get_activation("sin")
+        self.step = 1.0
+
+    @property
+    def weight(self) -> Array:  # type: ignore[override]
+        """``[B, B]``, shape (d, 2k)."""
+        return array_namespace_of(self.B).concat([self.B, self.B], axis=1)
+
+    @property
+    def bias(self) -> Array:  # type: ignore[override]
+        """``[0, ..., 0, pi/2, ..., pi/2]``, shape (2k,), in ``B``'s dtype and on its device."""
+        B = self.B
+        xp, k = array_namespace_of(B), B.shape[1]
+        zeros = xp.zeros((k,), dtype=B.dtype, device=device_of(B))
+        return xp.concat([zeros, zeros + math.pi / 2], axis=0)
+
+    @property
+    def in_features(self) -> int:
+        """``d``."""
+        return int(self.B.shape[0])
+
+    @property
+    def out_features(self) -> int:
+        """``2k``."""
+        return 2 * int(self.B.shape[1])
+
+    def arrays(self) -> list[Array]:
+        """The array the layer holds: ``[B]``."""
+        return [self.B]
+
+    def with_arrays(self, B: Array) -> FourierFeatures:  # type: ignore[override]
+        """The same layer over other frequencies of the same shape."""
+        if tuple(B.shape) != tuple(self.B.shape):
+            raise ValueError(f"FourierFeatures.with_arrays: expected shape {tuple(self.B.shape)}, got {tuple(B.shape)}")
+        new = copy.copy(self)
+        new.B = B
+        return new
+
+    def __repr__(self) -> str:
+        return f"FourierFeatures({self.in_features} -> {self.out_features})"
+
+
+def fourier_features(B: Array) -> FourierFeatures:
+    r"""Fourier features :math:`u' = [\sin(uB),\ \cos(uB)]` as one sine layer.
 
     Because :math:`\sin(z + \pi/2) = \cos z`, this is exactly
     ``Dense(concat([B, B], axis=1), concat([0, ..., 0, pi/2, ..., pi/2]), "sin")``:
     every recursion treats it as an ordinary layer, and its derivatives are
-    those of a sine layer.
+    those of a sine layer.  That weight is formed from ``B`` at every call, so
+    trained (or otherwise updated) frequencies are seen.
 
     Parameters
     ----------
@@ -213,17 +333,11 @@ def fourier_features(B: Array) -> Dense:
 
     Returns
     -------
-    Dense
-        ``d -> 2k`` features: the first ``k`` are sines, the last ``k`` cosines.
+    FourierFeatures
+        A :class:`Dense` layer ``d -> 2k``: the first ``k`` features are
+        sines, the last ``k`` cosines.
     """
-    if not is_array(B) or B.ndim != 2:
-        raise ValueError(f"fourier_features: B must be a 2-D array (d, k), got {getattr(B, 'shape', type(B).__name__)}")
-    xp = array_api_compat.array_namespace(B)
-    check_real_floating(xp, B, "fourier_features: B")
-    k, dev = int(B.shape[1]), array_api_compat.device(B)
-    zeros = xp.zeros((k,), dtype=B.dtype, device=dev)
-    bias = xp.concat([zeros, zeros + math.pi / 2], axis=0)
-    return Dense(xp.concat([B, B], axis=1), bias, activation="sin")
+    return FourierFeatures(B)
 
 
 Layer = Dense

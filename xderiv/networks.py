@@ -71,7 +71,8 @@ class _Network(Composable):
         return self
 
     def arrays(self) -> list[Array]:
-        """All weight arrays in a fixed order: each layer's ``[weight, bias]``, then ``A`` and ``c`` if present.
+        """All weight arrays in a fixed order: each layer's arrays (``[weight, bias]``; an InputScale's
+        ``[mean, std]``, Fourier features' ``[B]``), then ``A`` and ``c`` if present.
 
         With :meth:`with_arrays` this makes a network a function of its
         weights, for ``jax.grad``/``jax.jit`` or ``torch.func``.
@@ -84,8 +85,11 @@ class _Network(Composable):
         arrays = list(arrays)
         if len(arrays) != len(self.arrays()):
             raise ValueError(f"with_arrays: expected {len(self.arrays())} arrays, got {len(arrays)}")
-        layers = [layer.with_arrays(arrays[2 * i], arrays[2 * i + 1]) for i, layer in enumerate(self.plan.layers)]
-        rest = arrays[2 * len(layers) :]
+        layers, rest = [], arrays
+        for layer in self.plan.layers:
+            k = len(layer.arrays())  # weight and bias; an InputScale's mean and std; Fourier features' B
+            layers.append(layer.with_arrays(*rest[:k]))
+            rest = rest[k:]
         quadratic = rest.pop(0) if self.plan.quadratic is not None else None
         linear = rest.pop(0) if self.plan.linear is not None else None
         new = copy.copy(self)

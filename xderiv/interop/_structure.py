@@ -3,7 +3,8 @@
 :func:`flatten` splits a :class:`~xderiv.Sequential` or :class:`~xderiv.Potential`
 into a JSON-able ``spec`` and the list of its arrays in a fixed order;
 :func:`unflatten` rebuilds an equal network from a spec and (possibly other)
-arrays.  Array order: for every layer its ``weight`` then its ``bias``; a
+arrays.  Array order: for every layer its arrays (:data:`LAYER_ARRAYS`: ``weight``
+then ``bias``; an input scale's ``mean`` and ``std``; Fourier features' ``B``); a
 Potential's trunk layers come first, then the read-out ``w`` (shape ``(k, 1)``)
 and offset ``b`` (shape ``(1,)``), then ``A`` and ``c`` when present.
 """
@@ -15,8 +16,16 @@ from typing import Any
 import numpy as np
 
 from ..activations import get_activation
-from ..layers import Dense, Residual
+from ..layers import Dense, FourierFeatures, InputScale, Residual
 from ..networks import Potential, Sequential
+
+LAYER_ARRAYS: dict[str, tuple[str, ...]] = {
+    "Dense": ("weight", "bias"),
+    "Residual": ("weight", "bias"),
+    "InputScale": ("mean", "std"),
+    "FourierFeatures": ("B",),
+}
+"""The layer types a spec describes, and the names of the arrays each holds (in :meth:`arrays` order)."""
 
 
 def flatten(net: Any) -> tuple[dict[str, Any], list[Any]]:
@@ -32,8 +41,8 @@ def flatten(net: Any) -> tuple[dict[str, Any], list[Any]]:
     spec: dict[str, Any] = {"kind": kind, "layers": []}
     arrays: list[Any] = []
     for layer in layers:
-        if type(layer) not in (Dense, Residual):
-            raise TypeError(f"cannot describe layer type {type(layer).__name__} (only Dense and Residual)")
+        if type(layer) not in (Dense, Residual, InputScale, FourierFeatures):
+            raise TypeError(f"cannot describe layer type {type(layer).__name__} (only {', '.join(LAYER_ARRAYS)})")
         spec["layers"].append(
             {
                 "type": type(layer).__name__,
@@ -41,7 +50,7 @@ def flatten(net: Any) -> tuple[dict[str, Any], list[Any]]:
                 "step": float(layer.step),
             }
         )
-        arrays += [layer.weight, layer.bias]
+        arrays += layer.arrays()
     if isinstance(net, Potential):
         arrays += [net.w, net.b]
         spec["quadratic"] = net.A is not None
@@ -53,12 +62,18 @@ def flatten(net: Any) -> tuple[dict[str, Any], list[Any]]:
 def array_names(spec: dict[str, Any]) -> list[str]:
     """Readable names of the arrays of :func:`flatten`, in the same order."""
     names: list[str] = []
-    for i, _ in enumerate(spec["layers"]):
-        names += [f"layers.{i}.weight", f"layers.{i}.bias"]
+    for i, ls in enumerate(spec["layers"]):
+        names += [f"layers.{i}.{name}" for name in _layer_arrays(ls["type"])]
     if spec["kind"] == "Potential":
         names += ["w", "b"]
         names += [n for n, on in (("A", spec.get("quadratic")), ("c", spec.get("linear"))) if on]
     return names
+
+
+def _layer_arrays(kind: str) -> tuple[str, ...]:
+    if kind not in LAYER_ARRAYS:
+        raise ValueError(f"unknown layer type {kind!r} in network spec (known: {', '.join(LAYER_ARRAYS)})")
+    return LAYER_ARRAYS[kind]
 
 
 def unflatten(spec: dict[str, Any], arrays: list[Any]) -> Sequential | Potential:
@@ -67,20 +82,22 @@ def unflatten(spec: dict[str, Any], arrays: list[Any]) -> Sequential | Potential
     if len(arrays) != expected:
         raise ValueError(f"network spec needs {expected} arrays, got {len(arrays)}")
     layers: list[Dense] = []
-    for i, ls in enumerate(spec["layers"]):
-        w, b = arrays[2 * i], arrays[2 * i + 1]
-        act = get_activation(ls["activation"])
+    rest = list(arrays)
+    for ls in spec["layers"]:
+        k = len(_layer_arrays(ls["type"]))
+        mine, rest = rest[:k], rest[k:]
         if ls["type"] == "Residual":
-            layers.append(Residual(w, b, activation=act, step=ls["step"]))
+            layers.append(Residual(mine[0], mine[1], activation=get_activation(ls["activation"]), step=ls["step"]))
         elif ls["type"] == "Dense":
-            layers.append(Dense(w, b, activation=act))
+            layers.append(Dense(mine[0], mine[1], activation=get_activation(ls["activation"])))
+        elif ls["type"] == "InputScale":
+            layers.append(InputScale(*mine))
         else:
-            raise ValueError(f"unknown layer type {ls['type']!r} in network spec")
+            layers.append(FourierFeatures(*mine))
     if spec["kind"] == "Sequential":
         return Sequential(*layers)
     if spec["kind"] != "Potential":
         raise ValueError(f"unknown network kind {spec['kind']!r}")
-    rest = arrays[2 * len(layers) :]
     w, b, rest = rest[0], rest[1], rest[2:]
     A = rest.pop(0) if spec.get("quadratic") else None
     c = rest.pop(0) if spec.get("linear") else None
