@@ -100,9 +100,11 @@ After = Callable[[Array, tuple[Array, ...], Any], Array]
 _LOG2 = math.log(2.0)
 # Beyond |z| = _CLIP every exponential factor of the activations below is exactly 0 (in
 # float32 too): their derivatives are evaluated at the clipped argument, which gives the same
-# values and keeps z * 0 from becoming inf * 0 = NaN for z near the largest float.  An int, as
-# are all clip bounds here: torch.compile(dynamic=True) turns a float global into a graph input,
-# on which array-api-compat's torch `clip` (a Python `math.isnan` check) cannot be traced.
+# values and keeps z * 0 from becoming inf * 0 = NaN for z near the largest float.  Held as an
+# int and passed to `clip` as float(_CLIP), which a tracer folds to a constant: torch.compile
+# (dynamic=True) turns a float global into a graph input, on which array-api-compat's torch `clip`
+# (a Python `math.isnan` check) cannot be traced; an int bound itself fails in older array-api-compat
+# (an integer `iinfo` of the float dtype).  Literal bounds are constants to the tracer as they are.
 _CLIP = 1000
 
 
@@ -243,7 +245,7 @@ def _sech2(z: Array, xp: Any) -> Array:
 
 def _clip(z: Array, xp: Any) -> Array:
     """``z`` clipped to ``[-_CLIP, _CLIP]`` (see ``_CLIP``)."""
-    return xp.clip(z, min=-_CLIP, max=_CLIP)
+    return xp.clip(z, min=-float(_CLIP), max=float(_CLIP))
 
 
 def _identity(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
@@ -408,22 +410,22 @@ def _exp_neg_square(y: Array, scale: float, xp: Any) -> Array:
     :math:`e^{-s y^2} = e^{-s y_h^2} e^{-s (|y| - y_h)(|y| + y_h)}`, so the large exponent is not
     rounded (rounding :math:`s y^2 \approx 700` itself would cost 700 ulps of relative accuracy).
     """
-    a = xp.clip(_abs(y, xp), max=_CLIP)
+    a = xp.clip(_abs(y, xp), max=float(_CLIP))
     high = xp.trunc(16.0 * a) / 16.0
     return xp.exp(-scale * high * high) * xp.exp(-scale * (a - high) * (a + high))
 
 
 def _erf_small(x: Array, xp: Any) -> Array:
     """erf(x) for ``|x| <= 0.46875`` (other lanes: a finite value to be discarded)."""
-    x = xp.clip(x, min=-1, max=1)  # the lanes kept are unchanged; the others stay finite
+    x = xp.clip(x, min=-1.0, max=1.0)  # the lanes kept are unchanged; the others stay finite
     t = x * x
     return x * _horner(t, _ERF_N1) / _horner(t, _ERF_D1)
 
 
 def _erfc_ratio(a: Array, xp: Any) -> Array:
     """``exp(a^2) erfc(a)`` for ``a >= 0.46875`` (other lanes: a finite value to be discarded)."""
-    mid = xp.clip(a, max=4)
-    tail = xp.clip(a, min=4, max=_CLIP)
+    mid = xp.clip(a, max=4.0)
+    tail = xp.clip(a, min=4.0, max=float(_CLIP))
     s = 1.0 / (tail * tail)
     far = (_INV_SQRT_PI - s * _horner(s, _ERF_N3) / _horner(s, _ERF_D3)) / tail
     return xp.where(a <= 4.0, _horner(mid, _ERF_N2) / _horner(mid, _ERF_D2), far)
