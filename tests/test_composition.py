@@ -235,10 +235,10 @@ def test_fourier_features_are_sines_and_cosines(backend):
     assert rel_err(lap, np.trace(h, axis1=-2, axis2=-1)) < TOL
 
 
-def _features_net(backend, mean, std, b, head):
+def _features_net(backend, mean, std, b, head, dtype="float64"):
     return xd.Sequential(
-        xd.InputScale(backend.asarray(mean), backend.asarray(std)),
-        xd.fourier_features(backend.asarray(b)),
+        xd.InputScale(backend.asarray(mean, dtype), backend.asarray(std, dtype)),
+        xd.fourier_features(backend.asarray(b, dtype)),
         *head.layers,
     )
 
@@ -281,6 +281,24 @@ def test_feature_layers_arrays_round_trip(backend):
         net.layers[0].with_arrays(arrays[0], arrays[2])
     with pytest.raises(ValueError, match="FourierFeatures.with_arrays: expected shape"):
         net.layers[1].with_arrays(arrays[0])
+
+
+def test_float32_feature_layers_in_a_float64_call_are_widened_before_use(backend):
+    """A float64 input promotes float32 weights exactly; the feature layers' 1/std, -mean/std and
+    pi/2 are then formed in float64 too, so the result equals that of the widened network."""
+    rng = np.random.default_rng(13)
+    mean, std, b = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3), rng.standard_normal((3, 2))
+    f32 = [a.astype(np.float32) for a in (mean, std, b)]
+    head = xd.mlp([4, 5, 1], "tanh", seed=8, xp=backend.module, device=backend.device, dtype="float32")
+    head64 = head.with_arrays([backend.asarray(backend.to_numpy(a)) for a in head.arrays()])
+    net = _features_net(backend, *f32, head, dtype="float32")
+    assert all(a.dtype == backend.dtype("float32") for a in net.arrays())
+    widened = _features_net(backend, *f32, head64)  # the float32 values, held as float64
+    x = backend.asarray(rng.standard_normal((N, 3)))
+    for op in (xd.value, xd.laplacian):
+        got = op(net, x)
+        assert got.dtype == x.dtype
+        assert rel_err(backend.to_numpy(got), backend.to_numpy(op(widened, x))) < 1e-14
 
 
 def test_trained_feature_layers_get_the_gradients_of_their_weights(backend):

@@ -22,7 +22,7 @@ from ._cost import Costs, LayerShape, Quantity, costs_of, shape_of
 from ._forward import Tape, value_sweep
 from ._namespace import Array, Context, check_int, flatten_batch, resolve_call
 from ._potential import PotentialTerms
-from .layers import Dense, layer_params
+from .layers import Dense
 
 MODES = ("auto", "forward", "backward")
 
@@ -248,7 +248,7 @@ def run(
     plan = network.plan
     ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
     x2, batch = flatten_batch(x, plan.in_features, ctx.xp)
-    params = tuple(layer_params(layer, ctx.xp, ctx.dtype) for layer in plan.layers)
+    params = tuple(layer.params(ctx.xp, ctx.dtype) for layer in plan.layers)
     terms = PotentialTerms.build(plan.quadratic, plan.linear, ctx)
     call = Call(plan, ctx, x2, batch, params, terms, plan.in_features, plan.out_features)
     args = extras(call) if extras is not None else ()

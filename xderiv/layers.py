@@ -105,6 +105,10 @@ class Dense:
         """The layer's weight arrays, in a fixed order: ``[weight, bias]``."""
         return [self.weight, self.bias]
 
+    def params(self, xp: Any, dtype: Any) -> tuple[Array, Array]:
+        """``(W, b)`` as a call uses them: in the call's working ``dtype`` (cast only when needed)."""
+        return _astype(self.weight, xp, dtype), _astype(self.bias, xp, dtype)
+
     def with_arrays(self, weight: Array, bias: Array) -> Dense:
         """The same layer (type, activation, step) with other weight arrays of the same shapes."""
         if tuple(weight.shape) != tuple(self.weight.shape) or tuple(bias.shape) != tuple(self.bias.shape):
@@ -212,14 +216,18 @@ class InputScale(Dense):
     @property
     def weight(self) -> Array:  # type: ignore[override]
         r""":math:`\mathrm{diag}(1/s)`, shape (d, d), formed from the current ``std``."""
-        std = self.std
-        xp = array_namespace_of(std)
-        return xp.eye(std.shape[0], dtype=std.dtype, device=device_of(std)) / std
+        return _inverse_diagonal(self.std, array_namespace_of(self.std))
 
     @property
     def bias(self) -> Array:  # type: ignore[override]
         r""":math:`-\mu / s`, shape (d,), formed from the current ``mean`` and ``std``."""
         return -self.mean / self.std
+
+    def params(self, xp: Any, dtype: Any) -> tuple[Array, Array]:
+        """``(W, b)`` formed in the call's working ``dtype`` from ``mean`` and ``std`` cast to it (exactly,
+        when widened: a float32 ``std`` in a float64 call gives float64's ``1/std``)."""
+        mean, std = _astype(self.mean, xp, dtype), _astype(self.std, xp, dtype)
+        return _inverse_diagonal(std, xp), -mean / std
 
     @property
     def in_features(self) -> int:
@@ -285,10 +293,12 @@ class FourierFeatures(Dense):
     @property
     def bias(self) -> Array:  # type: ignore[override]
         """``[0, ..., 0, pi/2, ..., pi/2]``, shape (2k,), in ``B``'s dtype and on its device."""
-        B = self.B
-        xp, k = array_namespace_of(B), B.shape[1]
-        zeros = xp.zeros((k,), dtype=B.dtype, device=device_of(B))
-        return xp.concat([zeros, zeros + math.pi / 2], axis=0)
+        return _phases(self.B, array_namespace_of(self.B))
+
+    def params(self, xp: Any, dtype: Any) -> tuple[Array, Array]:
+        r"""``(W, b)`` formed in the call's working ``dtype`` (the phase :math:`\pi/2` rounded to it)."""
+        B = _astype(self.B, xp, dtype)
+        return xp.concat([B, B], axis=1), _phases(B, xp)
 
     @property
     def in_features(self) -> int:
@@ -344,11 +354,16 @@ Layer = Dense
 """Any layer type the recursions accept (Dense and its subclasses)."""
 
 
-def layer_params(layer: Dense, xp: Any, dtype: Any) -> tuple[Array, Array]:
-    """``(W, b)`` of ``layer`` in the working dtype (cast only when needed)."""
-    w, b = layer.weight, layer.bias
-    if w.dtype != dtype:
-        w = xp.astype(w, dtype)
-    if b.dtype != dtype:
-        b = xp.astype(b, dtype)
-    return w, b
+def _astype(a: Array, xp: Any, dtype: Any) -> Array:
+    return a if a.dtype == dtype else xp.astype(a, dtype)
+
+
+def _inverse_diagonal(std: Array, xp: Any) -> Array:
+    r""":math:`\mathrm{diag}(1/s)`, shape (d, d), in ``std``'s dtype and on its device."""
+    return xp.eye(std.shape[0], dtype=std.dtype, device=device_of(std)) / std
+
+
+def _phases(B: Array, xp: Any) -> Array:
+    """``[0, ..., 0, pi/2, ..., pi/2]``, ``2k`` entries for ``B`` (d, k), in ``B``'s dtype and on its device."""
+    zeros = xp.zeros((B.shape[1],), dtype=B.dtype, device=device_of(B))
+    return xp.concat([zeros, zeros + math.pi / 2], axis=0)
