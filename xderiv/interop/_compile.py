@@ -20,6 +20,7 @@ dtypes or devices change), later calls only the compiled kernels.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import types
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from typing import Any
 
 import array_api_compat
 
+from .._namespace import is_array
 from ..networks import as_network
 
 
@@ -47,7 +49,10 @@ def compile(  # noqa: A001 - xd.compile mirrors torch.compile / jax.jit
         Any xderiv operator taking ``(net, x, ...)``: ``xd.value``,
         ``xd.jacobian``, ``xd.gradient``, ``xd.hessian``, ``xd.laplacian``,
         ``xd.derivatives``, ``xd.trace_hessian``, ``xd.hessian_diagonal``,
-        ``xd.hvp``, ``xd.directional``, ``xd.divergence``.
+        ``xd.hvp``, ``xd.directional``, ``xd.divergence``, ``xd.taylor``,
+        ``xd.biharmonic``, ``xd.partial``.  On JAX, array arguments are
+        traced and all others (orders, multi-indices, ``coords``, ``mode``)
+        are static: each distinct value of those compiles once.
     net : network
         A Sequential, Potential, composite or converted torch module.  Its
         weights are read at every call (optimizer steps are seen).
@@ -117,13 +122,51 @@ def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _jax(operator: Callable[..., Any], net: Any, fixed: dict[str, Any]) -> Any:
+    """``jax.jit`` over the weights and the array arguments; every other argument is static.
+
+    Orders, multi-indices, coordinates and modes (``order=3``, ``(2, 1, 0)``, ``coords=[0, 2]``)
+    shape the trace, so they are not traced: each distinct set of them has a trace of its own.
+    """
     import jax
 
-    @jax.jit
-    def traced(arrays: list[Any], x: Any, *args: Any) -> Any:
-        return operator(net.with_arrays(arrays), x, *args, **fixed)
+    traces: dict[Any, Callable[..., Any]] = {}
+    returned: dict[Any, type] = {}  # key -> the dataclass the operator returns (xd.derivatives), if any
 
-    def run(x: Any, *args: Any) -> Any:
-        return traced(net.arrays(), x, *args)
+    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
+        at = tuple(i for i, a in enumerate(args) if is_array(a))
+        names = tuple(sorted(k for k, v in kwargs.items() if is_array(v)))
+        static_args = {i: a for i, a in enumerate(args) if i not in at}
+        static_kwargs = {k: v for k, v in kwargs.items() if k not in names}
+        key = (len(args), at, names, _frozen(static_args), _frozen(static_kwargs))
+        traced = traces.get(key)
+        if traced is None:
+
+            def call(arrays: list[Any], x: Any, positional: list[Any], named: dict[str, Any]) -> Any:
+                given = dict(zip(at, positional))
+                full = [given[i] if i in given else static_args[i] for i in range(len(args))]
+                out = operator(net.with_arrays(arrays), x, *full, **fixed, **static_kwargs, **named)
+                if dataclasses.is_dataclass(out):  # not a pytree: its fields cross the jit boundary
+                    returned[key] = type(out)
+                    return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+                return out
+
+            traced = traces[key] = jax.jit(call)
+        out = traced(net.arrays(), x, [args[i] for i in at], {k: kwargs[k] for k in names})
+        return returned[key](**out) if key in returned else out
 
     return run
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a static argument (lists and dicts as tuples), or a TypeError naming it."""
+    if isinstance(value, dict):
+        return tuple((k, _frozen(v)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, *(_frozen(v) for v in value))
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(
+            f"xd.compile on JAX: argument {value!r} is neither an array (traced) nor hashable (static)"
+        ) from None
+    return (type(value).__name__, value)
