@@ -601,6 +601,44 @@ def test_registered_activation_with_and_without_higher_derivatives(backend):
         xd.register_activation("bad-nth", lambda z: z, lambda z: z, lambda z: z, nth_derivative=lambda z: z)
 
 
+def test_registered_activation_takes_constants_and_the_library_own_functions(backend):
+    """A constant derivative written as a number, and the backend library's own ``tanh`` (a NumPy
+    ufunc, whose signature also lists ``out``; a torch builtin, whose signature cannot be read)."""
+    square = xd.register_activation(
+        f"square-const-{backend.name}",
+        lambda z: z * z,
+        lambda z: 2.0 * z,
+        lambda z: 2.0,
+        nth_derivative=lambda z, k: 0.0,
+        overwrite=True,
+    )
+    lib = backend.module
+    tanh = xd.register_activation(
+        f"lib-tanh-{backend.name}",
+        lib.tanh,
+        lambda z, xp: 1.0 - xp.tanh(z) ** 2,
+        lambda z, xp: -2.0 * xp.tanh(z) * (1.0 - xp.tanh(z) ** 2),
+        overwrite=True,
+    )
+    zn = np.linspace(-2, 2, 9)
+    z = backend.asarray(zn)
+    parts = [backend.to_numpy(a) for a in square.derivatives(z, backend.xp, 4)]
+    for got, want in zip(parts, [zn * zn, 2 * zn, np.full(9, 2.0), np.zeros(9), np.zeros(9)]):
+        assert got.shape == (9,) and np.array_equal(got, want)
+    assert np.allclose(backend.to_numpy(tanh(z, backend.xp)), np.tanh(zn), rtol=1e-15, atol=0)
+    rng = np.random.default_rng(1)
+    net = xd.Sequential(
+        xd.Dense(backend.asarray(rng.standard_normal((2, 3))), backend.asarray(rng.standard_normal(3)), square),
+        xd.Dense(backend.asarray(rng.standard_normal((3, 3))), activation=tanh),
+        xd.Dense(backend.asarray(rng.standard_normal((3, 1)))),
+    )
+    x = backend.asarray(rng.standard_normal((4, 2)))
+    for mode in ("forward", "backward"):
+        h = backend.to_numpy(xd.hessian(net, x, mode=mode))
+        assert rel_err(h, fd_hessian(net, x, backend)) < 1e-7
+        assert rel_err(backend.to_numpy(xd.laplacian(net, x, mode=mode)), np.trace(h, axis1=-2, axis2=-1)) < 1e-13
+
+
 # --------------------------------------------------------------------------- the next derivative from the parts
 
 AFTER = [name for name in ACTIVATIONS + NEW if get_activation(name).after is not None]

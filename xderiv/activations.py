@@ -1120,31 +1120,47 @@ def _parse_parametric(name: str) -> Activation | None:
     return _PARAMETRIC[kind][1](value)
 
 
-def _with_xp(fn: Callable[..., Array], what: str) -> Callable[[Array, Any], Array]:
-    """Accept user functions written as ``f(z)`` or ``f(z, xp)``."""
-    params: Any
+def _positional(fn: Callable[..., Any]) -> int | None:
+    """How many positional arguments ``fn`` takes (None when its signature cannot be read)."""
     try:
-        params = inspect.signature(fn).parameters
+        params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
-        params = {}
-    if len(params) >= 2:
-        return fn
-    if len(params) == 1:
-        return lambda z, xp: fn(z)
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in kinds for p in params)
+
+
+def _like(out: Any, z: Array, xp: Any) -> Array:
+    """A user function's result as an array of ``z``'s shape: a number (a constant derivative such as
+    ``lambda z: 2.0``) or a 0-d array is spread over ``z``."""
+    if isinstance(out, (int, float)) and not isinstance(out, bool):
+        return xp.full_like(z, float(out))
+    if getattr(out, "ndim", None) == 0:
+        return xp.zeros_like(z) + out
+    return out
+
+
+def _with_xp(fn: Callable[..., Array], what: str) -> Callable[[Array, Any], Array]:
+    """Accept user functions written as ``f(z)`` or ``f(z, xp)``; results of shape ``z.shape`` (:func:`_like`).
+
+    A ufunc of one input (``np.tanh``, whose signature also lists ``out``) and a callable whose
+    signature cannot be read (``torch.tanh``) are ``f(z)``.
+    """
+    n = 1 if getattr(fn, "nin", None) == 1 else _positional(fn)
+    if n is not None and n >= 2:
+        return lambda z, xp: _like(fn(z, xp), z, xp)
+    if n is None or n == 1:
+        return lambda z, xp: _like(fn(z), z, xp)
     raise TypeError(f"{what} must be a callable f(z) or f(z, xp), got {fn!r}")
 
 
 def _nth_with_xp(fn: Callable[..., Array]) -> Callable[[Array, Any, int], Array]:
-    """Accept a user's k-th derivative written as ``f(z, k)`` or ``f(z, xp, k)``."""
-    params: Any
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if len(params) >= 3:
-        return fn
-    if len(params) == 2:
-        return lambda z, xp, k: fn(z, k)
+    """Accept a user's k-th derivative written as ``f(z, k)`` or ``f(z, xp, k)``; results as :func:`_like`."""
+    n = _positional(fn)
+    if n is not None and n >= 3:
+        return lambda z, xp, k: _like(fn(z, xp, k), z, xp)
+    if n == 2:
+        return lambda z, xp, k: _like(fn(z, k), z, xp)
     raise TypeError(f"nth_derivative must be a callable f(z, k) or f(z, xp, k), got {fn!r}")
 
 
@@ -1166,7 +1182,9 @@ def register_activation(
     function, derivative, second_derivative : callable
         :math:`\\sigma`, :math:`\\sigma'`, :math:`\\sigma''`, each ``f(z)`` or
         ``f(z, xp)`` (``xp`` is the Array API namespace of ``z``; use it to stay
-        backend-agnostic, e.g. ``lambda z, xp: xp.exp(-z * z)``).
+        backend-agnostic, e.g. ``lambda z, xp: xp.exp(-z * z)``).  A one-input
+        ufunc such as ``np.tanh`` is an ``f(z)``; a constant derivative may be
+        a number (``lambda z: 2.0``).
     nth_derivative : callable, optional
         :math:`\\sigma^{(k)}` for any ``k >= 3``, as ``f(z, k)`` or ``f(z, xp, k)``
         (``k`` a Python int); called for ``k = 3, ..., K`` when Taylor mode
