@@ -107,3 +107,12 @@ def test_unsupported_layers_are_refused():
         from_hessquik(hnet.ICNN(3, [4, 5]))
     with pytest.raises(TypeError, match="quadratic"):
         from_hessquik(hnet.NN(lay.singleLayer(3, 4), lay.quadraticLayer(4, 2)))
+
+
+def test_softplus_thresholds_below_the_default_are_refused():
+    """hessQuik's softplus is the identity where beta * z > threshold, a different function from the
+    smooth softplus when the threshold is small: refused, naming the layer; the default converts."""
+    with pytest.raises(ValueError, match=r"\[0\].*Softplus\(beta=2.0, threshold=1.0\)"):
+        from_hessquik(hnet.NN(lay.singleLayer(3, 4, act=act.softplusActivation(beta=2.0, threshold=1.0))))
+    net = from_hessquik(hnet.NN(lay.singleLayer(3, 4, act=act.softplusActivation(beta=2.0))))
+    assert net.layers[0].activation.name == "softplus(beta=2.0)"

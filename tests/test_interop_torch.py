@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 import xderiv as xd  # noqa: E402
 from xderiv.interop.torch import (  # noqa: E402
@@ -173,6 +174,40 @@ def test_unsupported_modules_are_named(torch_device):
         refused(lambda: [nn.Identity()])
     with pytest.raises(TypeError, match="inside a ResidualBlock"):
         refused(lambda: [ResidualBlock(3, nn.ReLU())])
+
+
+class _FunctionalSoftplus(nn.Module):
+    def __init__(self, threshold):
+        super().__init__()
+        self.inner, self.outer, self.threshold = nn.Linear(2, 4), nn.Linear(4, 1), threshold
+
+    def forward(self, x):
+        return self.outer(F.softplus(self.inner(x), beta=2.0, threshold=self.threshold))
+
+
+def test_softplus_thresholds_below_the_default_are_refused_not_smoothed(torch_device):
+    """torch's softplus is the identity where beta * z > threshold: with a small threshold that is a
+    different function from the smooth softplus, so it is refused (naming the difference); at the default
+    and above, the two differ by at most log(1 + exp(-threshold)) / beta."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 2, dtype=F64, device=torch_device) * 6.0
+    for small in (nn.Softplus(beta=1.0, threshold=1.0), nn.Softplus(beta=2.0, threshold=19.0)):
+        model = nn.Sequential(nn.Linear(2, 4), small, nn.Linear(4, 1)).to(torch_device, F64)
+        with pytest.raises(ValueError, match=f"Softplus\\(beta={small.beta}, threshold={small.threshold}\\).*up to"):
+            from_torch(model)
+    with pytest.raises(ValueError, match="threshold=0.5"):
+        from_torch(_FunctionalSoftplus(0.5).to(torch_device, F64))
+    for model in (
+        nn.Sequential(nn.Linear(2, 4), nn.Softplus(beta=2.0), nn.Linear(4, 1)),
+        nn.Sequential(nn.Linear(2, 4), nn.Softplus(beta=2.0, threshold=30.0), nn.Linear(4, 1)),
+        _FunctionalSoftplus(20.0),
+    ):
+        model = model.to(torch_device, F64)
+        assert (from_torch(model)(x) - model(x)).abs().max() < 1e-8  # 4 units, each at most 1.05e-9 off
+    # the user may accept the difference by mapping the module themselves
+    model = nn.Sequential(nn.Linear(2, 4), nn.Softplus(threshold=1.0), nn.Linear(4, 1)).to(torch_device, F64)
+    net = from_torch(model, activations={nn.Softplus: lambda m: xd.activations.softplus(m.beta)})
+    assert net.layers[0].activation.name == "softplus"
 
 
 # --------------------------------------------------------------------------- as_module

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..activations import softplus
 from ..layers import Dense, Residual
 from ..networks import Sequential
+from ._softplus import torch_softplus
 
 _ACTIVATIONS = {
     "antiTanhActivation": "antitanh",
@@ -51,7 +51,7 @@ def _activation(act: Any, where: str) -> Any:
     if kind in _ACTIVATIONS:
         return _ACTIVATIONS[kind]
     if kind == "softplusActivation":
-        return softplus(float(getattr(act, "beta", 1.0)))
+        return torch_softplus(getattr(act, "beta", 1.0), getattr(act, "threshold", 20.0), f"from_hessquik: {where}")
     raise TypeError(
         f"from_hessquik: {where} uses activation {kind}, which has no xderiv counterpart; "
         f"supported: {', '.join(sorted(_ACTIVATIONS))}, softplusActivation"
@@ -112,7 +112,9 @@ def from_hessquik(model: Any) -> Sequential:
     -----
     hessQuik's ``softplusActivation`` uses the identity where ``beta * z >
     threshold`` (default 20); xderiv evaluates the exact softplus there, a
-    difference below ``2e-9 / beta`` in value.
+    difference of at most ``log(1 + exp(-threshold)) / beta`` in value
+    (2.1e-9 / beta at the default).  A threshold below 20 raises
+    ``ValueError``.
     """
     layers: list[Dense] = []
     _collect(model, layers, type(model).__name__)

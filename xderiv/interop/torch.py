@@ -47,6 +47,7 @@ from .._call import Plan
 from ..activations import Activation
 from ..layers import Dense, Residual
 from ..networks import Potential, Sequential
+from ._softplus import torch_softplus
 from ._structure import flatten, unflatten
 from ._torch_fx import ActivationSpec, ActivationTable, Program, read
 
@@ -143,7 +144,7 @@ MODULE_ACTIVATIONS: dict[type[nn.Module], ActivationSpec] = {
     nn.Tanh: "tanh",
     nn.Sigmoid: "sigmoid",
     nn.SiLU: "silu",
-    nn.Softplus: lambda m: _activations.softplus(m.beta),
+    nn.Softplus: lambda m: torch_softplus(m.beta, m.threshold),
     nn.GELU: lambda m: _activations.gelu(m.approximate),
     nn.ELU: lambda m: _activations.elu(m.alpha),
     nn.CELU: lambda m: _activations.celu(m.alpha),
@@ -162,7 +163,7 @@ FUNCTION_ACTIVATIONS: dict[Any, ActivationSpec] = {
     F.silu: lambda inplace=False: "silu",
     torch.sin: "sin",
     "sin": "sin",
-    F.softplus: lambda beta=1.0, threshold=20.0: _activations.softplus(beta),
+    F.softplus: lambda beta=1.0, threshold=20.0: torch_softplus(beta, threshold),
     F.gelu: lambda approximate="none": _activations.gelu(approximate),
     F.elu: lambda alpha=1.0, inplace=False: _activations.elu(alpha),
     F.celu: lambda alpha=1.0, inplace=False: _activations.celu(alpha),
@@ -305,8 +306,10 @@ def from_torch(module: nn.Module, activations: Mapping[Any, ActivationSpec] | No
     instead: it is folded, and differentiated).
 
     ``nn.Softplus`` uses the identity where ``beta * z > threshold`` (default
-    20); xderiv evaluates the exact softplus there (a difference below
-    ``2e-9 / beta``).
+    20); xderiv evaluates the exact softplus there (a difference of at most
+    ``log(1 + exp(-threshold)) / beta``, 2.1e-9 / beta at the default).  A
+    threshold below 20 raises ``ValueError`` instead of converting to a
+    different function.
 
     Examples
     --------
