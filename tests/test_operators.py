@@ -109,6 +109,13 @@ def test_operator_argument_errors(backend):
         xd.trace_hessian(net, x)
     with pytest.raises(ValueError, match=r"coords must be distinct indices in \[0, 3\)"):
         xd.laplacian(net, x, coords=[0, 3])
+    with pytest.raises(ValueError, match=r"coords must be distinct .* got \[-1, 2\]"):
+        xd.laplacian(net, x, coords=[-1, 2])  # -1 is coordinate 2
+    for bad in ([1.7], [True], "01", 1):  # never truncated or read as something else
+        with pytest.raises(TypeError, match="coords must be a sequence of integer coordinate indices"):
+            xd.laplacian(net, x, coords=bad)
+    last = xd.laplacian(net, x, coords=[-1], mode="forward")
+    assert rel_err(backend.to_numpy(last), backend.to_numpy(xd.laplacian(net, x, coords=[2], mode="forward"))) == 0
     with pytest.raises(ValueError, match=r"v has shape \(4, 2\)"):
         xd.hvp(net, x, backend.asarray(np.ones((4, 2))))
 

@@ -14,6 +14,7 @@ mode and the Potential's terms), ``tape`` is the value sweep of this chunk.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -174,13 +175,16 @@ def coordinate_rows(call: Call, coords: Sequence[int] | None) -> Array | None:
     if coords is None:
         return None
     d = call.d
-    try:
-        idx = [int(i) for i in coords]
+    try:  # integers only: a float (1.7) or a bool is refused, not truncated
+        if isinstance(coords, (str, bytes)) or any(isinstance(i, bool) for i in coords):
+            raise TypeError
+        idx = [operator.index(i) for i in coords]
     except TypeError:
-        raise TypeError(f"coords must be a sequence of coordinate indices, got {coords!r}") from None
+        raise TypeError(f"coords must be a sequence of integer coordinate indices, got {coords!r}") from None
     if not idx or any(i < -d or i >= d for i in idx) or len({i % d for i in idx}) != len(idx):
         raise ValueError(
-            f"coords must be distinct indices in [0, {d}) for inputs of dimension d={d}, got {list(coords)}"
+            f"coords must be distinct indices in [0, {d}) (or counted from the end, -1 for the last) for "
+            f"inputs of dimension d={d}, got {list(coords)}"
         )
     xp, ctx = call.ctx.xp, call.ctx
     rows = xp.asarray([i % d for i in idx], device=ctx.device)
