@@ -100,7 +100,7 @@ def test_a_diagonal_quadratic_is_the_dense_one(backend):
         for op in ops:
             assert rel_err(backend.to_numpy(op(u_diag)), backend.to_numpy(op(u_dense))) < 1e-14
     assert tuple(diag.A.shape) == (3,)
-    with pytest.raises(ValueError, match=r"A must have shape \(3, 3\), or \(3,\) for a diagonal A"):
+    with pytest.raises(ValueError, match=r"A must be square \(d, d\) or a diagonal \(d,\), got shape \(2, 3\)"):
         xd.quadratic(backend.asarray(np.ones((2, 3))))
 
 

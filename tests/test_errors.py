@@ -116,6 +116,17 @@ def test_mixed_namespaces_are_an_error(backend):
     assert f"convert x with {convert}, or build the network with {other}: xd.mlp(..., xp={other})" in message
     with pytest.raises(TypeError, match="different array libraries"):
         xd.Sequential(xd.Dense(backend.asarray(np.ones((3, 4)))), xd.Dense(_foreign(backend, np.ones((4, 1)))))
+    with pytest.raises(TypeError, match=r"Dense: weight is .* but bias is .*one array library"):
+        xd.Dense(backend.asarray(np.ones((3, 4))), _foreign(backend, np.zeros(4)))
+
+
+def test_layer_arguments_that_cannot_work_are_named(backend):
+    with pytest.raises(ValueError, match=r"InputScale: std has a zero entry .*shape \(3,\)"):
+        xd.InputScale(backend.asarray(np.zeros(3)), backend.asarray(np.array([1.0, 0.0, 2.0])))
+    with pytest.raises(
+        ValueError, match=r"quadratic: A must be square \(d, d\) or a diagonal \(d,\), got shape \(3, 1\)"
+    ):
+        xd.quadratic(backend.asarray(np.ones((3, 1))))
 
 
 def test_mixed_devices_are_an_error(backend):

@@ -75,6 +75,11 @@ def test_file_is_plain_npz(tmp_path):
         assert f["w"].shape == (6, 1)
 
 
+def test_a_composite_is_saved_by_its_parts(tmp_path):
+    with pytest.raises(TypeError, match="got Scaled; a composite .* save each part"):
+        io.save(2.0 * xd.mlp([2, 3, 1], seed=0), tmp_path / "net.npz")
+
+
 def test_errors(tmp_path):
     np.savez(tmp_path / "other.npz", a=np.ones(2))
     with pytest.raises(ValueError, match="not an xderiv network file"):

@@ -309,6 +309,13 @@ def check_finite(xp: Any, a: Array, name: str) -> None:
         )
 
 
+def check_nonzero(xp: Any, a: Array, name: str) -> None:
+    """Raise ``ValueError`` if the concrete array ``a`` holds a zero (skipped, as :func:`check_finite`, for
+    arrays whose values are not known yet)."""
+    if math.prod(a.shape) and _concrete_bool(xp.any(a == 0)):
+        raise ValueError(f"{name} has a zero entry ({describe(a)}); it divides, so every entry must be nonzero")
+
+
 def check_finite_number(value: Any, name: str) -> float:
     """``float(value)``, refusing NaN, infinities and non-numbers with a message naming ``name``."""
     try:

@@ -23,7 +23,9 @@ from ._namespace import (
     array_namespace_of,
     check_finite,
     check_finite_number,
+    check_nonzero,
     check_real_floating,
+    describe,
     device_of,
     is_array,
 )
@@ -83,7 +85,12 @@ class Dense:
                 f"{name}: bias has shape {tuple(bias.shape)} but weight of shape "
                 f"{tuple(weight.shape)} needs a bias of shape ({out},)"
             )
-        check_real_floating(array_api_compat.array_namespace(bias), bias, f"{name}: bias")
+        if array_api_compat.array_namespace(bias) is not xp:
+            raise TypeError(
+                f"{name}: weight is {describe(weight)} but bias is {describe(bias)}; give both from one array "
+                "library (xderiv never converts between libraries)"
+            )
+        check_real_floating(xp, bias, f"{name}: bias")
         check_finite(xp, weight, f"{name}: weight")
         check_finite(array_api_compat.array_namespace(bias), bias, f"{name}: bias")
         self.weight = weight
@@ -206,12 +213,12 @@ class InputScale(Dense):
             check_real_floating(array_api_compat.array_namespace(a), a, f"InputScale: {name}")
         if not is_array(std) and not float(std) > 0.0:
             raise ValueError(f"InputScale: std must be positive, got {std}")
+        check_finite(xp, mean_a, "InputScale: mean")
+        check_finite(xp, std_a, "InputScale: std")
+        check_nonzero(xp, std_a, "InputScale: std")
         self.mean, self.std = mean_a, std_a
         self.activation = get_activation("identity")
         self.step = 1.0
-        # The arrays a call forms: a zero in std shows as an infinite 1/std.
-        check_finite(xp, self.weight, "InputScale: 1/std")
-        check_finite(xp, self.bias, "InputScale: -mean/std")
 
     @property
     def weight(self) -> Array:  # type: ignore[override]

@@ -353,6 +353,10 @@ def quadratic(A: Array | None = None, c: Array | None = None, b: float = 0.0) ->
     ref = A if A is not None else c
     if ref is None or not is_array(ref):
         raise TypeError("quadratic: give A (d, d), its diagonal (d,), or c (d,) as an array")
+    if ref.ndim not in (1, 2) or (ref.ndim == 2 and ref.shape[0] != ref.shape[1]):
+        name = "A" if ref is A else "c"
+        want = "square (d, d) or a diagonal (d,)" if ref is A else "of shape (d,)"
+        raise ValueError(f"quadratic: {name} must be {want}, got shape {tuple(ref.shape)}")
     xp, dev = array_api_compat.array_namespace(ref), array_api_compat.device(ref)
     d = int(ref.shape[-1])
     zeros = xp.zeros((d, 1), dtype=ref.dtype, device=dev)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..activations import get_activation
+from ..composition import Composite
 from ..layers import Dense, FourierFeatures, InputScale, Residual
 from ..networks import Potential, Sequential
 
@@ -37,7 +38,12 @@ def flatten(net: Any) -> tuple[dict[str, Any], list[Any]]:
     elif isinstance(net, Sequential):
         layers, kind = net.layers, "Sequential"
     else:
-        raise TypeError(f"expected an xderiv Sequential, Potential or layer, got {type(net).__name__}")
+        hint = (
+            "; a composite (Sum, Product, Scaled) is described by its parts: save each part and combine them again"
+            if isinstance(net, Composite)
+            else ""
+        )
+        raise TypeError(f"expected an xderiv Sequential, Potential or layer, got {type(net).__name__}{hint}")
     spec: dict[str, Any] = {"kind": kind, "layers": []}
     arrays: list[Any] = []
     for layer in layers:
