@@ -118,6 +118,8 @@ def test_mixed_namespaces_are_an_error(backend):
         xd.Sequential(xd.Dense(backend.asarray(np.ones((3, 4)))), xd.Dense(_foreign(backend, np.ones((4, 1)))))
     with pytest.raises(TypeError, match=r"Dense: weight is .* but bias is .*one array library"):
         xd.Dense(backend.asarray(np.ones((3, 4))), _foreign(backend, np.zeros(4)))
+    with pytest.raises(TypeError, match=r"InputScale: mean is .* but std is .*one array library"):
+        xd.InputScale(_foreign(backend, np.zeros(4)), backend.asarray(np.ones(4)))
 
 
 def test_layer_arguments_that_cannot_work_are_named(backend):

@@ -210,7 +210,12 @@ class InputScale(Dense):
         for name, a in (("mean", mean_a), ("std", std_a)):
             if tuple(a.shape) != (d,):
                 raise ValueError(f"InputScale: {name} has shape {tuple(a.shape)}, expected ({d},)")
-            check_real_floating(array_api_compat.array_namespace(a), a, f"InputScale: {name}")
+            if array_api_compat.array_namespace(a) is not xp:
+                raise TypeError(
+                    f"InputScale: mean is {describe(mean_a)} but std is {describe(std_a)}; give both from one "
+                    "array library (xderiv never converts between libraries)"
+                )
+            check_real_floating(xp, a, f"InputScale: {name}")
         if not is_array(std) and not float(std) > 0.0:
             raise ValueError(f"InputScale: std must be positive, got {std}")
         check_finite(xp, mean_a, "InputScale: mean")
