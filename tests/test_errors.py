@@ -123,8 +123,9 @@ def test_mixed_namespaces_are_an_error(backend):
 
 
 def test_layer_arguments_that_cannot_work_are_named(backend):
-    with pytest.raises(ValueError, match=r"InputScale: std has a zero entry .*shape \(3,\)"):
-        xd.InputScale(backend.asarray(np.zeros(3)), backend.asarray(np.array([1.0, 0.0, 2.0])))
+    if backend.name != "dask":  # lazy weights are not computed at construction (as for NaN weights)
+        with pytest.raises(ValueError, match=r"InputScale: std has a zero entry .*shape \(3,\)"):
+            xd.InputScale(backend.asarray(np.zeros(3)), backend.asarray(np.array([1.0, 0.0, 2.0])))
     with pytest.raises(
         ValueError, match=r"quadratic: A must be square \(d, d\) or a diagonal \(d,\), got shape \(3, 1\)"
     ):

@@ -189,23 +189,31 @@ def test_softplus_thresholds_below_the_default_are_refused_not_smoothed(torch_de
     """torch's softplus is the identity where beta * z > threshold: with a small threshold that is a
     different function from the smooth softplus, so it is refused (naming the difference); at the default
     and above, the two differ by at most log(1 + exp(-threshold)) / beta."""
-    torch.manual_seed(0)
+
+    def on_device(build):
+        with torch_on_cpu():
+            torch.manual_seed(0)
+            model = build()
+        return model.to(torch_device, F64)
+
     x = torch.randn(64, 2, dtype=F64, device=torch_device) * 6.0
-    for small in (nn.Softplus(beta=1.0, threshold=1.0), nn.Softplus(beta=2.0, threshold=19.0)):
-        model = nn.Sequential(nn.Linear(2, 4), small, nn.Linear(4, 1)).to(torch_device, F64)
-        with pytest.raises(ValueError, match=f"Softplus\\(beta={small.beta}, threshold={small.threshold}\\).*up to"):
+    for beta, threshold in ((1.0, 1.0), (2.0, 19.0)):
+        model = on_device(
+            lambda b=beta, t=threshold: nn.Sequential(nn.Linear(2, 4), nn.Softplus(b, t), nn.Linear(4, 1))
+        )
+        with pytest.raises(ValueError, match=f"Softplus\\(beta={beta}, threshold={threshold}\\).*up to"):
             from_torch(model)
     with pytest.raises(ValueError, match="threshold=0.5"):
-        from_torch(_FunctionalSoftplus(0.5).to(torch_device, F64))
-    for model in (
-        nn.Sequential(nn.Linear(2, 4), nn.Softplus(beta=2.0), nn.Linear(4, 1)),
-        nn.Sequential(nn.Linear(2, 4), nn.Softplus(beta=2.0, threshold=30.0), nn.Linear(4, 1)),
-        _FunctionalSoftplus(20.0),
+        from_torch(on_device(lambda: _FunctionalSoftplus(0.5)))
+    for build in (
+        lambda: nn.Sequential(nn.Linear(2, 4), nn.Softplus(beta=2.0), nn.Linear(4, 1)),
+        lambda: nn.Sequential(nn.Linear(2, 4), nn.Softplus(beta=2.0, threshold=30.0), nn.Linear(4, 1)),
+        lambda: _FunctionalSoftplus(20.0),
     ):
-        model = model.to(torch_device, F64)
+        model = on_device(build)
         assert (from_torch(model)(x) - model(x)).abs().max() < 1e-8  # 4 units, each at most 1.05e-9 off
     # the user may accept the difference by mapping the module themselves
-    model = nn.Sequential(nn.Linear(2, 4), nn.Softplus(threshold=1.0), nn.Linear(4, 1)).to(torch_device, F64)
+    model = on_device(lambda: nn.Sequential(nn.Linear(2, 4), nn.Softplus(threshold=1.0), nn.Linear(4, 1)))
     net = from_torch(model, activations={nn.Softplus: lambda m: xd.activations.softplus(m.beta)})
     assert net.layers[0].activation.name == "softplus"
 
