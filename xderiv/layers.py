@@ -227,19 +227,23 @@ class InputScale(Dense):
 
     @property
     def weight(self) -> Array:  # type: ignore[override]
-        r""":math:`\mathrm{diag}(1/s)`, shape (d, d), formed from the current ``std``."""
-        return _inverse_diagonal(self.std, array_namespace_of(self.std))
+        r""":math:`\mathrm{diag}(1/s)`, shape (d, d), formed from the current ``std`` (as :meth:`params`)."""
+        return self._own_params()[0]
 
     @property
     def bias(self) -> Array:  # type: ignore[override]
-        r""":math:`-\mu / s`, shape (d,), formed from the current ``mean`` and ``std``."""
-        return -self.mean / self.std
+        r""":math:`-\mu / s`, shape (d,), formed from the current ``mean`` and ``std`` (as :meth:`params`)."""
+        return self._own_params()[1]
+
+    def _own_params(self) -> tuple[Array, Array]:
+        xp = array_namespace_of(self.std)
+        return self.params(xp, xp.result_type(self.mean, self.std))
 
     def params(self, xp: Any, dtype: Any) -> tuple[Array, Array]:
         """``(W, b)`` formed in the call's working ``dtype`` from ``mean`` and ``std`` cast to it (exactly,
         when widened: a float32 ``std`` in a float64 call gives float64's ``1/std``)."""
         mean, std = _astype(self.mean, xp, dtype), _astype(self.std, xp, dtype)
-        return _inverse_diagonal(std, xp), -mean / std
+        return xp.eye(std.shape[0], dtype=dtype, device=device_of(std)) / std, -mean / std
 
     @property
     def in_features(self) -> int:
@@ -299,18 +303,19 @@ class FourierFeatures(Dense):
 
     @property
     def weight(self) -> Array:  # type: ignore[override]
-        """``[B, B]``, shape (d, 2k)."""
-        return array_namespace_of(self.B).concat([self.B, self.B], axis=1)
+        """``[B, B]``, shape (d, 2k) (as :meth:`params`)."""
+        return self.params(array_namespace_of(self.B), self.B.dtype)[0]
 
     @property
     def bias(self) -> Array:  # type: ignore[override]
-        """``[0, ..., 0, pi/2, ..., pi/2]``, shape (2k,), in ``B``'s dtype and on its device."""
-        return _phases(self.B, array_namespace_of(self.B))
+        """``[0, ..., 0, pi/2, ..., pi/2]``, shape (2k,), in ``B``'s dtype and on its device (as :meth:`params`)."""
+        return self.params(array_namespace_of(self.B), self.B.dtype)[1]
 
     def params(self, xp: Any, dtype: Any) -> tuple[Array, Array]:
         r"""``(W, b)`` formed in the call's working ``dtype`` (the phase :math:`\pi/2` rounded to it)."""
         B = _astype(self.B, xp, dtype)
-        return xp.concat([B, B], axis=1), _phases(B, xp)
+        zeros = xp.zeros((B.shape[1],), dtype=B.dtype, device=device_of(B))
+        return xp.concat([B, B], axis=1), xp.concat([zeros, zeros + math.pi / 2], axis=0)
 
     @property
     def in_features(self) -> int:
@@ -368,14 +373,3 @@ Layer = Dense
 
 def _astype(a: Array, xp: Any, dtype: Any) -> Array:
     return a if a.dtype == dtype else xp.astype(a, dtype)
-
-
-def _inverse_diagonal(std: Array, xp: Any) -> Array:
-    r""":math:`\mathrm{diag}(1/s)`, shape (d, d), in ``std``'s dtype and on its device."""
-    return xp.eye(std.shape[0], dtype=std.dtype, device=device_of(std)) / std
-
-
-def _phases(B: Array, xp: Any) -> Array:
-    """``[0, ..., 0, pi/2, ..., pi/2]``, ``2k`` entries for ``B`` (d, k), in ``B``'s dtype and on its device."""
-    zeros = xp.zeros((B.shape[1],), dtype=B.dtype, device=device_of(B))
-    return xp.concat([zeros, zeros + math.pi / 2], axis=0)
