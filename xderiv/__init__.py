@@ -12,6 +12,7 @@ from .composition import Product, Scaled, Sum
 from .derivatives import Derivatives, derivatives, gradient, hessian, jacobian, value
 from .higher import biharmonic, partial, taylor
 from .interop._compile import compile
+from .jets import function
 from .layers import Dense, InputScale, Residual, fourier_features
 from .networks import Potential, Sequential, mlp, potential, quadratic, resnet
 from .operators import directional, divergence, hessian_diagonal, hvp, laplacian, trace_hessian
@@ -42,6 +43,7 @@ __all__ = [
     "trace_hessian",
     "get_activation",
     "fourier_features",
+    "function",
     "gradient",
     "hessian",
     "jacobian",

@@ -23,6 +23,13 @@ Two operations, both exact on the first ``K + 1`` coefficients:
 
 Everything is plain arithmetic on the arrays given (any namespace, no
 branches on values), so it traces under ``torch.compile`` and ``jax.jit``.
+
+Both take an optional *pairing* ``pair(a, b, k)``: the product of two coefficients of
+orders ``i, j >= 1`` with ``i + j = k``.  By default it is ``a * b`` (one direction per
+row, every coefficient with the same direction axis).  The jets of :mod:`xderiv.jets`
+pass their own: the top coefficient collapsed to a weighted sum over the directions, or
+the symmetrised outer product of first-order rows that makes the second coefficient a
+Hessian.  Products with a coefficient of order 0 are always plain ``*``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from collections.abc import Callable, Sequence
 from ._namespace import Array
 
 Coefficients = Sequence[Array | None]
+Pair = Callable[[Array, Array, int], Array]
 
 
 def mul(a: Array | None, b: Array | None) -> Array | None:
@@ -46,20 +54,45 @@ def add(a: Array | None, b: Array | None) -> Array | None:
     return a if b is None else a + b
 
 
-def cauchy(f: Coefficients, g: Coefficients, k: int) -> Array | None:
-    r"""Coefficient ``k`` of the product: :math:`\sum_{j=0}^{k} f_j\, g_{k-j}`."""
+def paired(a: Array | None, b: Array | None, k: int, pair: Pair | None) -> Array | None:
+    """``pair(a, b, k)`` (``a * b`` when ``pair`` is None), None when either is."""
+    if a is None or b is None:
+        return None
+    return a * b if pair is None else pair(a, b, k)
+
+
+def cauchy(
+    f: Coefficients,
+    g: Coefficients,
+    k: int,
+    pair: Pair | None = None,
+    op: Callable[[Array, Array], Array] | None = None,
+) -> Array | None:
+    r"""Coefficient ``k`` of the product: :math:`\sum_{j=0}^{k} f_j\, g_{k-j}`.
+
+    ``op`` is the product (``*`` by default; ``@`` for a matrix product, any bilinear map
+    works), ``pair`` the product of the inner terms (:math:`0 < j < k`; see the module docstring).
+    """
     out: Array | None = None
     for j in range(k + 1):
-        out = add(out, mul(f[j], g[k - j]))
+        a, b = f[j], g[k - j]
+        if a is None or b is None:
+            continue
+        if j in (0, k):
+            term = a * b if op is None else op(a, b)
+        else:
+            term = paired(a, b, k, pair)
+        out = add(out, term)
     return out
 
 
-def bell(z: Coefficients, order: int) -> list[list[Array | None]]:
+def bell(z: Coefficients, order: int, pair: Pair | None = None) -> list[list[Array | None]]:
     r"""The table :math:`B_{j,k} = [t^k]\,(\sum_{i \ge 1} z_i t^i)^j` for :math:`1 \le j \le k \le` ``order``.
 
     ``z[i]`` is :math:`z_i` (``z[0]`` is not read).  Returns ``B`` with
     ``B[j][k]`` (other entries None).  :math:`B_{2,k}` is formed from its
-    symmetric half (:math:`2 \sum_{i < k/2} z_i z_{k-i} + z_{k/2}^2`).
+    symmetric half (:math:`2 \sum_{i < k/2} z_i z_{k-i} + z_{k/2}^2`).  Every product is
+    ``pair``'s (see the module docstring).
     """
     table: list[list[Array | None]] = [[None] * (order + 1) for _ in range(order + 1)]
     for k in range(1, order + 1):
@@ -67,14 +100,14 @@ def bell(z: Coefficients, order: int) -> list[list[Array | None]]:
     for k in range(2, order + 1):
         half: Array | None = None
         for i in range(1, (k + 1) // 2):
-            half = add(half, mul(z[i], z[k - i]))
-        sq = mul(z[k // 2], z[k // 2]) if k % 2 == 0 else None
+            half = add(half, paired(z[i], z[k - i], k, pair))
+        sq = paired(z[k // 2], z[k // 2], k, pair) if k % 2 == 0 else None
         table[2][k] = add(None if half is None else 2.0 * half, sq)
     for j in range(3, order + 1):
         for k in range(j, order + 1):
             acc: Array | None = None
             for i in range(1, k - j + 2):
-                acc = add(acc, mul(z[i], table[j - 1][k - i]))
+                acc = add(acc, paired(z[i], table[j - 1][k - i], k, pair))
             table[j][k] = acc
     return table
 
@@ -85,6 +118,7 @@ def compose(
     order: int,
     start: Coefficients | None = None,
     fma: Callable[[Array, Array, Array], Array] | None = None,
+    pair: Pair | None = None,
 ) -> list[Array | None]:
     r"""Coefficients :math:`a_1, \dots, a_K` of :math:`\sigma(z(t))` by Faà di Bruno's formula.
 
@@ -100,13 +134,15 @@ def compose(
         into, so the sum costs no extra pass.
     fma : callable ``(y, a, b) -> y + a * b``, optional
         A fused multiply-add (e.g. the namespace's ``addcmul``); the plain expression when None.
+    pair : callable ``(a, b, k) -> array``, optional
+        The product of two coefficients of order >= 1 in the Bell table (see the module docstring).
 
     Returns
     -------
     list
         ``[None, a_1, ..., a_K]`` (index 0 left for the caller's :math:`\sigma(z_0)`).
     """
-    table = bell(z, order)
+    table = bell(z, order, pair)
     out: list[Array | None] = [None] * (order + 1)
     for k in range(1, order + 1):
         acc: Array | None = None if start is None else start[k]

@@ -90,7 +90,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from ._namespace import Array
+from ._namespace import Array, array_namespace_of
 from ._primitives import has_autodiff
 from ._series import compose
 
@@ -146,7 +146,10 @@ class Activation:
     elementwise kernel instead of one per operation.  None (the default): ``evaluate``'s operations."""
 
     def __call__(self, z: Array, xp: Any) -> Array:
-        """:math:`\\sigma(z)`."""
+        """:math:`\\sigma(z)`; on an array being differentiated (a jet), with its derivatives by the chain rule."""
+        on_jet = getattr(z, "__xderiv_elementwise__", None)
+        if on_jet is not None:
+            return on_jet(lambda v, order: self.derivatives(v, array_namespace_of(v), order))
         return self.evaluate(z, xp, 0)[0]
 
     @property

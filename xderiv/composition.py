@@ -102,7 +102,7 @@ class Composable:
 
 def _outputs(parts: tuple[Any, ...], owner: str) -> tuple[int, bool]:
     """Number of outputs and scalarness of a broadcast combination of ``parts``."""
-    ms = {p.out_features for p in parts if not p.scalar}
+    ms = {p.out_features for p in parts if not p.scalar and p.out_features is not None}
     if len(ms - {1}) > 1:
         raise ValueError(
             f"{owner}: parts have {sorted(ms)} outputs; parts combine when their numbers of outputs "
@@ -132,36 +132,44 @@ class Composite(Composable):
                 )
         if not parts:
             raise ValueError(f"{owner}: needs at least one network")
-        d = {p.in_features for p in parts}
-        if len(d) != 1:
+        # a function of x (xd.function) has no weights and may leave d and m open: it adapts to the others
+        weighted = [p for p in parts if p.xp is not None]
+        d = {p.in_features for p in parts if p.in_features is not None}
+        if len(d) > 1:
             raise ValueError(
                 f"{owner}: parts take {[p.in_features for p in parts]} inputs; composed networks share one input"
             )
-        xps = {id(p.xp) for p in parts}
-        if len(xps) != 1:
-            names = [getattr(p.xp, "__name__", repr(p.xp)) for p in parts]
+        xps = {id(p.xp) for p in weighted}
+        if len(xps) > 1:
+            names = [getattr(p.xp, "__name__", repr(p.xp)) for p in weighted]
             raise TypeError(f"{owner}: parts hold weights of different array libraries {names}; use one")
-        devices = [p.device for p in parts]
+        devices = [p.device for p in weighted]
         if any(dev != devices[0] for dev in devices[1:]):
             raise ValueError(f"{owner}: parts hold weights on different devices {devices}; move them to one")
         self.parts = tuple(parts)
-        self.in_features = parts[0].in_features
+        self.in_features = next(iter(d)) if d else None
         self.out_features, self.scalar = _outputs(self.parts, owner)
+
+    def _weighted(self) -> list[Any]:
+        return [p for p in self.parts if p.xp is not None]
 
     @property
     def xp(self) -> Any:
-        """Namespace of the parts' weights."""
-        return self.parts[0].xp
+        """Namespace of the parts' weights (None when no part holds weights: functions of x only)."""
+        weighted = self._weighted()
+        return weighted[0].xp if weighted else None
 
     @property
     def device(self) -> Any:
         """Device of the parts' weights."""
-        return self.parts[0].device
+        weighted = self._weighted()
+        return weighted[0].device if weighted else None
 
     @property
     def dtype(self) -> Any:
         """Promoted dtype of the parts' weights."""
-        return self.xp.result_type(*[p.dtype for p in self.parts])
+        weighted = self._weighted()
+        return self.xp.result_type(*[p.dtype for p in weighted]) if weighted else None
 
     def arrays(self) -> list[Array]:
         """Every part's weight arrays (see :meth:`xderiv.Sequential.arrays`), part after part."""
@@ -183,6 +191,9 @@ class Composite(Composable):
 
     def __call__(self, x: Array) -> Array:
         """The composite's value at ``x`` (shape ``(..., d)``): ``(..., m)``, or ``(...,)`` when scalar."""
+        on_jet = getattr(x, "__xderiv_network__", None)
+        if on_jet is not None:  # called inside a function being differentiated
+            return on_jet(self)
         return fold(self, x, VALUE_RULE).value
 
 

@@ -33,6 +33,8 @@ from ._cost import HESSIAN, JACOBIAN, LAPLACIAN, VALUE
 from ._forward import Tape, forward_hessian, forward_laplacian, jacobian_sweep
 from ._namespace import Array, array_namespace_of, device_of, diagonal, materialize
 from .composition import Composite, Rule, fold
+from .jets import is_graph
+from .jets import operators as graph
 from .networks import as_network
 
 
@@ -146,6 +148,19 @@ def derivatives(
     Derivatives
         ``value``, ``jacobian``, ``hessian``, ``laplacian`` (None where not requested).
     """
+    if is_graph(net):
+        return Derivatives(
+            *graph.derivatives(
+                net,
+                x,
+                jacobian=jacobian,
+                hessian=hessian,
+                laplacian=laplacian,
+                coords=coords,
+                mode=mode,
+                chunk_size=chunk_size,
+            )
+        )
     network = as_network(net)
     if isinstance(network, Composite):
         return _composite_derivatives(network, x, jacobian, hessian, laplacian, coords, mode, chunk_size)
@@ -244,6 +259,8 @@ def _composite_derivatives(
 
 def value(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:
     """Evaluate ``net`` at ``x``: shape ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
+    if is_graph(net):
+        return graph.value(net, x, chunk_size)
     network = as_network(net)
     if isinstance(network, Composite):
         return network(x)
@@ -261,6 +278,15 @@ def jacobian(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None =
 
 def gradient(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
     r"""Gradient :math:`\nabla y` of a single-output network, shape ``x.shape``."""
+    if is_graph(net):
+        jac = jacobian(net, x, mode, chunk_size=chunk_size)
+        if jac.ndim == len(x.shape):  # a scalar field: already x.shape
+            return jac
+        if jac.shape[-2] != 1:
+            raise ValueError(
+                f"gradient needs a single-output network, this one has {jac.shape[-2]} outputs; use xderiv.jacobian"
+            )
+        return array_namespace_of(jac).reshape(jac, tuple(jac.shape[:-2]) + (jac.shape[-1],))
     network = as_network(net)
     if network.out_features != 1:
         raise ValueError(

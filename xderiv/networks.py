@@ -60,6 +60,9 @@ class _Network(Composable):
 
     def __call__(self, x: Array) -> Array:
         """Evaluate the network: ``x`` of shape ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
+        on_jet = getattr(x, "__xderiv_network__", None)
+        if on_jet is not None:  # called inside a function being differentiated
+            return on_jet(self)
         return run(self.resolve(), x, VALUE, value_kernel, trailing=[()])[0]
 
     def resolve(self) -> _Network:

@@ -31,6 +31,8 @@ from ._forward import Tape, forward_laplacian, tangent_sweep
 from ._namespace import Array, array_namespace_of, device_of, diagonal, materialize, resolve_call
 from .composition import Composite, Rule, fold
 from .derivatives import derivatives, full_jacobian, jacobian, jacobian_kernel, trace_kernel, value
+from .jets import is_graph
+from .jets import operators as graph
 from .networks import as_network
 
 
@@ -102,6 +104,8 @@ def laplacian(
     (8, 1)
     """
     if estimator is not None:
+        if is_graph(net):
+            return graph.laplacian_estimate(net, x, mode, estimator, samples, seed, per_point, chunk_size)
         return _estimated_laplacian(net, x, mode, coords, chunk_size, estimator, samples, seed, per_point)
     if samples is not None or seed is not None or per_point is not None:
         raise TypeError(
@@ -230,6 +234,8 @@ def trace_hessian(
         ``k`` and ``d``).  No full Hessian is formed in either.
     chunk_size : int, optional
     """
+    if is_graph(net):
+        return graph.trace_hessian(net, x, directions, coords=coords, mode=mode, chunk_size=chunk_size)
 
     network = as_network(net)
     if isinstance(network, Composite):
@@ -271,6 +277,8 @@ def hessian_diagonal(net: Any, x: Array, mode: str = "auto", *, chunk_size: int 
     ``"backward"`` closes the second-order adjoint row by row (``d w^2`` at the
     first layer instead of the Hessian's ``d^2 w``).
     """
+    if is_graph(net):
+        return graph.hessian_diagonal(net, x, mode, chunk_size)
 
     def kernel(call: Call, tape: Tape) -> tuple:
         if call.mode == "forward":
@@ -309,6 +317,8 @@ def hvp(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) -> Array
     ----------
     v : array (d,) shared by the batch, or (..., d) one per point
     """
+    if is_graph(net):
+        return graph.hvp(net, x, v, chunk_size)
 
     def kernel(call: Call, tape: Tape, seed: Array) -> tuple:
         n, m, d = call.n, call.m, call.d
@@ -352,6 +362,8 @@ def directional(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) 
     ----------
     v : array (d,) shared by the batch, or (..., d) one per point
     """
+    if is_graph(net):
+        return graph.directional(net, x, v, chunk_size)
 
     def kernel(call: Call, tape: Tape, seed: Array) -> tuple:
         jac, second = forward_laplacian(tape, seed=seed)
@@ -383,6 +395,8 @@ def directional(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) 
 
 def divergence(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
     r"""Divergence :math:`\sum_i \partial y_i / \partial x_i` of a vector field (``m = d``), shape ``x.shape[:-1]``."""
+    if is_graph(net):
+        return graph.divergence(net, x, mode, chunk_size)
     network = as_network(net)
     if network.out_features != network.in_features or network.scalar:
         raise ValueError(

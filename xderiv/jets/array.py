@@ -1,0 +1,210 @@
+r"""The jet array: a value with its Taylor or Hessian terms, behaving as an Array API array.
+
+A :class:`JetArray` is what a function written against the Array API receives in place of
+``x`` when xderiv differentiates it (:func:`xderiv.function`).  ``array_namespace(x)``
+returns the jet namespace (:mod:`xderiv.jets.namespace`), whose functions apply the rules
+of :mod:`xderiv.jets.rules`; operators (``+``, ``*``, ``@``, ``**``, indexing) do the
+same.  Its ``shape``, ``ndim``, ``dtype`` and ``device`` are those of the value it stands
+for, so code that reads shapes runs unchanged.  Python branches on its values are refused
+(``bool(x > 0)`` raises): a derivative must not depend on which branch a point takes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._namespace import Array, array_namespace_of, device_of
+from .kinds import Kind
+
+
+class JetArray:
+    """An array :math:`u` of shape ``shape`` with its jet terms (see :mod:`xderiv.jets.kinds`).
+
+    Attributes
+    ----------
+    terms : tuple
+        ``terms[k]`` is term ``k`` of the jet, an array of shape ``lead_k + shape``
+        (broadcastable to it), or None where it is zero.  ``terms[0]`` is the value,
+        with lead axes of length one.
+    kind : Taylor or Hessian
+        What the terms mean and how two of them multiply.
+    """
+
+    __slots__ = ("terms", "kind")
+
+    def __init__(self, terms: tuple[Array | None, ...], kind: Kind) -> None:
+        self.terms = tuple(terms)
+        self.kind = kind
+
+    # ------------------------------------------------------------------ what it stands for
+    @property
+    def xp(self) -> Any:
+        """The namespace of the terms (the backend's, not the jet namespace)."""
+        return array_namespace_of(self.terms[0])
+
+    @property
+    def lead(self) -> int:
+        """Number of lead axes in front of every term."""
+        return self.kind.lead
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the value."""
+        return tuple(self.terms[0].shape[self.kind.lead :])  # type: ignore[union-attr]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        out = 1
+        for s in self.shape:
+            out *= int(s)
+        return out
+
+    @property
+    def dtype(self) -> Any:
+        return self.terms[0].dtype  # type: ignore[union-attr]
+
+    @property
+    def device(self) -> Any:
+        return device_of(self.terms[0])
+
+    @property
+    def value(self) -> Array:
+        """The value as a plain array of shape ``shape``."""
+        t = self.terms[0]
+        return self.xp.reshape(t, self.shape)
+
+    def __array_namespace__(self, api_version: str | None = None) -> Any:
+        from .namespace import namespace_for
+
+        return namespace_for(self.xp)
+
+    def __repr__(self) -> str:
+        return f"JetArray(shape={self.shape}, dtype={self.dtype}, kind={self.kind!r})"
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d jet array")
+        return int(self.shape[0])
+
+    # ------------------------------------------------------------------ refused: value-dependent Python
+    def _refuse(self, what: str) -> Any:
+        raise TypeError(
+            f"{what} of an array that depends on the input being differentiated: the result would depend "
+            "on the point's value; use xp.where(...) or take the value before differentiating"
+        )
+
+    def __bool__(self) -> bool:
+        return self._refuse("bool()")
+
+    def __float__(self) -> float:
+        return self._refuse("float()")
+
+    def __int__(self) -> int:
+        return self._refuse("int()")
+
+    def __index__(self) -> int:
+        return self._refuse("index()")
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError(
+            "in-place assignment into an array being differentiated is not supported; build the array "
+            "with xp.concat/xp.stack/xp.where instead"
+        )
+
+    # ------------------------------------------------------------------ hooks for xderiv objects
+    def __xderiv_elementwise__(self, derivatives: Any) -> JetArray:
+        """:math:`\\sigma(u)` elementwise, from ``derivatives(z, order) -> (σ, σ', ..., σ^(order))``."""
+        return _rules.compose(self, derivatives)
+
+    def __xderiv_network__(self, net: Any) -> JetArray:
+        """An xderiv network (or composite) evaluated on this jet (:func:`xderiv.jets.function.evaluate`)."""
+        from .function import evaluate
+
+        return evaluate(net, self)
+
+    # ------------------------------------------------------------------ operators
+    def __neg__(self) -> JetArray:
+        return _rules.scale(self, -1.0)
+
+    def __pos__(self) -> JetArray:
+        return self
+
+    def __add__(self, other: Any) -> Any:
+        return _rules.add(self, other)
+
+    def __radd__(self, other: Any) -> Any:
+        return _rules.add(other, self)
+
+    def __sub__(self, other: Any) -> Any:
+        return _rules.subtract(self, other)
+
+    def __rsub__(self, other: Any) -> Any:
+        return _rules.subtract(other, self)
+
+    def __mul__(self, other: Any) -> Any:
+        return _rules.multiply(self, other)
+
+    def __rmul__(self, other: Any) -> Any:
+        return _rules.multiply(other, self)
+
+    def __truediv__(self, other: Any) -> Any:
+        return _rules.divide(self, other)
+
+    def __rtruediv__(self, other: Any) -> Any:
+        return _rules.divide(other, self)
+
+    def __pow__(self, other: Any) -> Any:
+        return _rules.power(self, other)
+
+    def __rpow__(self, other: Any) -> Any:
+        return _rules.power(other, self)
+
+    def __matmul__(self, other: Any) -> Any:
+        return _rules.matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Any:
+        return _rules.matmul(other, self)
+
+    def __getitem__(self, key: Any) -> JetArray:
+        return _rules.getitem(self, key)
+
+    def __abs__(self) -> JetArray:
+        return _rules.elementwise("abs", self)
+
+    # comparisons compare values: masks are constants of the jet
+    def __lt__(self, other: Any) -> Array:
+        return self.value < _rules.value_of(other)
+
+    def __le__(self, other: Any) -> Array:
+        return self.value <= _rules.value_of(other)
+
+    def __gt__(self, other: Any) -> Array:
+        return self.value > _rules.value_of(other)
+
+    def __ge__(self, other: Any) -> Array:
+        return self.value >= _rules.value_of(other)
+
+    def __eq__(self, other: Any) -> Array:  # type: ignore[override]
+        return self.value == _rules.value_of(other)
+
+    def __ne__(self, other: Any) -> Array:  # type: ignore[override]
+        return self.value != _rules.value_of(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def mT(self) -> JetArray:
+        return _rules.matrix_transpose(self)
+
+    @property
+    def T(self) -> JetArray:
+        if self.ndim != 2:
+            raise ValueError(f".T needs a 2-D array, this one has shape {self.shape}; use .mT or permute_dims")
+        return _rules.permute_dims(self, (1, 0))
+
+
+from . import rules as _rules  # noqa: E402  (the rules build JetArrays)

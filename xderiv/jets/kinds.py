@@ -1,0 +1,103 @@
+r"""What a jet carries, and the one place where its kinds differ: how two first-order parts multiply.
+
+A jet of a quantity :math:`u(x)` holds truncated Taylor coefficients of :math:`u(x + t v)`
+in :math:`t`, *normalised* (:math:`u_k = \partial_v^k u / k!`), as arrays with a few
+*lead* axes in front of :math:`u`'s own shape (the *primal* shape):
+
+========================  ====================  =============================================
+kind                      lead axes             term ``k`` (``k >= 1``)
+========================  ====================  =============================================
+:class:`Taylor` (``K``)   ``(r,)``              :math:`u_k` along each of ``r`` directions
+:class:`Taylor` with      ``(r,)``, the top     the top one is :math:`\sum_\rho \omega_\rho\,
+``weights``               one ``(1,)``          u_{K,\rho}` (a Laplacian is ``K = 2``,
+                                                :math:`\omega = 1`, directions :math:`e_i`)
+:class:`Hessian`          ``(D, 1)``, ``(D, D)``  :math:`u_1`: the ``D`` first derivatives;
+                                                :math:`u_2`: half the ``D x D`` Hessian
+========================  ====================  =============================================
+
+The value (term 0) has lead axes of length one.  ``None`` stands for a term that is exactly
+zero.  Every rule of :mod:`xderiv.jets.rules` is written once with truncated power series
+(:mod:`xderiv._series`): a linear map moves every term, a product is Leibniz's rule
+(the Cauchy product), a function of one variable is Faà di Bruno's formula.  The kinds
+differ in one operation only, :meth:`Taylor.pair` / :meth:`Hessian.pair`: the product of
+two terms of orders :math:`i, j \ge 1` landing in term :math:`k = i + j`.  Along one
+direction it is the plain product; collapsed to the weighted sum when it lands in a
+collapsed top term; and for a Hessian the symmetrised outer product
+:math:`\tfrac12 (a_i b_j + a_j b_i)` of two first-order rows, which is what
+:math:`\tfrac12 \partial_i \partial_j (ab) = a\,\tfrac12 \partial_{ij} b + b\,\tfrac12 \partial_{ij} a
++ \tfrac12 (\partial_i a\,\partial_j b + \partial_j a\,\partial_i b)` needs.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._namespace import Array, array_namespace_of
+
+Op = Callable[[Array, Array], Array]
+
+
+def swap_lead(a: Array, xp: Any) -> Array:
+    """``a`` with its first two axes exchanged."""
+    return xp.permute_dims(a, (1, 0) + tuple(range(2, a.ndim)))
+
+
+@dataclass(frozen=True)
+class Taylor:
+    r"""``order`` normalised Taylor coefficients along ``r`` directions (lead axis ``(r,)``).
+
+    Attributes
+    ----------
+    order : int
+        :math:`K \ge 0`.
+    weights : array (r,) or None
+        With weights the top coefficient is carried as :math:`\sum_\rho \omega_\rho u_{K,\rho}`
+        (lead axis of length one), which costs one row instead of ``r`` in every linear map:
+        a Laplacian, a trace along directions, an estimator, a partial derivative.
+    """
+
+    order: int
+    weights: Array | None = None
+    lead: int = 1
+
+    def collapsed(self, k: int) -> bool:
+        """True when term ``k`` is the collapsed top coefficient."""
+        return self.weights is not None and k == self.order
+
+    def pair(self, a: Array, b: Array, k: int, op: Op = operator.mul) -> Array:
+        """``op(a, b)`` per direction for terms of orders >= 1 summing to ``k``; weighted and summed if ``k`` is the top."""
+        out = op(a, b)
+        if not self.collapsed(k):
+            return out
+        w = self.weights
+        assert w is not None
+        xp = array_namespace_of(out)
+        w = xp.reshape(w, (w.shape[0],) + (1,) * (out.ndim - 1))
+        return xp.sum(w * out, axis=0, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Hessian:
+    r"""Value, ``D`` first derivatives (lead ``(D, 1)``) and half the Hessian (lead ``(D, D)``).
+
+    ``order`` is 2; there is no collapsed term.
+    """
+
+    order: int = 2
+    weights: None = None
+    lead: int = 2
+
+    def collapsed(self, k: int) -> bool:
+        return False
+
+    def pair(self, a: Array, b: Array, k: int, op: Op = operator.mul) -> Array:
+        r""":math:`\tfrac12 (\mathrm{op}(a_i, b_j) + \mathrm{op}(a_j, b_i))` for first-order rows ``a``, ``b``."""
+        xp = array_namespace_of(a)
+        ab = op(a, swap_lead(b, xp))
+        return 0.5 * (ab + swap_lead(ab, xp))
+
+
+Kind = Taylor | Hessian

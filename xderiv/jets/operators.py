@@ -1,0 +1,410 @@
+r"""Every public operator on graphs: which jet it seeds, and how it reads the result.
+
+A graph (an :func:`xderiv.function`, a converted torch module that is not a chain, or a
+composite holding one) is differentiated by evaluating it once on a jet of ``x``
+(:mod:`xderiv.jets.array`).  Each operator picks the jet kind and the directions:
+
+==========================================  ==============================================  ==========================
+operator                                    jet                                             terms carried per value
+==========================================  ==============================================  ==========================
+``value``                                   ``Taylor(0)``                                   1
+``jacobian``, ``gradient``, ``divergence``  ``Taylor(1)`` along :math:`e_1, \dots, e_d`      ``d``
+``laplacian``, ``trace_hessian``, coords,   ``Taylor(2)``, top collapsed with weights,       ``k + 1`` (``k`` directions)
+estimators                                  along the ``k`` directions
+``hessian``                                 ``Hessian`` along :math:`e_1, \dots, e_d`        ``d + d^2``
+``hessian_diagonal``                        ``Taylor(2)`` along :math:`e_i`                  ``2 d``
+``hvp``                                     ``Taylor(2)`` along :math:`e_i, e_i + v, v`       ``2 (2 d + 1)``
+``directional``                             ``Taylor(2)`` along ``v``                       2
+``taylor`` (order K)                        ``Taylor(K)`` along the ``r`` directions          ``K r``
+``partial``, ``biharmonic``                 ``Taylor(K)``, top collapsed (:mod:`xderiv._directions`)  ``(K - 1) p + 1``
+==========================================  ==============================================  ==========================
+
+The polarisation in ``hvp``: with normalised terms :math:`y_2(v) = \tfrac12 v^\top H v`,
+:math:`(H v)_i = y_2(e_i + v) - y_2(e_i) - y_2(v)`.  Graphs have one mode, forward: a
+``mode="backward"`` request raises; ``"auto"`` takes it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import array_api_compat
+
+from .._call import check_mode, coordinate_rows
+from .._directions import biharmonic_directions, multi_index, partial_directions
+from .._estimators import ESTIMATORS, check_samples, check_seed, draw_directions, laplacian_estimator
+from .._namespace import Array, check_int, flatten_batch, is_array, resolve_call
+from .array import JetArray
+from .function import evaluate
+from .kinds import Hessian, Kind, Taylor
+from .rules import full_terms
+
+
+class Setup:
+    """One call on a graph: the points ``x`` flattened to ``(n, d)``, their batch shape and context."""
+
+    def __init__(self, net: Any, x: Any, mode: str = "auto") -> None:
+        check_mode(mode)
+        if mode == "backward":
+            raise ValueError(
+                f"mode='backward' is not available for {net!r}: a network that is not a chain of layers is "
+                "differentiated in forward mode (jets); use mode='auto' or 'forward'"
+            )
+        self.net = net
+        net_xp = getattr(net, "xp", None)
+        if net_xp is not None:
+            ctx, x = resolve_call(x, net_xp, net.device, net.dtype)
+        else:
+            if not is_array(x):
+                raise TypeError(
+                    f"x: a function of x takes an array of points of shape (..., d) (its namespace decides the "
+                    f"backend), got {type(x).__name__}"
+                )
+            xp = array_api_compat.array_namespace(x)
+            device = array_api_compat.device(x)
+            dtype = x.dtype if xp.isdtype(x.dtype, "real floating") else xp.asarray(0.0, device=device).dtype
+            ctx, x = resolve_call(x, xp, device, dtype)
+        d = getattr(net, "in_features", None)
+        if x.ndim == 0:
+            raise ValueError("x must have at least one dimension (..., d), got a 0-d array")
+        if d is None:
+            d = int(x.shape[-1])
+        self.ctx = ctx
+        self.d = d
+        self.x, self.batch = flatten_batch(x, d, ctx.xp)
+
+    @property
+    def xp(self) -> Any:
+        return self.ctx.xp
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    def eye(self) -> Array:
+        """The rows :math:`e_1, \\dots, e_d`, shape ``(d, d)``."""
+        return self.xp.eye(self.d, dtype=self.ctx.dtype, device=self.ctx.device)
+
+    def weights(self, values: Sequence[float] | Array) -> Array:
+        if is_array(values):
+            return self.xp.astype(values, self.ctx.dtype)
+        return self.xp.asarray([float(w) for w in values], dtype=self.ctx.dtype, device=self.ctx.device)
+
+    def run(self, kind: Kind, directions: Array | None, chunk_size: int | None = None) -> list[Array]:
+        """Evaluate the graph on the jet seeded with ``directions`` and return its terms at full size.
+
+        ``directions``: ``(r, d)`` shared or ``(n, r, d)`` per point (Taylor), None for a Hessian
+        jet along the axes.  Every term is returned as ``lead + (n,) + out`` (zeros where the
+        jet had none), lead axes first.
+        """
+        xp, n = self.xp, self.n
+        size = n if chunk_size is None else check_int(chunk_size, "chunk_size", 1)
+        if n <= size:
+            return self._terms(kind, self.x, directions)
+        pieces = []
+        for start in range(0, n, size):
+            stop = min(n, start + size)
+            sub = directions
+            if directions is not None and directions.ndim == 3:
+                sub = directions[start:stop, ...]
+            pieces.append(self._terms(kind, self.x[start:stop, ...], sub))
+        lead = kind.lead
+        return [xp.concat([p[k] for p in pieces], axis=lead) for k in range(len(pieces[0]))]
+
+    def _terms(self, kind: Kind, x: Array, directions: Array | None) -> list[Array]:
+        xp, lead = self.xp, kind.lead
+        value = xp.reshape(x, (1,) * lead + tuple(x.shape))
+        if isinstance(kind, Hessian):
+            first = xp.reshape(self.eye(), (self.d, 1, 1, self.d))
+        else:
+            assert directions is not None
+            if directions.ndim == 2:  # (r, d) shared: broadcast over the points
+                first = xp.reshape(directions, (directions.shape[0], 1, self.d))
+            else:  # (n, r, d) per point
+                first = xp.permute_dims(directions, (1, 0, 2))
+        seeds = (value, first) + (None,) * (kind.order - 1) if kind.order >= 1 else (value,)
+        y = evaluate(self.net, JetArray(seeds, kind))
+        if not isinstance(y, JetArray) or y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
+            got = getattr(y, "shape", type(y).__name__)
+            raise ValueError(
+                f"{self.net!r} returned {got} for points of shape {tuple(x.shape)}: a function of x of shape "
+                "(..., d) must return (..., m) or (...,)"
+            )
+        out = []
+        for k, t in enumerate(full_terms(y)):
+            if t is None:
+                shape = tuple(y.terms[0].shape[:lead]) if k == 0 else _lead_shape(kind, k, seeds)
+                t = xp.zeros(shape + y.shape, dtype=self.ctx.dtype, device=self.ctx.device)
+            out.append(t)
+        return out
+
+    def shape(self, a: Array) -> Array:
+        """``a`` of shape ``(n,) + rest`` as ``batch + rest``."""
+        return self.xp.reshape(a, self.batch + tuple(a.shape[1:]))
+
+
+def _lead_shape(kind: Kind, k: int, seeds: tuple[Any, ...]) -> tuple[int, ...]:
+    first = seeds[1]
+    if isinstance(kind, Hessian):
+        d = int(first.shape[0])
+        return (d, 1) if k == 1 else (d, d)
+    return (1,) if kind.collapsed(k) else (int(first.shape[0]),)
+
+
+def _lead_last(a: Array, lead: int, xp: Any) -> Array:
+    """Move the ``lead`` first axes behind the others: ``(r, n, ...) -> (n, ..., r)``."""
+    return xp.permute_dims(a, tuple(range(lead, a.ndim)) + tuple(range(lead)))
+
+
+# --------------------------------------------------------------------------- first and second order
+
+
+def value(net: Any, x: Any, chunk_size: int | None = None) -> Array:
+    s = Setup(net, x)
+    (y,) = s.run(Taylor(0), s.eye()[:1], chunk_size)
+    return s.shape(y[0])
+
+
+def derivatives(
+    net: Any,
+    x: Any,
+    *,
+    jacobian: bool,
+    hessian: bool,
+    laplacian: bool,
+    coords: Sequence[int] | None,
+    mode: str,
+    chunk_size: int | None,
+) -> tuple[Array, Array | None, Array | None, Array | None]:
+    """Value, Jacobian ``(..., m, d)``, Hessian ``(..., m, d, d)`` and Laplacian, as asked."""
+    s = Setup(net, x, mode)
+    xp = s.xp
+    jac = hess = lap = None
+    mask = None
+    if coords is not None:
+        mask = xp.sum(coordinate_rows(_CoordCall(s), coords), axis=0)
+    if hessian:
+        y, first, second = s.run(Hessian(), None, chunk_size)
+        jac = _lead_last(first[:, 0, ...], 1, xp)
+        hess = _lead_last(2.0 * second, 2, xp)
+        if laplacian:
+            diag = 2.0 * xp.sum(second * xp.reshape(s.eye(), (s.d, s.d) + (1,) * (second.ndim - 2)), axis=1)
+            diag = diag if mask is None else diag * xp.reshape(mask, (s.d,) + (1,) * (diag.ndim - 1))
+            lap = xp.sum(diag, axis=0)
+    elif laplacian:
+        weights = s.weights([1.0] * s.d) if mask is None else mask
+        y, first, top = s.run(Taylor(2, weights), s.eye(), chunk_size)
+        jac = _lead_last(first, 1, xp)
+        lap = 2.0 * top[0, ...]
+    elif jacobian:
+        y, first = s.run(Taylor(1), s.eye(), chunk_size)
+        jac = _lead_last(first, 1, xp)
+    else:
+        (y,) = s.run(Taylor(0), s.eye()[:1], chunk_size)
+    y0 = y[0, 0, ...] if hessian else y[0, ...]
+    return (
+        s.shape(y0),
+        None if jac is None or not jacobian else s.shape(jac),
+        None if hess is None else s.shape(hess),
+        None if lap is None else s.shape(lap),
+    )
+
+
+class _CoordCall:
+    """What :func:`xderiv._call.coordinate_rows` reads of a call."""
+
+    def __init__(self, s: Setup) -> None:
+        self.d, self.ctx = s.d, s.ctx
+
+
+def trace_hessian(
+    net: Any,
+    x: Any,
+    directions: Any = None,
+    *,
+    coords: Sequence[int] | None = None,
+    mode: str = "auto",
+    chunk_size: int | None = None,
+) -> Array:
+    r""":math:`\sum_j s_j^\top \nabla^2 y\, s_j`: one Taylor jet of order 2 along the ``k`` directions, top collapsed."""
+    s = Setup(net, x, mode)
+    rows = _direction_rows(s, directions, coords, "trace_hessian")
+    k = int(rows.shape[-2])
+    _, _, top = s.run(Taylor(2, s.weights([1.0] * k)), rows, chunk_size)
+    return s.shape(2.0 * top[0, ...])
+
+
+def _direction_rows(s: Setup, directions: Any, coords: Sequence[int] | None, owner: str) -> Array:
+    """``S^T``: ``(k, d)`` shared or ``(n, k, d)`` per point, from ``directions`` ``(..., d, k)`` or ``coords``."""
+    if (directions is None) == (coords is None):
+        raise TypeError(f"{owner} takes exactly one of directions= or coords=")
+    if coords is not None:
+        return coordinate_rows(_CoordCall(s), coords)
+    xp = s.xp
+    _, directions = resolve_call(directions, xp, s.ctx.device, s.ctx.dtype, name="directions")
+    shape = tuple(directions.shape)
+    if len(shape) == 2 and shape[0] == s.d:
+        return xp.matrix_transpose(directions)
+    if len(shape) == len(s.batch) + 2 and shape[:-2] == s.batch and shape[-2] == s.d:
+        return xp.matrix_transpose(xp.reshape(directions, (s.n, s.d, shape[-1])))
+    raise ValueError(
+        f"directions has shape {shape}; expected ({s.d}, k) (shared by the batch) or "
+        f"{s.batch + (s.d, 'k')} (one set per point of x with shape {s.batch + (s.d,)})"
+    )
+
+
+def laplacian_estimate(
+    net: Any, x: Any, mode: str, estimator: Any, samples: Any, seed: Any, per_point: bool | None, chunk_size: Any
+) -> Array:
+    """``c * trace_hessian(net, x, S)`` along the estimator's random directions, the whole graph at once."""
+    row = laplacian_estimator(estimator)
+    k = check_samples(samples)
+    check_seed(seed)
+    s = Setup(net, x, mode)
+    directions, factor = draw_directions(row, k, seed, per_point, s.ctx, s.batch, s.d)
+    return factor * trace_hessian(net, x, directions, mode=mode, chunk_size=chunk_size)
+
+
+def hessian_diagonal(net: Any, x: Any, mode: str = "auto", chunk_size: int | None = None) -> Array:
+    r""":math:`\partial_i^2 y`, ``(..., m, d)``: a Taylor jet of order 2 along the axes, not collapsed."""
+    s = Setup(net, x, mode)
+    _, _, second = s.run(Taylor(2), s.eye(), chunk_size)
+    return s.shape(_lead_last(2.0 * second, 1, s.xp))
+
+
+def _one_direction(s: Setup, v: Any, name: str = "v") -> Array:
+    """``v`` of shape ``(d,)`` or ``x.shape`` as rows ``(1, d)`` or ``(n, 1, d)``."""
+    xp = s.xp
+    if not hasattr(v, "shape"):
+        raise TypeError(f"{name} must be an array of shape ({s.d},) or {s.batch + (s.d,)}, got {type(v).__name__}")
+    _, v = resolve_call(v, xp, s.ctx.device, s.ctx.dtype, name=name)
+    shape = tuple(v.shape)
+    if shape == (s.d,):
+        return xp.reshape(v, (1, s.d))
+    if shape == s.batch + (s.d,):
+        return xp.reshape(v, (s.n, 1, s.d))
+    raise ValueError(
+        f"{name} has shape {shape}; expected ({s.d},) (shared by the batch) or {s.batch + (s.d,)} (one per point)"
+    )
+
+
+def hvp(net: Any, x: Any, v: Any, chunk_size: int | None = None) -> Array:
+    r""":math:`\nabla^2 y\, v`, ``(..., m, d)``, by polarisation along :math:`e_i`, :math:`e_i + v` and :math:`v`."""
+    s = Setup(net, x)
+    xp = s.xp
+    rows = _one_direction(s, v)
+    eye = s.eye()
+    if rows.ndim == 2:
+        seeds = xp.concat([eye, eye + rows, rows], axis=0)
+    else:
+        eyes = xp.broadcast_to(eye, (s.n, s.d, s.d))
+        seeds = xp.concat([eyes, eyes + rows, rows], axis=1)
+    _, _, second = s.run(Taylor(2), seeds, chunk_size)
+    d = s.d
+    out = second[d : 2 * d, ...] - second[:d, ...] - second[2 * d :, ...]
+    return s.shape(_lead_last(out, 1, xp))
+
+
+def directional(net: Any, x: Any, v: Any, chunk_size: int | None = None) -> tuple[Array, Array]:
+    r""":math:`(\partial_v y, \partial_v^2 y)`: a Taylor jet of order 2 along ``v``."""
+    s = Setup(net, x)
+    _, first, second = s.run(Taylor(2), _one_direction(s, v), chunk_size)
+    return s.shape(first[0, ...]), s.shape(2.0 * second[0, ...])
+
+
+def divergence(net: Any, x: Any, mode: str = "auto", chunk_size: int | None = None) -> Array:
+    r""":math:`\sum_i \partial_i y_i` of a field with ``m = d`` outputs."""
+    s = Setup(net, x, mode)
+    _, first = s.run(Taylor(1), s.eye(), chunk_size)
+    if first.ndim != 3 or first.shape[-1] != s.d:
+        raise ValueError(f"divergence needs a field with d = {s.d} outputs, got outputs of shape {first.shape[2:]}")
+    xp = s.xp
+    diag = xp.sum(first * xp.reshape(s.eye(), (s.d, 1, s.d)), axis=-1)
+    return s.shape(xp.sum(diag, axis=0))
+
+
+# --------------------------------------------------------------------------- beyond second order
+
+
+def taylor(
+    net: Any, x: Any, v: Any, order: int, weights: Sequence[float] | None = None, chunk_size: int | None = None
+) -> tuple[Array, ...]:
+    r""":math:`(y, \partial_v y, \dots, \partial_v^K y)` along one or ``r`` directions (see :func:`xderiv.taylor`)."""
+    order = check_int(order, "order", 0)
+    s = Setup(net, x)
+    xp = s.xp
+    if not hasattr(v, "shape"):
+        raise TypeError(f"v must be an array of shape (d,), x.shape, (d, r) or x.shape[:-1] + (d, r), got {v!r}")
+    vshape = tuple(v.shape)
+    if len(vshape) == 1 or vshape == s.batch + (s.d,):
+        rows, multi = _one_direction(s, v), False
+    else:
+        rows, multi = _direction_rows(s, v, None, "taylor"), True
+    r = int(rows.shape[-2])
+    summed = None
+    if weights is not None:
+        summed = [float(w) for w in weights]
+        if not multi or order < 1 or len(summed) != r:
+            raise ValueError(
+                f"weights sum the top derivative over r directions: give r = {r} numbers with v of shape (d, r) "
+                f"or x.shape[:-1] + (d, r) and order >= 1; got {len(summed)} weights, v of shape {vshape} and "
+                f"order {order}"
+            )
+    kind = Taylor(order, None if summed is None else s.weights(summed))
+    terms = s.run(kind, rows, chunk_size)
+    out = []
+    for k, t in enumerate(terms):
+        t = float(math.factorial(k)) * t if k >= 2 else t
+        if kind.collapsed(k):
+            out.append(s.shape(t[0, ...]))
+        elif multi:
+            t = xp.broadcast_to(t, (r,) + tuple(t.shape[1:])) if k == 0 else t
+            out.append(s.shape(_lead_last(t, 1, xp)))
+        else:
+            out.append(s.shape(t[0, ...]))
+    return tuple(out)
+
+
+def _combination(s: Setup, rows: Sequence[Sequence[float]], weights: Sequence[float], order: int, chunk: Any) -> Array:
+    r""":math:`\sum_\rho \omega_\rho\, y_{K,\rho}` (normalised) along ``rows``, the top term collapsed."""
+    directions = s.xp.asarray([[float(a) for a in row] for row in rows], dtype=s.ctx.dtype, device=s.ctx.device)
+    terms = s.run(Taylor(order, s.weights(weights)), directions, chunk)
+    return s.shape(terms[-1][0, ...])
+
+
+def partial(net: Any, x: Any, alpha: Sequence[int], chunk_size: int | None = None) -> Array:
+    r""":math:`\partial^\alpha y` from one Taylor jet of order :math:`|\alpha|` (:func:`xderiv.partial`)."""
+    s = Setup(net, x)
+    counts = multi_index(alpha, s.d)
+    order = sum(counts)
+    if order == 0:
+        return value(net, x, chunk_size)
+    rows, weights = partial_directions(counts)
+    return _combination(s, rows, weights, order, chunk_size)
+
+
+def biharmonic(net: Any, x: Any, chunk_size: int | None = None) -> Array:
+    r""":math:`\Delta^2 y` from one Taylor jet of order 4 along :func:`xderiv._directions.biharmonic_directions`."""
+    s = Setup(net, x)
+    rows, weights = biharmonic_directions(s.d)
+    return _combination(s, rows, weights, 4, chunk_size)
+
+
+def biharmonic_estimate(
+    net: Any, x: Any, chunk_size: Any, estimator: Any, samples: Any, seed: Any, per_point: bool | None
+) -> Array:
+    r""":math:`\frac{1}{3k}\sum_j \partial^4_{v_j} y` along Gaussian directions."""
+    if estimator != "gaussian":
+        raise ValueError(
+            f"biharmonic's estimator must be None (exact) or 'gaussian', got {estimator!r}: "
+            "E[d^4 y / dt^4 (x + t v)] = 3 biharmonic(y) holds for Gaussian directions v"
+        )
+    k = check_samples(samples)
+    check_seed(seed)
+    s = Setup(net, x)
+    v, _ = draw_directions(ESTIMATORS["gaussian"], k, seed, per_point, s.ctx, s.batch, s.d)
+    if v.ndim == 2 and tuple(v.shape) == s.batch + (s.d,):
+        v = s.xp.broadcast_to(v, s.batch + (s.d, k))
+    return taylor(net, x, v, 4, weights=[1.0 / (3.0 * k)] * k, chunk_size=chunk_size)[-1]
