@@ -249,7 +249,7 @@ class _ValuesOnly(tuple):  # type: ignore[type-arg]
         return tuple.__getitem__(self, 0)
 
 
-def _extremum(name: str) -> Translator:
+def _extremum(name: str, indices: bool) -> Translator:
     """``torch.max(a)``, ``torch.max(a, dim, keepdim)`` and ``amax(a, dim=())``."""
 
     def translate(xp: Any, a: Any, dim: Any = None, keepdim: bool = False) -> Any:
@@ -261,7 +261,7 @@ def _extremum(name: str) -> Translator:
         value = translate(xp, a, dim, keepdim)
         return value if dim is None else _ValuesOnly((value,))
 
-    return with_indices if name in ("max", "min") else translate
+    return with_indices if indices else translate
 
 
 def _var(
@@ -580,13 +580,13 @@ _UNARY = {
 _UNARY["sign"] = _elementwise("sign")  # a constant: its derivatives are 0
 
 
-def _numbers_only(op: Callable[[Any, Any], Any]) -> Translator:
-    """``//`` and ``%``: shape arithmetic on Python ints only."""
+def _numbers_only(op: Callable[..., Any]) -> Translator:
+    """``//``, ``%`` and ``math`` functions: shape arithmetic on Python numbers only."""
 
-    def translate(xp: Any, a: Any, b: Any) -> Any:
-        if not all(isinstance(v, (int, float)) for v in (a, b)):
-            raise _Refused(f"{op.__name__} of arrays is not smooth")
-        return op(a, b)
+    def translate(xp: Any, *args: Any) -> Any:
+        if not all(isinstance(v, (int, float)) for v in args):
+            raise _Refused(f"{op.__name__} of arrays is not supported")
+        return op(*args)
 
     return translate
 
@@ -595,8 +595,8 @@ TRANSLATORS: dict[Any, Translator] = {
     **{op: _python(op) for op in (operator.add, operator.sub, operator.mul, operator.truediv, operator.pow)},
     **{op: _python(op) for op in (operator.neg, operator.pos, operator.and_, operator.or_, operator.invert)},
     **{op: _python(op) for op in (operator.lt, operator.le, operator.gt, operator.ge, operator.eq, operator.ne)},
-    operator.floordiv: _numbers_only(operator.floordiv),
-    operator.mod: _numbers_only(operator.mod),
+    **{op: _numbers_only(op) for op in (operator.floordiv, operator.mod)},
+    **{op: _numbers_only(op) for op in (math.sqrt, math.log, math.exp, math.ceil, math.floor)},
     **{k: _add for k in (torch.add, "add")},
     **{k: _sub for k in (torch.sub, torch.subtract, "sub", "subtract")},
     **{k: _rsub for k in (torch.rsub, "rsub")},
@@ -618,8 +618,8 @@ TRANSLATORS: dict[Any, Translator] = {
     **{k: _reducer("sum") for k in (torch.sum, "sum")},
     **{k: _reducer("mean") for k in (torch.mean, "mean")},
     **{k: _reducer("prod") for k in (torch.prod, "prod")},
-    **{k: _extremum(name) for name in ("max", "min") for k in (getattr(torch, name), name)},
-    **{k: _extremum(name[1:]) for name in ("amax", "amin") for k in (getattr(torch, name), name)},
+    **{k: _extremum(name, True) for name in ("max", "min") for k in (getattr(torch, name), name)},
+    **{k: _extremum(name[1:], False) for name in ("amax", "amin") for k in (getattr(torch, name), name)},
     **{k: _var for k in (torch.var, "var")},
     **{k: _std for k in (torch.std, "std")},
     **{k: _logsumexp for k in (torch.logsumexp, torch.special.logsumexp, "logsumexp")},
