@@ -2,8 +2,11 @@ r"""Any torch module's ``forward`` as a function written against the Array API.
 
 >>> import torch
 >>> from xderiv.interop.torch_graph import graph_function
+>>> model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.LayerNorm(8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+>>> x = torch.randn(5, 2)
 >>> f = graph_function(model)              # any nn.Module mapping x of shape (..., d)
->>> y = f(x)                               # == model(x), through xp = array_namespace(x) only
+>>> torch.allclose(f(x), model(x))         # through xp = array_namespace(x) only
+True
 
 :func:`graph_function` traces ``module.forward`` once per module *structure*
 with :mod:`torch.fx` and replays the graph node by node.  A node whose value
@@ -30,7 +33,7 @@ Translated (on input-dependent values; Tensor methods of the same name too):
   expand_as broadcast_to cat stack flip chunk split narrow unbind contiguous clone``, basic indexing,
   ``x.shape``, ``x.size(i)``, ``x.dim()``, ``x.dtype`` (shape arithmetic runs in Python),
   ``torch.where``, ``.to(dtype)``, ``.double()``, ``.float()``, ``torch.zeros_like`` and factories
-  (``torch.eye/zeros/ones/full/arange`` with ``dtype=x.dtype``);
+  (``torch.eye/zeros/ones/full/arange/tensor`` with ``dtype=x.dtype``);
 - linear algebra: ``torch.linalg.det/slogdet/inv/solve``, ``torch.det``, ``torch.logdet``,
   ``torch.slogdet``, ``torch.inverse``;
 - modules kept whole: ``nn.Linear`` (parametrized ones too, e.g. ``weight_norm``), ``nn.LayerNorm``,
@@ -58,7 +61,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from ..activations import Activation
-from ._torch_fx import ActivationSpec, ActivationTable, _activation, _is_scalar, _target_name
+from ._torch_fx import ActivationSpec, ActivationTable, _activation, _is_scalar
 
 Translator = Callable[..., Any]
 """``translator(xp, *args, **kwargs)`` for functions and methods, ``translator(xp, module, *args, **kwargs)``
@@ -496,6 +499,13 @@ def _factory(name: str, sized: bool) -> Translator:
     return translate
 
 
+def _asarray(xp: Any, data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+    """``torch.tensor(data, dtype=x.dtype, device=x.device)``: a constant made like the input."""
+    if requires_grad:
+        raise _Refused("requires_grad=True inside forward")
+    return xp.asarray(data, dtype=dtype, device=device)
+
+
 def _like(name: str) -> Translator:
     def translate(xp: Any, a: Any, *args: Any, dtype: Any = None, memory_format: Any = None) -> Any:
         return getattr(xp, name)(a, *args, dtype=dtype)
@@ -658,6 +668,7 @@ TRANSLATORS: dict[Any, Translator] = {
     **{getattr(torch, name): _factory(name, True) for name in ("zeros", "ones", "empty")},
     **{getattr(torch, name): _factory(name, False) for name in ("eye", "arange", "full", "linspace")},
     **{getattr(torch, f"{name}_like"): _like(f"{name}_like") for name in ("zeros", "ones", "full")},
+    **{k: _asarray for k in (torch.tensor, torch.as_tensor, torch.asarray)},
     **{k: _det for k in (torch.linalg.det, torch.det, "det")},
     **{k: _slogdet for k in (torch.linalg.slogdet, torch.slogdet, "slogdet")},
     **{k: _logdet for k in (torch.logdet, "logdet")},
@@ -729,15 +740,29 @@ def _activation_table(activations: Mapping[Any, ActivationSpec] | None) -> tuple
 
 
 def _name(target: Any) -> str:
-    """``torch.fft.fft``, ``torch.argsort``, ``F.relu``, ``operator.add``, a method or class name."""
+    """``torch.fft.fft``, ``torch.argsort``, ``F.relu``, ``operator.add``, ``Tensor.sum``, a class name."""
     if isinstance(target, str):
         return f"Tensor.{target}"
     if isinstance(target, type):
         return target.__name__
-    name = _target_name(fx.Node(fx.Graph(), "n", "call_function", target, (), {}))
-    for private, public in (("torch._C._fft.fft_", "torch.fft."), ("torch._C._linalg.linalg_", "torch.linalg.")):
-        name = name.replace(private, public)
-    return name.replace("torch._C._special.special_", "torch.special.")
+    try:
+        name = fx.node._get_qualified_name(target)
+    except Exception:  # noqa: BLE001 - any callable fx accepted; fall back on its name
+        name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or repr(target)
+    for private, public in _PUBLIC:
+        if name.startswith(private):
+            return public + name[len(private) :]
+    return name
+
+
+_PUBLIC = (
+    ("_operator.", "operator."),
+    ("torch._C._nn.", "F."),
+    ("torch.nn.functional.", "F."),
+    ("torch._C._fft.fft_", "torch.fft."),
+    ("torch._C._linalg.linalg_", "torch.linalg."),
+    ("torch._C._special.special_", "torch.special."),
+)
 
 
 def _check_elementwise(fn: Callable[[Any], Any], what: str, dtype: torch.dtype) -> None:
@@ -781,7 +806,7 @@ class _Tracer(fx.Tracer):
         return super().create_arg(a)
 
 
-def _where(root: nn.Module, node: fx.Node) -> str:
+def _location(root: nn.Module, node: fx.Node) -> str:
     """``node 'name' (call_function torch.cat) in module blocks.0 (Block)``."""
     stack = list(node.meta.get("nn_module_stack", {}).values())
     if node.op == "call_module":
@@ -810,12 +835,12 @@ class _Program:
                 continue
             fn = self.compile(node)
             if fn is not None:
-                self.steps.append((node, fn, _where(root, node)))
+                self.steps.append((node, fn, _location(root, node)))
         if self.input is None:
             raise TypeError(f"graph_function: {type(root).__name__}.forward takes no input")
 
     def refuse(self, node: fx.Node, why: str) -> NotImplementedError:
-        return NotImplementedError(f"graph_function: cannot translate {_where(self.root, node)}: {why}")
+        return NotImplementedError(f"graph_function: cannot translate {_location(self.root, node)}: {why}")
 
     def compile(self, node: fx.Node) -> Callable[..., Any] | None:
         if node.op == "placeholder":
@@ -902,7 +927,7 @@ class _Program:
         try:
             resolve()
         except (TypeError, ValueError) as e:
-            raise type(e)(f"graph_function: cannot translate {_where(self.root, node)}: {e}") from e
+            raise type(e)(f"graph_function: cannot translate {_location(self.root, node)}: {e}") from e
 
     def run(self, x: Any) -> Any:
         xp = array_namespace(x)
@@ -1043,6 +1068,16 @@ def graph_function(module: nn.Module, activations: Mapping[Any, ActivationSpec] 
 
     Examples
     --------
+    >>> import torch
+    >>> class Gated(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.u, self.v, self.h = (torch.nn.Linear(2, 8) for _ in range(3))
+    ...         self.out = torch.nn.Linear(8, 1)
+    ...     def forward(self, x):
+    ...         z = torch.tanh(self.h(x))
+    ...         return self.out((1 - z) * torch.tanh(self.u(x)) + z * torch.tanh(self.v(x)))
+    >>> model, x = Gated(), torch.randn(5, 2)
     >>> f = graph_function(model)
     >>> torch.allclose(f(x), model(x))
     True
