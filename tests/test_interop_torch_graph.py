@@ -208,6 +208,24 @@ class Medley(nn.Module):
         return y + torch.linalg.det(mat)[..., None].log() + t[..., None].mT.reshape(t.shape[:-1] + (-1,)).mean(-1, True)
 
 
+class Shapes(nn.Module):
+    """Shape arithmetic, split/unbind/stack, tensordot, expand, flatten, var/std, a defaulted argument."""
+
+    def __init__(self, d=4):
+        super().__init__()
+        self.lin = nn.Linear(d, 4)
+        self.register_buffer("P", torch.randn(4, 2))
+
+    def forward(self, x, scale=2.0):
+        n = x.shape[-1] // 2
+        h = torch.sin(self.lin(x)) * scale
+        a, b = h.split([n, x.size(-1) - n], -1)
+        s = torch.stack(h.unbind(-1), -1)[..., :n] * b + a.mT.mT
+        t = torch.tensordot(h, self.P, dims=1) + h[None].expand((3,) + h.shape)[1][..., :2]
+        u = h.var(-1, keepdim=True) * h.std() + h.reshape(h.shape[:-1] + (2, 2)).transpose(-1, -2).flatten(-2)
+        return torch.cat([s, t, u, torch.flatten(h[..., None, :], -2)], -1).sum(-1, keepdim=True)
+
+
 class _Symmetric(nn.Module):
     def forward(self, w):
         return 0.5 * (w + w.mT)
@@ -227,6 +245,7 @@ MODULES = {
     "logdet-slogdet": (LogDet, 2),
     "logdet-logdet": (lambda: LogDet(positive=True), 2),
     "medley": (Medley, 3),
+    "shapes": (Shapes, 4),
 }
 
 
@@ -586,6 +605,13 @@ def test_refusals_at_call_time_and_untraceable():
         graph_function(Wrapper(lambda h: h.max(dim=-1).indices.to(h.dtype)))(torch.randn(5, 3, dtype=F64))
     with pytest.raises(TypeError, match="expected a torch.nn.Module"):
         graph_function(operator.add)
+
+    class Two(nn.Module):
+        def forward(self, x, t):
+            return x * t
+
+    with pytest.raises(NotImplementedError, match="node 't' .*forward takes several inputs"):
+        graph_function(Two())
 
 
 def test_tracing_leaves_the_module_untouched():

@@ -850,7 +850,7 @@ class _Program:
                 return None
             if node.args:  # an argument with a default
                 default = node.args[0]
-                return lambda xp: default
+                return lambda xp, *_: default
             raise self.refuse(node, "forward takes several inputs; it must take one x of shape (..., d)")
         if node.op == "get_attr":
             target = str(node.target)
@@ -860,9 +860,13 @@ class _Program:
             path, _, name = target.rpartition(".")
             owner = self.root.get_submodule(path)
             return lambda xp: getattr(owner, name)  # read at each call: never stale
-        name = _name(node.target)
+        name = _name(node.target) if node.op != "call_module" else ""
         if name.endswith("_") and not name.endswith("__") or node.target is operator.setitem:
             raise self.refuse(node, "in-place operations are not supported")
+        if "out" in node.kwargs:
+            if node.kwargs["out"] is not None:
+                raise self.refuse(node, "out= writes in place")
+            node.kwargs = {k: v for k, v in node.kwargs.items() if k != "out"}
         if not any(n in self.dependent for n in node.all_input_nodes):
             return self.constant(node)
         self.dependent.add(node)
