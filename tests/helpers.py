@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 import xderiv as xd
+from xderiv.jets import is_graph
 
 
 def fd_jacobian(net: Any, x: Any, backend: Any, eps: float = 1e-5) -> np.ndarray:
@@ -33,7 +34,8 @@ def fd_hessian(net: Any, x: Any, backend: Any, eps: float = 1e-5) -> np.ndarray:
     n, d = xn.shape
 
     def jac(points: np.ndarray) -> np.ndarray:
-        j = backend.to_numpy(xd.jacobian(net, backend.asarray(points, str(xn.dtype)), mode="backward"))
+        mode = "auto" if is_graph(net) else "backward"  # a graph has one mode, forward
+        j = backend.to_numpy(xd.jacobian(net, backend.asarray(points, str(xn.dtype)), mode=mode))
         return j.reshape(n, d, -1, d)  # (n, i, m, j)
 
     jp = jac(xn[:, None, :] + eps * np.eye(d)[None])
