@@ -1,13 +1,14 @@
 """Write the manual's speed page, ``docs/performance.md``, and its plots from ``benchmarks/results/``.
 
-    python benchmarks/make_performance_page.py [--results benchmarks/results] [--docs docs]
+    python benchmarks/make_performance_page.py [--results benchmarks/results] [--docs docs] [--check]
 
 Reads every pytest-benchmark run ``bench_*.json`` (``nox -s bench``), the host allocator
 measurement ``host_allocator.json`` (``python benchmarks/host_allocator.py``) and the
 hand-recorded measurements of ``benchmarks/notes.md``, and writes the page (headline
 table, then per benchmark family a plot of xderiv against its peers and the table of every
 method) and ``docs/performance/<family>_<dtype>.png``.  Rerun it after a benchmark run and
-commit the page and the plots; never edit the page by hand.
+commit the page and the plots; never edit the page by hand.  ``--check`` draws nothing and
+fails if the committed page differs from what the results give (the ``docs`` nox session runs it).
 """
 
 from __future__ import annotations
@@ -214,9 +215,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, default=HERE / "results")
     ap.add_argument("--docs", type=Path, default=HERE.parent / "docs")
+    ap.add_argument("--check", action="store_true", help="compare with the committed page; draw and write nothing")
     args = ap.parse_args()
     img = args.docs / "performance"
-    img.mkdir(parents=True, exist_ok=True)
+    if not args.check:
+        img.mkdir(parents=True, exist_ok=True)
     lines = [INTRO.format()]
     runs = [(p.name, json.loads(p.read_text())) for p in sorted(args.results.glob("bench_*.json"))]
     for name, run in runs:
@@ -230,7 +233,8 @@ def main() -> None:
         for fam in dict.fromkeys(r["problem"] for r in sorted(recs, key=lambda r: r["order"])):
             fr = [r for r in recs if r["problem"] == fam]
             png = img / f"{fam.lower()}_{o['dtype']}{'' if o['device'] == 'cpu' else '_' + o['device']}.png"
-            plot_family(fam, fr, run, png)
+            if not args.check:
+                plot_family(fam, fr, run, png)
             lines += [f"## {fam} ({o['dtype']}, {o['device']})", "", FAMILIES.get(fam, ""), ""]
             lines += [f"![{fam}: xderiv against its peers]({png.relative_to(args.docs).as_posix()})", ""]
             lines += [*family_table(fr), ""]
@@ -243,8 +247,13 @@ def main() -> None:
     notes = (HERE / "notes.md").read_text(encoding="utf-8").rstrip().replace("{host_allocator_table}", "\n".join(
         host_allocator_section(args.results / "host_allocator.json")))  # fmt: skip
     lines += [notes, ""]
-    out = args.docs / "performance.md"
-    out.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    out, text = args.docs / "performance.md", "\n".join(lines).rstrip() + "\n"
+    if args.check:
+        if not out.exists() or out.read_text(encoding="utf-8") != text:
+            raise SystemExit(f"{out} differs from benchmarks/results/: run benchmarks/make_performance_page.py")
+        print(f"{out} is up to date")
+        return
+    out.write_text(text, encoding="utf-8")
     print(f"wrote {out} and {len(list(img.glob('*.png')))} plots in {img}")
 
 
