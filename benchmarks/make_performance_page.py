@@ -167,7 +167,9 @@ def plot_family(fam: str, recs: list[dict], run: dict, png: Path) -> None:
             ax.set_title(f"{label}: {q}", fontsize=10)
             ax.tick_params(axis="y", labelsize=7)
             ax.grid(True, axis="x", which="both", alpha=0.3)
-    fig.suptitle(f"{fam} ({o['dtype']}, {o['device']}, {run['datetime'][:10]})", fontsize=11)
+    cpu = run["machine_info"].get("cpu", {}).get("brand_raw", "?")
+    when = run["datetime"][:10]
+    fig.suptitle(f"{fam}: {o['dtype']}, {o['device']} ({cpu}, {o['threads']} thread), {when}", fontsize=11)
     fig.tight_layout()
     fig.savefig(png, dpi=72)
     plt.close(fig)
