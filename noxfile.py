@@ -1,7 +1,7 @@
 """Sessions: the suite once per backend, the dependency floors, lint, types, docs, packaging, benchmarks.
 
-``nox`` runs the default list below (what CI runs, about 10 minutes on 2 cores);
-``nox -s tests-numpy tests-torch`` is the fast subset (about a minute).  Every
+``nox`` runs the default list below (what CI runs: 9-10 minutes on a fresh clone on 2
+cores); ``nox -s tests-numpy tests-torch`` is the fast subset (timings: CONTRIBUTING.md).  Every
 test session runs the same ``tests/`` through one ``backend`` fixture chosen by
 ``XDERIV_BACKEND``, in parallel on every core (pytest-xdist).
 
@@ -264,9 +264,14 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Sphinx site from the numpydoc docstrings, warnings as errors (output in docs/_build/html)."""
+    """The manual (Markdown pages through MyST) and the API reference, warnings as errors (docs/_build/html).
+
+    Sphinx, furo and myst-parser come from the ``docs`` extra; ``docs/performance.md`` is generated
+    by ``benchmarks/make_performance_page.py`` and committed, so this session needs no benchmark tools.
+    """
     session.install(TORCH)  # autodoc imports xderiv.interop.torch
     session.install("-e", ".[docs]")
+    session.run("python", "benchmarks/make_performance_page.py", "--check")  # the speed page is generated
     session.run("sphinx-build", "-q", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 

@@ -1,4 +1,4 @@
-"""The host allocator warm-up: when it allocates, and that glibc then reuses freed blocks."""
+"""The opt-in host allocator tuning: building networks leaves glibc alone; ``xd.tune_host_allocator()`` does not."""
 
 from __future__ import annotations
 
@@ -9,67 +9,43 @@ import textwrap
 
 import pytest
 
+import xderiv as xd
 from xderiv import _host_memory
-
-
-class _RecordingNamespace:
-    """Just enough of a namespace for the warm-up: ``empty`` records what it is asked for."""
-
-    float64 = "float64"
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-
-    def empty(self, shape, dtype=None, device=None):
-        self.calls.append((shape, dtype, device))
-        return object()
 
 
 @pytest.fixture
 def fresh(monkeypatch):
-    """A process that has not warmed its allocator yet, on glibc, with no opt-out set."""
+    """A process that has not tuned its allocator yet, on glibc, the allocation recorded instead of made."""
     monkeypatch.setitem(_host_memory._state, "done", False)
     monkeypatch.setattr(_host_memory, "is_glibc", lambda: True)
-    monkeypatch.delenv(_host_memory.ENV, raising=False)
+    calls: list[int] = []
+    monkeypatch.setattr(_host_memory, "_malloc_and_free", lambda nbytes: calls.append(nbytes) or True)
+    return calls
 
 
-def test_first_host_network_allocates_one_block_once(fresh):
-    xp = _RecordingNamespace()
-    assert _host_memory.warm_host_allocator(xp, "cpu")
-    assert xp.calls == [((_host_memory.BLOCK_BYTES // 8,), "float64", "cpu")]
-    assert not _host_memory.warm_host_allocator(xp, "cpu")  # once per process
-    assert len(xp.calls) == 1
+def test_public_and_once_per_process(fresh):
+    assert xd.tune_host_allocator is _host_memory.tune_host_allocator
+    assert "tune_host_allocator" in xd.__all__
+    assert xd.tune_host_allocator()
+    assert fresh == [_host_memory.BLOCK_BYTES]
+    assert not xd.tune_host_allocator()  # once per process
+    assert len(fresh) == 1
 
 
-class _Device:
-    def __init__(self, type: str) -> None:
-        self.type = type
+def test_building_networks_does_not_tune(fresh):
+    import numpy as np
+
+    xd.mlp([2, 8, 1], seed=0)
+    xd.potential(in_features=2, width=4, depth=1, rank=1, seed=0)
+    xd.Sequential(xd.Dense(np.ones((2, 3)), np.zeros(3), activation="tanh"))
+    assert fresh == []
+    assert not _host_memory._state["done"]
 
 
-@pytest.mark.parametrize(
-    ("device", "lazy", "why"),
-    [
-        (_Device("cuda"), False, "a GPU array"),
-        ("TFRT_CPU_0", False, "XLA's own allocator"),
-        ("cpu", True, "a lazy array allocates nothing on empty"),
-    ],
-)
-def test_no_allocation_off_the_host_or_lazy(fresh, device, lazy, why):
-    xp = _RecordingNamespace()
-    assert not _host_memory.warm_host_allocator(xp, device, lazy), why
-    assert xp.calls == []
-    assert _host_memory.warm_host_allocator(xp, _Device("cpu"))  # torch's CPU device counts as host memory
-    assert len(xp.calls) == 1
-
-
-def test_opt_out_and_other_c_libraries(fresh, monkeypatch):
-    xp = _RecordingNamespace()
-    monkeypatch.setenv(_host_memory.ENV, "default")
-    assert not _host_memory.warm_host_allocator(xp, "cpu")
-    monkeypatch.delenv(_host_memory.ENV)
+def test_nothing_on_other_c_libraries(fresh, monkeypatch):
     monkeypatch.setattr(_host_memory, "is_glibc", lambda: False)
-    assert not _host_memory.warm_host_allocator(xp, "cpu")
-    assert xp.calls == []
+    assert not xd.tune_host_allocator()
+    assert fresh == []
 
 
 def test_block_stays_under_glibcs_cap():
@@ -78,7 +54,7 @@ def test_block_stays_under_glibcs_cap():
 
 
 # Run in a fresh interpreter: how many blocks glibc serves by mmap (mallinfo's hblks) while a
-# 4 MiB array is alive, after building a network of the session's library.
+# 4 MiB array is alive, after building a network of the session's library (and tuning, if asked).
 _PROBE = textwrap.dedent(
     """
     import ctypes, sys
@@ -90,6 +66,8 @@ _PROBE = textwrap.dedent(
 
     libc = ctypes.CDLL(None)
     libc.mallinfo.restype = MallInfo
+    if sys.argv[2] == "tune":
+        assert xd.tune_host_allocator()
     if sys.argv[1] == "torch":
         import torch
         net = xd.mlp([2, 8, 1], xp=torch, seed=0)
@@ -105,19 +83,18 @@ _PROBE = textwrap.dedent(
 )
 
 
-def _mapped_blocks(library: str, opt_out: bool) -> int:
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", _host_memory.ENV)}
-    if opt_out:
-        env[_host_memory.ENV] = "default"
-    out = subprocess.run([sys.executable, "-c", _PROBE, library], env=env, capture_output=True, text=True, check=True)
+def _mapped_blocks(library: str, tune: bool) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    args = [sys.executable, "-c", _PROBE, library, "tune" if tune else "build-only"]
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def test_after_the_first_network_glibc_reuses_freed_blocks(backend):
-    """With the warm-up a fresh process serves a 4 MiB array from the heap; without it, by a new mapping."""
+def test_only_the_opt_in_makes_glibc_reuse_freed_blocks(backend):
+    """A fresh process that built a network still maps a 4 MiB array afresh; after the opt-in, the heap serves it."""
     if not _host_memory.is_glibc():
-        pytest.skip("the warm-up addresses glibc's allocator; this process runs on another C library")
+        pytest.skip("the tuning addresses glibc's allocator; this process runs on another C library")
     if backend.name not in ("numpy", "torch") or not backend.on_cpu:
         pytest.skip("host-memory NumPy and torch: the numpy and torch sessions run it")
-    assert _mapped_blocks(backend.name, opt_out=True) == 1
-    assert _mapped_blocks(backend.name, opt_out=False) == 0
+    assert _mapped_blocks(backend.name, tune=False) == 1  # building the network changed nothing
+    assert _mapped_blocks(backend.name, tune=True) == 0

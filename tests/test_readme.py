@@ -1,4 +1,4 @@
-"""Every ```python block of the README runs as written.
+"""Every ```python block of the README and of the manual's Markdown pages (``docs/*.md``) runs as written.
 
 The blocks are read from the fences (any ```python / ```py block, indented ones
 included), so a new block is picked up without touching this file.  What a block
@@ -13,7 +13,8 @@ A block that must not run says so on its first line, with the reason::
 
     # readme: no-run (why)
 
-Each block runs in a fresh module of its own, in a temporary working directory.
+Each block runs in a fresh module of its own, in a temporary working directory, once:
+in the session of the array library it is written for.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the README, then the manual's pages
 LANGUAGES = ("python", "py", "python3")
 NO_RUN = re.compile(r"#\s*readme:\s*no-run\b\s*(.*)")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)")
@@ -41,7 +44,7 @@ INTEROP_LIBRARY = {"xderiv.interop.torch": "torch", "xderiv.interop.dask": "dask
 
 @dataclass(frozen=True)
 class Block:
-    """One fenced Python block of the README."""
+    """One fenced Python block of a Markdown document."""
 
     line: int  # line of its opening fence (1-based)
     section: str  # the heading it sits under
@@ -49,11 +52,16 @@ class Block:
     modules: tuple[str, ...]  # every module it imports, in order
     libraries: tuple[str, ...]  # the third-party libraries among them (the backends it runs on)
     no_run: str | None  # the reason given by a ``# readme: no-run`` marker
+    document: str = "README.md"  # where it is, relative to the repository root
 
     @property
     def id(self) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", self.section.lower()).strip("-") or "top"
         return f"L{self.line}-{slug}-{'+'.join(self.libraries) or 'numpy'}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.document} block at line {self.line}"
 
 
 def _imports(code: str) -> tuple[str, ...]:
@@ -79,8 +87,8 @@ def _library(module: str) -> str | None:
     return None if root in sys.stdlib_module_names else root
 
 
-def parse(text: str) -> list[Block]:
-    """The fenced Python blocks of a Markdown ``text``, dedented."""
+def parse(text: str, document: str = "README.md") -> list[Block]:
+    """The fenced Python blocks of a Markdown ``text`` (the file ``document``), dedented."""
     blocks: list[Block] = []
     section = ""
     lines = text.splitlines()
@@ -107,11 +115,15 @@ def parse(text: str) -> list[Block]:
         libraries = tuple(dict.fromkeys(lib for lib in map(_library, modules) if lib is not None))
         marker = NO_RUN.match(next((s for s in body if s.strip()), "").strip())
         no_run = (marker[1].strip() or "no reason given") if marker else None
-        blocks.append(Block(start + 1, section, code, modules, libraries, no_run))
+        blocks.append(Block(start + 1, section, code, modules, libraries, no_run, document))
     return blocks
 
 
-BLOCKS = parse(README.read_text(encoding="utf-8"))
+def _parse_file(path: Path) -> list[Block]:
+    return parse(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())
+
+
+BLOCKS = [block for path in DOCUMENTS for block in _parse_file(path)]
 
 
 def _missing(block: Block) -> str | None:
@@ -123,16 +135,16 @@ def _missing(block: Block) -> str | None:
             missing = (exc.name or module).partition(".")[0]
             if missing == "xderiv":
                 raise  # xderiv itself must import: that is a failure, not a skip
-            return f"README block at line {block.line} ({block.section}) imports {module}: {missing} is not installed"
+            return f"{block.where} ({block.section}) imports {module}: {missing} is not installed"
     if "cupy" in block.libraries:
         import cupy
 
         try:
             if not cupy.is_available():
-                return f"README block at line {block.line} is a CuPy example: CuPy sees no CUDA GPU here"
+                return f"{block.where} is a CuPy example: CuPy sees no CUDA GPU here"
             cupy.zeros(1)
         except Exception as exc:  # the first allocation raises without a GPU or driver
-            return f"README block at line {block.line} is a CuPy example: CuPy cannot allocate on a GPU here ({exc})"
+            return f"{block.where} is a CuPy example: CuPy cannot allocate on a GPU here ({exc})"
     return None
 
 
@@ -148,33 +160,50 @@ def _session_of(block: Block) -> str:
     return next((lib for lib in ARRAY_LIBRARIES if lib in block.libraries), "numpy")
 
 
+def test_readme_starts_with_the_two_commands():
+    """The README opens with the install-and-demo command and CI's test command, under 250 lines."""
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) < 250
+    first = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert first is not None
+    assert first[1].splitlines() == ["pip install -e . && python -m xderiv", "pip install nox uv && nox"]
+    assert text.index(first[0]) < text.index("\n## ")  # before the first section
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "pip install -q nox uv" in ci and "\nnox " in ci  # CI runs the README's test command
+
+
 def test_readme_has_the_quick_start_blocks():
     """The parser finds the blocks (a broken fence would silently drop them from the next test)."""
-    assert len(BLOCKS) >= 7
-    assert sum(block.libraries == ("numpy",) for block in BLOCKS) >= 2
-    assert any("torch" in block.libraries for block in BLOCKS)
-    opened = sum(1 for line in README.read_text(encoding="utf-8").splitlines() if FENCE.match(line))
-    assert opened % 2 == 0, "an unclosed ``` fence in README.md"
+    readme = [block for block in BLOCKS if block.document == "README.md"]
+    assert [block.section for block in readme][:3] == ["Quick start"] * 3
+    assert {"numpy", "torch", "cupy"} <= {lib for block in readme for lib in block.libraries}
+    assert len(BLOCKS) >= 14
+    assert sum(block.libraries == ("numpy",) for block in BLOCKS) >= 4
+    for path in DOCUMENTS:
+        opened = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if FENCE.match(line))
+        assert opened % 2 == 0, f"an unclosed ``` fence in {path.relative_to(ROOT)}"
     no_run = [block for block in BLOCKS if block.no_run is not None]
-    assert len(no_run) <= 2, f"nearly every README block should run; marked no-run: {[b.id for b in no_run]}"
+    assert len(no_run) <= 2, f"nearly every block should run; marked no-run: {[b.where for b in no_run]}"
+    ids = [f"{block.document}:{block.id}" for block in BLOCKS]
+    assert len(ids) == len(set(ids))
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"{Path(block.document).stem}-{block.id}" for block in BLOCKS])
 def test_readme_block_runs(backend, block, tmp_path, monkeypatch):
     if block.no_run is not None:
-        pytest.skip(f"README block at line {block.line} is marked no-run: {block.no_run}")
+        pytest.skip(f"{block.where} is marked no-run: {block.no_run}")
     if (session := _session_of(block)) != backend.name:
-        pytest.skip(f"README block at line {block.line} uses {session}: it runs in the {session} session")
+        pytest.skip(f"{block.where} uses {session}: it runs in the {session} session")
     why = _missing(block)
     if why is not None:
         pytest.skip(why)
     monkeypatch.chdir(tmp_path)  # whatever a block writes lands here
     monkeypatch.setenv("MPLBACKEND", "Agg")  # a plotting block draws off screen
-    name = f"readme_block_line_{block.line}"
+    name = f"{re.sub(r'[^a-z0-9]+', '_', Path(block.document).stem.lower())}_block_line_{block.line}"
     module = types.ModuleType(name)
-    module.__file__ = str(README)
+    module.__file__ = str(ROOT / block.document)
     monkeypatch.setitem(sys.modules, name, module)  # dataclasses and pickling look their module up
-    filename = f"README.md, block at line {block.line}"  # tracebacks show the block and its own line numbers
+    filename = f"{block.document}, block at line {block.line}"  # tracebacks show the block and its own lines
     linecache.cache[filename] = (len(block.code), None, block.code.splitlines(True), filename)
     code = compile(block.code, filename, "exec")
     with contextlib.ExitStack() as stack:

@@ -7,6 +7,7 @@
 """
 
 from ._call import get_memory_budget, set_memory_budget
+from ._host_memory import tune_host_allocator
 from .activations import Activation, available_activations, get_activation, register_activation
 from .composition import Product, Scaled, Sum
 from .derivatives import Derivatives, derivatives, gradient, hessian, jacobian, value
@@ -17,7 +18,7 @@ from .layers import Dense, InputScale, Residual, fourier_features
 from .networks import Potential, Sequential, mlp, potential, quadratic, resnet
 from .operators import directional, divergence, hessian_diagonal, hvp, laplacian, trace_hessian
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Activation",
@@ -55,6 +56,7 @@ __all__ = [
     "register_activation",
     "resnet",
     "taylor",
+    "tune_host_allocator",
     "value",
     "__version__",
 ]

@@ -15,7 +15,6 @@ from typing import Any
 
 import array_api_compat
 
-from ._host_memory import warm_host_allocator
 from ._primitives import PLAIN, Array, Primitives, primitives
 
 
@@ -172,14 +171,12 @@ added while a call runs, so a traced call mutates no state.
 def learn_array_types(arrays: list[Array], xp: Any, device: Any) -> None:
     """Record the types of ``arrays`` and of ``xp``'s arrays on ``device`` in the table :func:`resolve_call` reads.
 
-    Called when a network is built; the first network in host memory also warms the C
-    library's allocator (:func:`~xderiv._host_memory.warm_host_allocator`).
+    Called when a network is built.
     """
     probe = xp.asarray(0.0, device=device) if device is not None else xp.asarray(0.0)
     for a in [*arrays, probe]:
         if type(a) not in _KINDS:
             _KINDS[type(a)] = _kind(a)
-    warm_host_allocator(xp, device, _KINDS[type(probe)].lazy)
 
 
 def array_namespace_of(a: Array) -> Any:

@@ -55,13 +55,12 @@ def _plain_matmul_add(y: Array, a: Array, w: Array, xp: Any) -> Array:
 def _numpy_matmul(a: Array, w: Array, xp: Any) -> Array:
     """``a @ w`` over the last axis on NumPy: one small product per point where that beats :func:`matmul_last`.
 
-    OpenBLAS runs a tall product of narrow widths, ``(n k x w_in) . (w_in x w_out)``, slower than
-    the ``n`` products ``(k x w_in) . (w_in x w_out)`` that NumPy's stacked ``matmul`` issues (its
-    small-matrix kernels skip packing the tall operand). Measured with one thread on this project's
-    AMD EPYC, alternated: (1000, 16, 16) by (16, 16) 355 -> 225 us, (200, 64, 64) by (64, 64) 5.2 ->
-    3.7 ms, (256, 50, 128) by (128, 128) 15.6 -> 11.6 ms; no slower at widths of 256; slower with
-    fewer than 4 rows per point (2.3x at 2, 3.9x at 1), with widths of 512 and more (1.1-1.3x) and
-    into a single output (1.8x). Same products, so the same results to round-off.
+    ``a`` of shape (n, k, w_in), ``w`` (w_in, w_out). OpenBLAS runs a tall product of narrow widths,
+    ``(n k x w_in) . (w_in x w_out)``, slower than the ``n`` products ``(k x w_in) . (w_in x w_out)``
+    that NumPy's stacked ``matmul`` issues (its small-matrix kernels skip packing the tall operand).
+    Taken for at least 4 rows per point and widths of 8 to 256 (fewer rows, wider layers and single
+    outputs run faster as one product; measurements: ``benchmarks/``, the manual's speed page). The
+    same multiply-adds (n k w_in w_out), so the same results to round-off.
     """
     if a.ndim >= 3 and a.shape[-2] >= 4 and w.shape[0] <= 256 and 8 <= w.shape[1] <= 256:
         return a @ w
@@ -81,7 +80,7 @@ def _plain_sum_squares(a: Array, axis: int, xp: Any) -> Array:
 
 
 def _einsum_sum_squares(a: Array, axis: int, xp: Any) -> Array:
-    """NumPy's ``einsum`` reduces without materialising ``a * a`` (about 2x faster on ``(n, d, w)`` rows)."""
+    """NumPy's ``einsum`` sums ``(n, k, w)`` rows over ``k`` without materialising ``a * a`` (one pass)."""
     if a.ndim == 3 and axis in (-2, 1):
         return xp.einsum("nkw,nkw->nw", a, a)
     return _plain_sum_squares(a, axis, xp)
@@ -125,10 +124,8 @@ class Primitives:
         matrices are slow (it picks :meth:`xderiv._cost.Costs.hessian_over_reverse`'s form).
     in_place : bool
         Whether :meth:`times`, :meth:`plus` and :meth:`fma` write into the temporary they are
-        handed (NumPy only; autodiff and tracing namespaces never).  A fresh array costs its
-        allocation and a pass over memory not yet in cache: with the host allocator warmed
-        (:mod:`xderiv._host_memory`) the forward Laplacian still takes 0.82x (P4), 0.88x (P2)
-        and 0.93x (P1, d = 16) the time in place.
+        handed (NumPy only; autodiff and tracing namespaces never): a fresh array costs its
+        allocation and a pass over memory not yet in cache.
     matmul : callable ``(a, w, xp) -> a @ w``
         ``a`` of shape (..., k) contracted with ``w`` (k, j): :func:`matmul_last` (one 2-D
         product), or on NumPy one small product per point where that is faster.
@@ -187,10 +184,10 @@ NUMPY = Primitives(matmul_add=_numpy_matmul_add, matmul=_numpy_matmul, sum_squar
 the temporaries the recursions hand over (:attr:`Primitives.in_place`)."""
 
 XLA = Primitives(stacked_products=1.8)
-"""JAX: the plain expressions (``jit`` fuses them); stacked per-point products measured 1.8x
-dearer than their multiply-adds against 2-D ones (jitted on a CPU: the forward Hessian as
-forward-over-reverse beat the sum of layers 1.1-5.5x on every network tried, except where it
-needed more than 1.8x the multiply-adds)."""
+"""JAX: the plain expressions (``jit`` fuses them); stacked per-point products weighed 1.8x
+their multiply-adds against 2-D ones (XLA's batched products of small matrices are slow, so the
+forward Hessian takes its forward-over-reverse form unless that needs more than 1.8x the
+multiply-adds)."""
 
 
 def primitives(xp: Any) -> Primitives:
@@ -242,8 +239,7 @@ def _torch_activation(xp: Any) -> Callable[[Any, Array, Any, int], tuple[Array, 
     :math:`\bar g_j` of the parts) through :math:`\partial \sigma^{(j)}/\partial z =
     \sigma^{(j+1)}`, with the last one from ``next_derivative``: a handful of
     operations where autograd would record and differentiate every operation of
-    the stable formulas (3-6 % of a tanh network's training step, 15-23 % with
-    gelu, silu or mish).  Both are written with differentiable operations on the
+    the stable formulas.  Both are written with differentiable operations on the
     saved parts, so gradients of gradients go through the node again.
     """
     addcmul = xp.addcmul
