@@ -56,12 +56,14 @@ class PirateNet(nn.Module):
 
     def __init__(self, d=2, m=6, width=12, blocks=2):
         super().__init__()
-        self.B = nn.Parameter(torch.randn(d, m))
+        self.B = nn.Parameter(torch.randn(d, m, device=torch.get_default_device()))
         self.u, self.v = nn.Linear(2 * m, width), nn.Linear(2 * m, width)
         self.lift = nn.Linear(2 * m, width)
         self.l1 = nn.ModuleList(nn.Linear(width, width) for _ in range(blocks))
         self.l2 = nn.ModuleList(nn.Linear(width, width) for _ in range(blocks))
-        self.alpha = nn.ParameterList(nn.Parameter(torch.tensor(0.3 + 0.2 * i)) for i in range(blocks))
+        self.alpha = nn.ParameterList(
+            nn.Parameter(torch.tensor(0.3 + 0.2 * i, device=torch.get_default_device())) for i in range(blocks)
+        )
         self.out = nn.Linear(width, 1)
 
     def forward(self, x):
@@ -114,7 +116,7 @@ class XTSkip(nn.Module):
 class Fourier(nn.Module):
     def __init__(self, d=2, m=5, width=10, learn=False):
         super().__init__()
-        B = 2.0 * torch.randn(d, m)
+        B = 2.0 * torch.randn(d, m, device=torch.get_default_device())
         if learn:
             self.B = nn.Parameter(B)
         else:
@@ -154,7 +156,7 @@ class Attention(nn.Module):
     def __init__(self, d=3, dk=8):
         super().__init__()
         self.embed = nn.Linear(1, dk)
-        self.pos = nn.Parameter(0.1 * torch.randn(d, dk))
+        self.pos = nn.Parameter(0.1 * torch.randn(d, dk, device=torch.get_default_device()))
         self.q, self.k, self.v = (nn.Linear(dk, dk) for _ in range(3))
         self.norm = nn.LayerNorm(dk)
         self.out = nn.Linear(dk, 1)
@@ -189,9 +191,9 @@ class Medley(nn.Module):
     def __init__(self, d=3, width=6):
         super().__init__()
         self.lin = nn.Linear(d, 2 * width)
-        self.W = nn.Parameter(torch.randn(width, width) / width)
+        self.W = nn.Parameter(torch.randn(width, width, device=torch.get_default_device()) / width)
         parametrize.register_parametrization(self, "W", _Symmetric())
-        self.log_scale = nn.Parameter(torch.tensor(0.1))
+        self.log_scale = nn.Parameter(torch.tensor(0.1, device=torch.get_default_device()))
 
     def forward(self, x):
         a, b = self.lin(x).chunk(2, dim=-1)
@@ -201,7 +203,9 @@ class Medley(nn.Module):
         t = torch.logsumexp(s, dim=-2) + s.var(dim=-1, keepdim=True).squeeze(-2).unsqueeze(-1)
         t = t + s.max(dim=-2).values - torch.amin(s, dim=-2) + s.flip(-1).narrow(-2, 0, 1).squeeze(-2)
         n = t.shape[-1]
-        mat = t[..., :, None] * t[..., None, :] / n + torch.eye(n, dtype=t.dtype) * (2 + t.square()[..., None])
+        mat = t[..., :, None] * t[..., None, :] / n + torch.eye(n, dtype=t.dtype, device=torch.get_default_device()) * (
+            2 + t.square()[..., None]
+        )
         mat = mat * torch.tensor(1.5, dtype=x.dtype, device=x.device)
         sol = torch.linalg.solve(mat, t)
         y = torch.where(sol > 0, sol, 0.5 * sol).sum(-1, keepdim=True)
@@ -214,7 +218,7 @@ class Shapes(nn.Module):
     def __init__(self, d=4):
         super().__init__()
         self.lin = nn.Linear(d, 4)
-        self.register_buffer("P", torch.randn(4, 2))
+        self.register_buffer("P", torch.randn(4, 2, device=torch.get_default_device()))
 
     def forward(self, x, scale=2.0):
         n = x.shape[-1] // 2
@@ -479,14 +483,15 @@ def test_dropout_in_training_mode_is_refused(torch_device):
         ("ij,kl->ijkl", [(2, 3), (3, 2)]),
     ],
 )
-def test_einsum_lowering(equation, shapes):
-    from array_api_compat import array_namespace
+def test_einsum_lowering(equation, shapes, torch_device):
+    with torch.device(torch_device):
+        from array_api_compat import array_namespace
 
-    from xderiv.interop.torch_graph import TRANSLATORS
+        from xderiv.interop.torch_graph import TRANSLATORS
 
-    ops = [torch.randn(*s, dtype=F64) for s in shapes]
-    got = TRANSLATORS[torch.einsum](array_namespace(ops[0]), equation, *ops)
-    assert _relative(got, torch.einsum(equation, *ops)) <= 1e-13
+        ops = [torch.randn(*s, dtype=F64, device=torch.get_default_device()) for s in shapes]
+        got = TRANSLATORS[torch.einsum](array_namespace(ops[0]), equation, *ops)
+        assert _relative(got, torch.einsum(equation, *ops)) <= 1e-13
 
 
 # --------------------------------------------------------------------------- activation mappings
@@ -500,7 +505,7 @@ class Sine(nn.Module):
 class PerFeature(nn.Module):
     def __init__(self):
         super().__init__()
-        self.a = nn.Parameter(torch.ones(4, dtype=F64))
+        self.a = nn.Parameter(torch.ones(4, dtype=F64, device=torch.get_default_device()))
 
     def forward(self, z):
         return torch.tanh(self.a * z)
@@ -520,31 +525,33 @@ class UsesMyAct(nn.Module):
         return my_act(self.act(self.lin(x)))
 
 
-def test_activation_mappings():
-    m = UsesMyAct()
-    x = torch.randn(5, 3, dtype=F64)
-    f = graph_function(m, activations={Sine: "sin", my_act: "silu"})
-    assert _relative(f(x), m(x)) <= 1e-13
-    assert _relative(graph_function(m)(x), m(x)) <= 1e-13  # traced through without a mapping
-    with pytest.raises(TypeError, match="not an elementwise"):
-        graph_function(m, activations={nn.Linear: "tanh"})
-    with pytest.raises(TypeError, match="not an elementwise"):
-        graph_function(m, activations={torch.cat: "tanh"})
-    per = nn.Sequential(nn.Linear(3, 4, dtype=F64), PerFeature())
-    with pytest.raises(TypeError, match="PerFeature, which is not elementwise"):
-        graph_function(per, activations={PerFeature: "tanh"})
-    with pytest.raises(TypeError, match="must be an activation name"):
-        graph_function(m, activations={Sine: 3})
+def test_activation_mappings(torch_device):
+    with torch.device(torch_device):
+        m = UsesMyAct()
+        x = torch.randn(5, 3, dtype=F64, device=torch.get_default_device())
+        f = graph_function(m, activations={Sine: "sin", my_act: "silu"})
+        assert _relative(f(x), m(x)) <= 1e-13
+        assert _relative(graph_function(m)(x), m(x)) <= 1e-13  # traced through without a mapping
+        with pytest.raises(TypeError, match="not an elementwise"):
+            graph_function(m, activations={nn.Linear: "tanh"})
+        with pytest.raises(TypeError, match="not an elementwise"):
+            graph_function(m, activations={torch.cat: "tanh"})
+        per = nn.Sequential(nn.Linear(3, 4, dtype=F64), PerFeature())
+        with pytest.raises(TypeError, match="PerFeature, which is not elementwise"):
+            graph_function(per, activations={PerFeature: "tanh"})
+        with pytest.raises(TypeError, match="must be an activation name"):
+            graph_function(m, activations={Sine: 3})
 
 
-def test_softplus_threshold_and_relu():
-    x = torch.randn(5, 3, dtype=F64)
-    ok = nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.Softplus(beta=2.0), nn.Mish(), nn.GELU("tanh"))
-    assert _relative(graph_function(ok)(x), ok(x)) <= 1e-13
-    with pytest.raises(ValueError, match=r"node '_1'.*module 1 \(Softplus\).*threshold"):
-        graph_function(nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.Softplus(threshold=5.0)))
-    with pytest.raises(NotImplementedError, match=r"module 1 \(ReLU\).*ReLU is not supported"):
-        graph_function(nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.ReLU()))
+def test_softplus_threshold_and_relu(torch_device):
+    with torch.device(torch_device):
+        x = torch.randn(5, 3, dtype=F64, device=torch.get_default_device())
+        ok = nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.Softplus(beta=2.0), nn.Mish(), nn.GELU("tanh"))
+        assert _relative(graph_function(ok)(x), ok(x)) <= 1e-13
+        with pytest.raises(ValueError, match=r"node '_1'.*module 1 \(Softplus\).*threshold"):
+            graph_function(nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.Softplus(threshold=5.0)))
+        with pytest.raises(NotImplementedError, match=r"module 1 \(ReLU\).*ReLU is not supported"):
+            graph_function(nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.ReLU()))
 
 
 # --------------------------------------------------------------------------- refusals
@@ -579,46 +586,51 @@ class Wrapper(nn.Module):
         (lambda h: h.add_(1.0), "in-place"),
     ],
 )
-def test_unsupported_operations_name_node_op_and_module(op, name):
-    m = Wrapper(op)
-    with pytest.raises(NotImplementedError, match=r"node '\w+' \(call_\w+ .*in module block \(Block\).*") as e:
-        graph_function(m)
-    assert name in str(e.value)
+def test_unsupported_operations_name_node_op_and_module(op, name, torch_device):
+    with torch.device(torch_device):
+        m = Wrapper(op)
+        with pytest.raises(NotImplementedError, match=r"node '\w+' \(call_\w+ .*in module block \(Block\).*") as e:
+            graph_function(m)
+        assert name in str(e.value)
 
 
-def test_refusals_at_call_time_and_untraceable():
-    m = Wrapper(lambda h: h[..., torch.tensor([0, 2])])
-    with pytest.raises(NotImplementedError, match=r"node 'getitem' .*in module block \(Block\).*basic indexing"):
-        graph_function(m)(torch.randn(5, 3, dtype=F64))
+def test_refusals_at_call_time_and_untraceable(torch_device):
+    with torch.device(torch_device):
+        m = Wrapper(lambda h: h[..., torch.tensor([0, 2], device=torch.get_default_device())])
+        with pytest.raises(NotImplementedError, match=r"node 'getitem' .*in module block \(Block\).*basic indexing"):
+            graph_function(m)(torch.randn(5, 3, dtype=F64, device=torch.get_default_device()))
 
-    class Branchy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(3, 1, dtype=F64)
+        class Branchy(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(3, 1, dtype=F64)
 
-        def forward(self, x):
-            return self.lin(x) if x.sum() > 0 else -self.lin(x)
+            def forward(self, x):
+                return self.lin(x) if x.sum() > 0 else -self.lin(x)
 
-    with pytest.raises(NotImplementedError, match="torch.fx cannot trace Branchy.forward.*control flow"):
-        graph_function(Branchy())
-    with pytest.raises(NotImplementedError, match="indices of max/min"):
-        graph_function(Wrapper(lambda h: h.max(dim=-1).indices.to(h.dtype)))(torch.randn(5, 3, dtype=F64))
-    with pytest.raises(TypeError, match="expected a torch.nn.Module"):
-        graph_function(operator.add)
+        with pytest.raises(NotImplementedError, match="torch.fx cannot trace Branchy.forward.*control flow"):
+            graph_function(Branchy())
+        with pytest.raises(NotImplementedError, match="indices of max/min"):
+            graph_function(Wrapper(lambda h: h.max(dim=-1).indices.to(h.dtype)))(
+                torch.randn(5, 3, dtype=F64, device=torch.get_default_device())
+            )
+        with pytest.raises(TypeError, match="expected a torch.nn.Module"):
+            graph_function(operator.add)
 
-    class Two(nn.Module):
-        def forward(self, x, t):
-            return x * t
+        class Two(nn.Module):
+            def forward(self, x, t):
+                return x * t
 
-    with pytest.raises(NotImplementedError, match="node 't' .*forward takes several inputs"):
-        graph_function(Two())
+        with pytest.raises(NotImplementedError, match="node 't' .*forward takes several inputs"):
+            graph_function(Two())
 
 
-def test_tracing_leaves_the_module_untouched():
-    m = Wrapper(lambda h: h * torch.tensor(2.0, dtype=F64))
-    before = dict(m.named_buffers()), set(m.__dict__), [k for k, _ in m.named_parameters()]
-    f = graph_function(m)
-    assert isinstance(f, GraphFunction)
-    assert (dict(m.named_buffers()), set(m.__dict__), [k for k, _ in m.named_parameters()]) == before
-    x = torch.randn(4, 3, dtype=F64)
-    assert _relative(f(x), m(x)) <= 1e-13
+def test_tracing_leaves_the_module_untouched(torch_device):
+    with torch.device(torch_device):
+        m = Wrapper(lambda h: h * torch.tensor(2.0, dtype=F64, device=torch.get_default_device()))
+        before = dict(m.named_buffers()), set(m.__dict__), [k for k, _ in m.named_parameters()]
+        f = graph_function(m)
+        assert isinstance(f, GraphFunction)
+        assert (dict(m.named_buffers()), set(m.__dict__), [k for k, _ in m.named_parameters()]) == before
+        x = torch.randn(4, 3, dtype=F64, device=torch.get_default_device())
+        assert _relative(f(x), m(x)) <= 1e-13

@@ -68,7 +68,7 @@ class Taylor:
         return self.weights is not None and k == self.order
 
     def pair(self, a: Array, b: Array, k: int, op: Op = operator.mul) -> Array:
-        """``op(a, b)`` per direction for terms of orders >= 1 summing to ``k``; weighted and summed if ``k`` is the top."""
+        """``op(a, b)`` per direction for terms of orders >= 1 summing to ``k`` (weighted and summed at the top)."""
         out = op(a, b)
         if not self.collapsed(k):
             return out

@@ -9,7 +9,7 @@ operator                                    jet                                 
 ==========================================  ==============================================  ==========================
 ``value``                                   ``Taylor(0)``                                   1
 ``jacobian``, ``gradient``, ``divergence``  ``Taylor(1)`` along :math:`e_1, \dots, e_d`      ``d``
-``laplacian``, ``trace_hessian``, coords,   ``Taylor(2)``, top collapsed with weights,       ``k + 1`` (``k`` directions)
+``laplacian``, ``trace_hessian``, coords,   ``Taylor(2)``, top collapsed with weights,       ``k + 1`` (k directions)
 estimators                                  along the ``k`` directions
 ``hessian``                                 ``Hessian`` along :math:`e_1, \dots, e_d`        ``d + d^2``
 ``hessian_diagonal``                        ``Taylor(2)`` along :math:`e_i`                  ``2 d``
@@ -228,7 +228,7 @@ def trace_hessian(
     mode: str = "auto",
     chunk_size: int | None = None,
 ) -> Array:
-    r""":math:`\sum_j s_j^\top \nabla^2 y\, s_j`: one Taylor jet of order 2 along the ``k`` directions, top collapsed."""
+    r""":math:`\sum_j s_j^\top \nabla^2 y\, s_j`: a Taylor jet of order 2 along the ``k`` directions, top collapsed."""
     s = Setup(net, x, mode)
     rows = _direction_rows(s, directions, coords, "trace_hessian")
     k = int(rows.shape[-2])

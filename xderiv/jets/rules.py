@@ -298,7 +298,7 @@ def _log_parts(z: Array, value: Array, order: int, xp: Any, scale_by: float = 1.
 
 
 def _polynomial_parts(t: Array, order: int, square_sign: float) -> list[Any]:
-    r"""Derivatives of :math:`f` with :math:`f' = 1 + s f^2` (``tan``: s = 1; ``tanh``: s = -1) as polynomials in ``t = f``."""
+    r"""Derivatives of :math:`f` with :math:`f' = 1 + s f^2` (tan: s = 1; tanh: s = -1) as polynomials in ``t``."""
     poly = [0.0, 1.0]  # f itself
     out: list[Any] = [t]
     for _ in range(order):
