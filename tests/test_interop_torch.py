@@ -212,9 +212,12 @@ def test_softplus_thresholds_below_the_default_are_refused_not_smoothed(torch_de
     ):
         model = on_device(build)
         assert (from_torch(model)(x) - model(x)).abs().max() < 1e-8  # 4 units, each at most 1.05e-9 off
-    # the user may accept the difference by mapping the module themselves
+    # the user may accept the difference by mapping the module themselves, and turning the probe off
     model = on_device(lambda: nn.Sequential(nn.Linear(2, 4), nn.Softplus(threshold=1.0), nn.Linear(4, 1)))
-    net = from_torch(model, activations={nn.Softplus: lambda m: xd.activations.softplus(m.beta)})
+    smooth = {nn.Softplus: lambda m: xd.activations.softplus(m.beta)}
+    with pytest.raises(ValueError, match=r"does not compute what Sequential computes"):
+        from_torch(model, activations=smooth)
+    net = from_torch(model, activations=smooth, check=False)
     assert net.layers[0].activation.name == "softplus"
 
 
