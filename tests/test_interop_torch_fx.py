@@ -671,18 +671,18 @@ class BetaSwish(nn.Module):
 
 
 class LearnedSlope(nn.Module):
-    def __init__(self, shape):
+    def __init__(self, shape, device):
         super().__init__()
-        self.a = nn.Parameter(torch.ones(shape, dtype=F64))
+        self.a = nn.Parameter(torch.ones(shape, dtype=F64, device=device))
 
     def forward(self, z):
         return torch.tanh(self.a * z)
 
 
 class BufferSlope(nn.Module):
-    def __init__(self, shape):
+    def __init__(self, shape, device):
         super().__init__()
-        self.register_buffer("a", torch.ones(shape, dtype=F64))
+        self.register_buffer("a", torch.ones(shape, dtype=F64, device=device))
 
     def forward(self, z):
         return torch.tanh(self.a * z)
@@ -725,16 +725,17 @@ class _FunctionalNorm(nn.Module):
 
 
 @pytest.mark.parametrize(
-    "act, pattern",
+    "build, pattern",
     [
-        (LearnedSlope(8), r"holds Parameters \(a\)"),
-        (LearnedSlope(()), r"holds Parameters \(a\)"),
-        (BufferSlope(8), r"holds the tensor a of shape \(8,\)"),
-        (nn.Sequential(nn.Tanh(), nn.LayerNorm(8, elementwise_affine=False)), r"Sequential is not elementwise"),
+        (lambda d: LearnedSlope(8, d), r"holds Parameters \(a\)"),
+        (lambda d: LearnedSlope((), d), r"holds Parameters \(a\)"),
+        (lambda d: BufferSlope(8, d), r"holds the tensor a of shape \(8,\)"),
+        (lambda d: nn.Sequential(nn.Tanh(), nn.LayerNorm(8, elementwise_affine=False)), r"Sequential is not elem"),
     ],
 )
-def test_mapped_modules_holding_per_feature_tensors_are_refused(act, pattern, backend):
-    model = _between(backend.device, act.to(backend.device))
+def test_mapped_modules_holding_per_feature_tensors_are_refused(build, pattern, backend):
+    act = build(backend.device)
+    model = _between(backend.device, act)
     with pytest.raises(ValueError, match=pattern):
         from_torch(model, activations={type(act): "tanh"})
 
@@ -751,7 +752,7 @@ def _scaled_tanh(module):
 
 def test_a_mapped_module_with_a_scalar_buffer_is_read_by_value(backend):
     with torch.device(backend.device):
-        model = nn.Sequential(nn.Linear(3, 8), BufferSlope(()), nn.Linear(8, 1)).double()
+        model = nn.Sequential(nn.Linear(3, 8), BufferSlope((), backend.device), nn.Linear(8, 1)).double()
     net = from_torch(model, activations={BufferSlope: _scaled_tanh})
     x = torch.randn(5, 3, dtype=F64, device=backend.device)
     torch.testing.assert_close(net(x), model(x), rtol=1e-12, atol=1e-12)
