@@ -191,8 +191,8 @@ class Apply(Expr):
                 found |= a.sources
         self.sources = frozenset(found)
 
-    def __call__(self, vals: list[Any]) -> Any:
-        args = _evaluate(self.args, vals)
+    def __call__(self, vals: list[Any]) -> Any:  # run at every call: the flat case without recursion
+        args = [a(vals) if isinstance(a, Expr) else _evaluate(a, vals) for a in self.args]
         kwargs = {k: _evaluate(v, vals) for k, v in self.kwargs.items()} if self.kwargs else {}
         return self.fn(*args, **kwargs)
 
@@ -208,7 +208,7 @@ def _flat(a: Any) -> list[Any]:
 def _evaluate(a: Any, vals: list[Any]) -> Any:
     if isinstance(a, Expr):
         return a(vals)
-    if isinstance(a, (tuple, list)):
+    if isinstance(a, (tuple, list)) and a:
         return type(a)(_evaluate(x, vals) for x in a)
     if isinstance(a, dict):
         return {k: _evaluate(v, vals) for k, v in a.items()}

@@ -43,7 +43,6 @@ from torch import nn
 import xderiv as _d
 
 from .. import activations as _activations
-from .._call import Plan
 from ..activations import Activation
 from ..layers import Dense, Residual
 from ..networks import Potential, Sequential
@@ -488,8 +487,10 @@ class TorchSequential(Sequential):
             arrays[j] = program.arrays[j](vals)
         for i in sorted({j // 2 for j in self._live}):
             layers[i] = layers[i].with_arrays(arrays[2 * i], arrays[2 * i + 1])
+        plan = copy.copy(net.plan)  # same shapes, so the same cost table: only the layers change
+        object.__setattr__(plan, "layers", tuple(layers))
         new = copy.copy(net)  # same namespace, device and dtype: only the plan changes
-        new.plan = Plan(tuple(layers), None, None, scalar=False)
+        new.plan = plan
         return new
 
     def _probe(self, program: Program, net: Sequential) -> None:
