@@ -143,6 +143,37 @@ def test_compiled_training_step_gives_the_eager_gradients(backend):
         assert (a - b).abs().max().item() <= 1e-12 * max(b.abs().max().item(), 1.0)
 
 
+def test_compiled_call_of_a_converted_module_sees_data_edits(backend):
+    """Arrays computed from a module's tensors (a normalisation, a folded slope) are computed inside the
+    compiled graph: an edit through .data after compiling is seen, with no conversion probe in the graph."""
+    _torch_only(backend)
+    import torch
+
+    from xderiv.interop.torch import from_torch
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("sd", torch.tensor([2.0, 0.5, 1.5], dtype=torch.float64, device=backend.device))
+            self.a = torch.nn.Parameter(torch.full((2,), 1.5, dtype=torch.float64, device=backend.device))
+            self.l = torch.nn.Linear(3, 2, dtype=torch.float64, device=backend.device)
+
+        def forward(self, x):
+            return torch.tanh(self.a * self.l(x / self.sd))
+
+    model = Scaled()
+    net = from_torch(model)
+    x = torch.rand(8, 3, dtype=torch.float64, device=backend.device)
+    compiled = torch.compile(lambda x: xd.value(net, x), fullgraph=True, backend="eager")  # Dynamo alone
+    for edit in (lambda: None, lambda: model.sd.data.mul_(2.0), lambda: model.a.data.clamp_(min=3.0)):
+        edit()
+        with torch.no_grad():
+            assert (compiled(x) - model(x)).abs().max().item() <= 1e-13
+
+
 def test_xd_compile_equals_the_operator_on_every_backend(backend):
     if backend.name == "torch" and os.environ.get("XDERIV_TORCH_DEFAULT_DEVICE"):
         pytest.skip("compiled code is device-checked by the main torch pass")

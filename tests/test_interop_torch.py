@@ -212,9 +212,12 @@ def test_softplus_thresholds_below_the_default_are_refused_not_smoothed(torch_de
     ):
         model = on_device(build)
         assert (from_torch(model)(x) - model(x)).abs().max() < 1e-8  # 4 units, each at most 1.05e-9 off
-    # the user may accept the difference by mapping the module themselves
+    # the user may accept the difference by mapping the module themselves, and turning the probe off
     model = on_device(lambda: nn.Sequential(nn.Linear(2, 4), nn.Softplus(threshold=1.0), nn.Linear(4, 1)))
-    net = from_torch(model, activations={nn.Softplus: lambda m: xd.activations.softplus(m.beta)})
+    smooth = {nn.Softplus: lambda m: xd.activations.softplus(m.beta)}
+    with pytest.raises(ValueError, match=r"does not compute what Sequential computes"):
+        from_torch(model, activations=smooth)
+    net = from_torch(model, activations=smooth, check=False)
     assert net.layers[0].activation.name == "softplus"
 
 
@@ -317,3 +320,65 @@ def test_antitanh_module_matches_xderiv(torch_device):
     z = torch.tensor([-1e4, -3.0, 0.0, 2.0, 1e4], dtype=F64, device=torch_device)
     torch.testing.assert_close(AntiTanh()(z), xd.get_activation("antitanh")(z, torch))
     torch.testing.assert_close(LogCosh()(z) + math.log(2.0), AntiTanh()(z))
+
+
+class _Features(nn.Module):
+    """Buffers a converted network reads: a normalisation (mu, sigma), Fourier frequencies B and phases."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mu", torch.tensor([0.5, -1.0, 2.0]))
+        self.register_buffer("sigma", torch.tensor([2.0, 0.5, 1.5]))
+        self.register_buffer("B", torch.randn(3, 6))
+        self.register_buffer("phase", torch.rand(6))
+        self.hidden = nn.Linear(6, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x):
+        u = torch.sin((x - self.mu) / self.sigma @ self.B + self.phase)
+        return self.out(torch.tanh(self.hidden(u)))
+
+
+def test_as_module_of_a_converted_module_trains_the_module_not_its_buffers(torch_device):
+    with torch_on_cpu():
+        torch.manual_seed(0)
+        model = _Features()
+    model = model.to(torch_device, F64)
+    net = from_torch(model)
+    u = as_module(net)
+    assert [id(p) for p in u.parameters()] == [id(p) for p in model.parameters()]
+    assert {n for n, _ in u.named_buffers()} == {"source.mu", "source.sigma", "source.B", "source.phase"}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    x = torch.randn(16, 3, dtype=F64, device=torch_device)
+    opt = torch.optim.Adam(u.parameters(), lr=1e-2)
+    before = model.hidden.weight.detach().clone()
+    for _ in range(10):
+        opt.zero_grad()
+        (u.laplacian(x) + 1.0).square().mean().backward()
+        opt.step()
+    assert not torch.equal(before, model.hidden.weight)  # training u trains the module
+    assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
+    with torch.no_grad():
+        assert (u(x) - model(x)).abs().max().item() <= 1e-13
+        assert (net(x) - model(x)).abs().max().item() <= 1e-13
+
+
+def test_as_module_methods_take_the_operators_arguments(torch_device):
+    model = _models(torch_device, F64)["tanh-mlp"]
+    net = from_torch(model)
+    for u in (as_module(net), as_module(model), as_module(xd.mlp([3, 5, 2], "tanh", xp=torch, device=torch_device))):
+        ref = u.net
+        x = torch.randn(4, 3, dtype=F64, device=torch_device)
+        same = torch.testing.assert_close
+        same(u.laplacian(x, coords=[0]), xd.laplacian(ref, x, coords=[0]))
+        same(u.laplacian(x, "backward", coords=[1, 2], chunk_size=2), xd.laplacian(ref, x, coords=[1, 2]))
+        est = dict(estimator="hutchinson", samples=3, seed=0, per_point=False)
+        same(u.laplacian(x, **est), xd.laplacian(ref, x, **est))
+        same(u.hessian(x, mode="forward", chunk_size=3), xd.hessian(ref, x))
+        same(u.jacobian(x, "backward", chunk_size=1), xd.jacobian(ref, x))
+        r = u.derivatives(x, hessian=True, coords=[0, 2], mode="backward")
+        same(r.hessian, xd.derivatives(ref, x, hessian=True, coords=[0, 2]).hessian)
+        same(u(x, chunk_size=2), ref(x))
+    one = as_module(xd.mlp([3, 4, 1], "tanh", xp=torch, device=torch_device))
+    x = torch.randn(4, 3, dtype=F64, device=torch_device)
+    torch.testing.assert_close(one.gradient(x, mode="backward", chunk_size=2), xd.gradient(one.net, x))

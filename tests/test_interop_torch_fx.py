@@ -347,16 +347,20 @@ def test_traced_once_per_structure(backend, monkeypatch):
 
 def test_no_rebuild_while_nothing_changes(backend):
     torch.manual_seed(0)
-    model = _pinn(backend.device)  # buffers only: nothing is recomputed per call
+    model = _pinn(backend.device)  # buffers only
     net = from_torch(model)
     first = net.resolve()
-    assert net.resolve() is first
+    again = net.resolve()
+    # diag(1/sigma) and -mu/sigma are computed from buffers: recomputed at every call (edits through .data leave
+    # no trace); the Linears are views of their Parameters and the output scaling holds Python numbers: reused
+    assert again.layers[0] is not first.layers[0]
+    assert all(again.layers[i] is first.layers[i] for i in range(1, 6))
     with torch.no_grad():
         model.inp.weight.mul_(0.5)  # in place on a view's base: seen without a rebuild
-    assert net.resolve() is first
+    assert net.resolve().layers[1] is first.layers[1]
     with torch.no_grad():
-        model.sigma.mul_(0.5)  # feeds diag(1/sigma): rebuilt
-    assert net.resolve() is not first
+        model.sigma.mul_(0.5)  # feeds diag(1/sigma)
+    assert not torch.equal(net.resolve().layers[0].weight, first.layers[0].weight)
 
 
 # --------------------------------------------------------------------------- activations
@@ -643,3 +647,170 @@ def test_converting_twice_has_no_side_effects(backend):
     torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
     _check(a, model, x)
     assert _snapshot(model) == before
+
+
+# --------------------------------------------------------------------------- activation mappings are checked
+
+
+class Normalise(nn.Module):
+    """Not elementwise, and holds nothing a static check could see: only the probe can tell."""
+
+    def forward(self, z):
+        return z / z.norm(dim=-1, keepdim=True)
+
+
+class BetaSwish(nn.Module):
+    """z sigmoid(beta z): silu only while beta is 1."""
+
+    def __init__(self, beta=1.0):
+        super().__init__()
+        self.beta = beta
+
+    def forward(self, z):
+        return z * torch.sigmoid(self.beta * z)
+
+
+class LearnedSlope(nn.Module):
+    def __init__(self, shape, device):
+        super().__init__()
+        self.a = nn.Parameter(torch.ones(shape, dtype=F64, device=device))
+
+    def forward(self, z):
+        return torch.tanh(self.a * z)
+
+
+class BufferSlope(nn.Module):
+    def __init__(self, shape, device):
+        super().__init__()
+        self.register_buffer("a", torch.ones(shape, dtype=F64, device=device))
+
+    def forward(self, z):
+        return torch.tanh(self.a * z)
+
+
+def _between(device, act):
+    with torch.device(device):
+        return nn.Sequential(nn.Linear(3, 8), act, nn.Tanh(), nn.Linear(8, 1)).double()
+
+
+@pytest.mark.parametrize(
+    "key", [nn.LayerNorm, nn.BatchNorm1d, nn.Softmax, nn.Linear, nn.GroupNorm, nn.Sequential, F.layer_norm, F.softmax]
+)
+def test_non_elementwise_mappings_are_refused(key, backend):
+    """Following the refusal's hint for LayerNorm once built a network off by 0.11-0.52."""
+    with torch.device(backend.device):
+        model = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 1)).double()
+    with pytest.raises(ValueError, match=r"is not elementwise.*only for elementwise activations"):
+        from_torch(model, activations={key: "identity"})
+
+
+def test_the_layernorm_refusal_does_not_suggest_a_mapping(backend):
+    with torch.device(backend.device):
+        model = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 1)).double()
+    with pytest.raises(TypeError, match=r"LayerNorm is not elementwise.*take it out of forward") as info:
+        from_torch(model)
+    assert "activations=" not in str(info.value)
+    with pytest.raises(TypeError, match=r"F.layer_norm is not a Linear.*not elementwise") as info:
+        from_torch(_FunctionalNorm(backend.device))
+    assert "activations=" not in str(info.value)
+
+
+class _FunctionalNorm(nn.Module):
+    def __init__(self, device):
+        super().__init__()
+        self.a = nn.Linear(3, 4, device=device, dtype=F64)
+
+    def forward(self, x):
+        return F.layer_norm(self.a(x), (4,))
+
+
+@pytest.mark.parametrize(
+    "build, pattern",
+    [
+        (lambda d: LearnedSlope(8, d), r"holds Parameters \(a\)"),
+        (lambda d: LearnedSlope((), d), r"holds Parameters \(a\)"),
+        (lambda d: BufferSlope(8, d), r"holds the tensor a of shape \(8,\)"),
+        (lambda d: nn.Sequential(nn.Tanh(), nn.LayerNorm(8, elementwise_affine=False)), r"Sequential is not elem"),
+    ],
+)
+def test_mapped_modules_holding_per_feature_tensors_are_refused(build, pattern, backend):
+    act = build(backend.device)
+    model = _between(backend.device, act)
+    with pytest.raises(ValueError, match=pattern):
+        from_torch(model, activations={type(act): "tanh"})
+
+
+def _scaled_tanh(module):
+    a = float(module.a)
+
+    def evaluate(z, xp, order):
+        t = xp.tanh(a * z)
+        return (t, a * (1 - t * t), -2 * a * a * t * (1 - t * t))[: order + 1]
+
+    return xd.Activation(f"tanh({a} z)", evaluate)
+
+
+def test_a_mapped_module_with_a_scalar_buffer_is_read_by_value(backend):
+    with torch.device(backend.device):
+        model = nn.Sequential(nn.Linear(3, 8), BufferSlope((), backend.device), nn.Linear(8, 1)).double()
+    net = from_torch(model, activations={BufferSlope: _scaled_tanh})
+    x = torch.randn(5, 3, dtype=F64, device=backend.device)
+    torch.testing.assert_close(net(x), model(x), rtol=1e-12, atol=1e-12)
+    model[1].a.data.fill_(2.5)  # no _version bump: compared by value
+    assert net.layers[0].activation.name == "tanh(2.5 z)"
+    torch.testing.assert_close(net(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_wrong_mapping_is_caught_by_the_probe(backend):
+    model = _between(backend.device, Normalise())
+    with pytest.raises(ValueError, match=r"Sequential.forward does not compute what Sequential computes: max \|"):
+        from_torch(model, activations={Normalise: "identity"})
+    assert from_torch(model, activations={Normalise: "identity"}, check=False) is not None  # the user's call
+
+
+def test_a_traced_again_structure_is_probed_too(backend):
+    torch.manual_seed(0)
+    with torch.device(backend.device):
+        model = nn.Sequential(nn.Linear(3, 8), BetaSwish(), nn.Linear(8, 1)).double()
+    net = from_torch(model, activations={BetaSwish: "silu"})  # right while beta is 1
+    x = torch.randn(5, 3, dtype=F64, device=backend.device)
+    torch.testing.assert_close(net(x), model(x), rtol=1e-12, atol=1e-12)
+    model[1].beta = 2.0  # a Python attribute: traced again, and no longer silu
+    for _ in range(2):  # refused at every call, never a wrong number
+        with pytest.raises(ValueError, match=r"does not compute what Sequential computes"):
+            net(x)
+    model[1].beta = 1.0
+    torch.testing.assert_close(net(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_the_probe_leaves_the_random_state_and_the_module_alone(backend):
+    torch.manual_seed(0)
+    model = _pinn(backend.device)
+    before = _snapshot(model)
+    state = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state() if torch.device(backend.device).type == "cuda" else None
+    from_torch(model)
+    assert torch.equal(torch.get_rng_state(), state) and _snapshot(model) == before
+    if cuda is not None:
+        assert torch.equal(torch.cuda.get_rng_state(), cuda)
+
+
+def test_the_probe_skips_random_modules_and_meta_tensors(backend):
+    torch.manual_seed(0)
+    with torch.device(backend.device):
+        model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 1)).double()
+    state = torch.get_rng_state()
+    net = from_torch(model, activations={nn.Dropout: "identity"})  # training: random outputs, not probed
+    assert torch.equal(torch.get_rng_state(), state)
+    model.eval()  # a new structure: probed, and right
+    x = torch.randn(5, 3, dtype=F64, device=backend.device)
+    torch.testing.assert_close(net(x), model(x), rtol=1e-12, atol=1e-12)
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    assert from_torch(meta).device.type == "meta"  # no values to compare
+
+
+def test_float32_modules_pass_the_probe(backend):
+    torch.manual_seed(0)
+    for model in (_pinn(backend.device, torch.float32, depth=6, width=64), _siren(backend.device, torch.float32)):
+        assert from_torch(model).dtype == torch.float32

@@ -163,3 +163,121 @@ def test_as_module_follows_its_source(backend):
     x = torch.randn(4, 3, dtype=torch.float64, device=backend.device)
     _check(u.net, model, x, 1e-12)
     assert (u(x) - model(x)).abs().max().item() <= 1e-14
+
+
+# --------------------------------------------------------------------------- every way a tensor changes
+
+
+class Folded(nn.Module):
+    """Every kind of computed array: (x - mu) / sd (buffers), a slope a folded into l (a Parameter),
+    a plain view (h), and an output scale held in a buffer."""
+
+    def __init__(self, device):
+        super().__init__()
+        with torch.device(device):
+            self.register_buffer("mu", torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64))
+            self.register_buffer("sd", torch.tensor([2.0, 0.5, 1.5], dtype=torch.float64))
+            self.a = nn.Parameter(torch.full((8,), 1.5, dtype=torch.float64))
+            self.l = nn.Linear(3, 8, dtype=torch.float64)
+            self.h = nn.Linear(8, 8, dtype=torch.float64)
+            self.o = nn.Linear(8, 2, dtype=torch.float64)
+            self.register_buffer("s", torch.tensor([2.0, 0.5], dtype=torch.float64))
+
+    def forward(self, x):
+        u = torch.tanh(self.a * self.l((x - self.mu) / self.sd))  # W diag(a), b a: computed
+        u = u + 0.5 * torch.sigmoid(self.h(u))  # h.weight.mT: a view
+        return self.o(u) * self.s  # diag(s): computed
+
+
+def _new(t):
+    """Other values of the same shape (positive where ``t`` is: sd stays a valid scale)."""
+    return t.detach() * 1.25 + 0.125
+
+
+def _load(model, name, new, assign):
+    state = model.state_dict()
+    state[name] = new
+    model.load_state_dict(state, assign=assign)
+
+
+def _reassign(model, name, new):
+    path, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(path)
+    setattr(owner, leaf, nn.Parameter(new) if isinstance(getattr(owner, leaf), nn.Parameter) else new)
+
+
+def _step(model, name):
+    t = model.get_parameter(name)
+    t.grad = torch.ones_like(t)
+    torch.optim.SGD([t], lr=0.125).step()
+
+
+def _no_grad(fn):
+    with torch.no_grad():
+        fn()
+
+
+CHANGES = {
+    "data.mul_": lambda m, n, t: t.data.mul_(1.25),
+    "data.clamp_": lambda m, n, t: t.data.clamp_(min=float(t.detach().mean()) + 0.25),
+    "data.copy_": lambda m, n, t: t.data.copy_(_new(t)),
+    "no_grad mul_": lambda m, n, t: _no_grad(lambda: t.mul_(1.25)),
+    "no_grad copy_": lambda m, n, t: _no_grad(lambda: t.copy_(_new(t))),
+    "data =": lambda m, n, t: setattr(t, "data", _new(t)),
+    "reassigned": lambda m, n, t: _reassign(m, n, _new(t)),
+    "load_state_dict": lambda m, n, t: _load(m, n, _new(t), False),
+    "load_state_dict(assign=True)": lambda m, n, t: _load(m, n, _new(t), True),
+    "optimizer step": lambda m, n, t: _step(m, n),
+}
+TENSORS = ["mu", "sd", "s", "a", "l.weight", "h.weight"]  # buffers, then Parameters
+
+
+@pytest.mark.parametrize("how", list(CHANGES))
+@pytest.mark.parametrize("name", TENSORS)
+def test_every_change_of_a_tensor_is_seen(backend, name, how):
+    """In-place edits through .data bump no _version: computed arrays must not be cached on it."""
+    is_buffer = name in ("mu", "sd", "s")
+    if how == "optimizer step" and is_buffer:
+        pytest.skip("an optimizer steps Parameters")
+    torch.manual_seed(0)
+    model = Folded(backend.device)
+    net = from_torch(model)
+    x = torch.randn(5, 3, dtype=torch.float64, device=backend.device)
+    before = net(x).detach().clone()  # converted and used: whatever is cached, is cached now
+    t = model.get_buffer(name) if is_buffer else model.get_parameter(name)
+    CHANGES[how](model, name, t)
+    with torch.no_grad():
+        want = model(x)
+    assert (want - before).abs().max().item() > 1e-3  # the change matters
+    for _ in range(2):  # and stays seen
+        assert (net(x) - want).abs().max().item() <= 1e-13
+    with torch.no_grad():
+        assert (net(x) - want).abs().max().item() <= 1e-13
+
+
+def test_data_edits_stay_seen_through_training(backend):
+    """The edits of the report: a normalisation buffer, a folded slope, a folded layer's weight, a shift;
+    then optimizer steps on the module through the converted network."""
+    torch.manual_seed(0)
+    model = Folded(backend.device)
+    net = from_torch(model)
+    x = torch.randn(16, 3, dtype=torch.float64, device=backend.device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    edits = [
+        lambda: model.sd.data.mul_(2.0),
+        lambda: model.a.data.clamp_(min=3.0),
+        lambda: model.l.weight.data.mul_(0.5),
+        lambda: model.mu.data.copy_(torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64, device=backend.device)),
+    ]
+    for edit in edits:
+        net(x)
+        edit()
+        with torch.no_grad():
+            assert (net(x) - model(x)).abs().max().item() <= 1e-13
+        for _ in range(2):
+            opt.zero_grad()
+            xd.laplacian(net, x).square().mean().backward()
+            opt.step()
+            with torch.no_grad():
+                assert (net(x) - model(x)).abs().max().item() <= 1e-13
+    _check(net, model, x, 1e-12)

@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 from ..activations import Activation, get_activation
@@ -190,8 +191,8 @@ class Apply(Expr):
                 found |= a.sources
         self.sources = frozenset(found)
 
-    def __call__(self, vals: list[Any]) -> Any:
-        args = _evaluate(self.args, vals)
+    def __call__(self, vals: list[Any]) -> Any:  # run at every call: the flat case without recursion
+        args = [a(vals) if isinstance(a, Expr) else _evaluate(a, vals) for a in self.args]
         kwargs = {k: _evaluate(v, vals) for k, v in self.kwargs.items()} if self.kwargs else {}
         return self.fn(*args, **kwargs)
 
@@ -207,7 +208,7 @@ def _flat(a: Any) -> list[Any]:
 def _evaluate(a: Any, vals: list[Any]) -> Any:
     if isinstance(a, Expr):
         return a(vals)
-    if isinstance(a, (tuple, list)):
+    if isinstance(a, (tuple, list)) and a:
         return type(a)(_evaluate(x, vals) for x in a)
     if isinstance(a, dict):
         return {k: _evaluate(v, vals) for k, v in a.items()}
@@ -375,15 +376,30 @@ class Program:
     sources : list of (dict, str)
         Where each tensor lives: a module's ``_parameters``, ``_buffers`` or
         ``__dict__`` and the key in it (read with a dict lookup per call).
-    versioned : list of int
-        Sources whose values feed a derived array (folded weight, diagonal of
-        a scaling): their ``_version`` and ``requires_grad`` are watched too.
+    shapes : list of tuple or None
+        Each source's shape when the graph was read (the recipes assume it).
+    derived : list of int
+        Indices into ``arrays`` of the arrays *computed* from the sources
+        (folded weights, a scaling's diagonal): recomputed at every call,
+        never cached, since in-place edits through ``.data`` change a tensor
+        without a trace (no ``_version`` bump).  The other arrays are sources
+        or views of them, which see any in-place edit by themselves, or
+        computed from Python numbers alone (``y * 3 + 0.5``), kept until the
+        dtype or device of the network changes.
+    in_features : int
+        The input width ``d``.
+    stochastic : bool
+        The graph holds a dropout module in training mode or a dropout
+        function call: the module's outputs are random.
     """
 
     def __init__(
         self,
         layers: list[LayerRecipe],
         sources: list[tuple[dict[str, Any], str]],
+        shapes: list[tuple[int, ...] | None],
+        in_features: int,
+        stochastic: bool,
         children: list[dict[str, Any]],
         scalars: list[tuple[dict[str, Any], tuple[str, ...]]],
         tensors: list[tuple[dict[str, Any], str]],
@@ -391,7 +407,10 @@ class Program:
         self.layers = layers
         self.arrays = [e for layer in layers for e in (layer.weight, layer.bias)]
         self.sources = sources
-        self.versioned = sorted({i for e in self.arrays if e.derived for i in e.sources})
+        self.shapes = shapes
+        self.in_features = in_features
+        self.stochastic = stochastic
+        self.derived = [j for j, e in enumerate(self.arrays) if e.derived and e.sources]
         self._children = children
         self._attributes = [(d, name) for d, names in scalars for name in names]
         self._tensors = tensors
@@ -409,30 +428,26 @@ class Program:
         return [d.get(k, _MISSING) for d, k in self.sources]
 
     def array_key(self, vals: list[Any]) -> tuple[Any, ...] | None:
-        """Identity, storage, dtype and device of every source, and versions of the versioned ones.
+        """Identity, storage, dtype and device of every source.
 
-        None when a source is no longer a tensor (the structure changed).
+        None when a source is no longer a tensor or changed shape (``p.data =
+        a tensor of another shape``): the structure changed.  Values are not
+        part of the key: views see them, derived arrays are recomputed anyway.
         """
         try:
-            key: list[Any] = [None if t is None else (id(t), t.data_ptr(), t.dtype, t.device) for t in vals]
-            for i in self.versioned:
-                t = vals[i]
-                key.append(None if t is None else (t._version, t.requires_grad))
-        except AttributeError:
+            key: list[Any] = []
+            for t, shape in zip(vals, self.shapes):
+                if t is None:
+                    if shape is not None:
+                        return None
+                    key.append(None)
+                elif tuple(t.shape) != shape:
+                    return None
+                else:
+                    key.append((id(t), t.data_ptr(), t.dtype, t.device))
+        except (AttributeError, TypeError):
             return None
         return tuple(key)
-
-    def live(self, vals: list[Any]) -> list[int]:
-        """Arrays derived from tensors that require grad: recomputed at every call under autograd.
-
-        (A cached derived array would keep one autograd graph across calls,
-        and a second ``backward`` through it fails.)
-        """
-        out = []
-        for j, e in enumerate(self.arrays):
-            if e.derived and any(isinstance(vals[i], torch.Tensor) and vals[i].requires_grad for i in e.sources):
-                out.append(j)
-        return out
 
 
 # --------------------------------------------------------------------------- tracing
@@ -549,6 +564,91 @@ _ARITH: dict[Any, str] = {
 _MATMUL = {operator.matmul, torch.matmul, torch.mm, "matmul", "mm"}
 _JOINS = {torch.cat, torch.concat, torch.stack, torch.hstack, torch.column_stack, "cat"}
 
+# Torch modules and functions that mix the features of a point (or hold per-feature weights): no xderiv
+# activation can stand for them, so an ``activations=`` mapping of one is refused.
+NOT_ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = tuple(
+    cls
+    for cls in (
+        nn.Linear,
+        nn.Bilinear,
+        getattr(nn, "LazyLinear", None),
+        nn.modules.conv._ConvNd,
+        nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm*
+        nn.LayerNorm,
+        nn.GroupNorm,
+        getattr(nn, "RMSNorm", None),
+        nn.LocalResponseNorm,
+        nn.Softmax,
+        nn.Softmin,
+        nn.LogSoftmax,
+        nn.Softmax2d,
+        nn.GLU,
+        nn.MultiheadAttention,
+        nn.Embedding,
+        nn.Flatten,
+        nn.Unflatten,
+        nn.modules.rnn.RNNBase,
+        nn.Sequential,
+        nn.ModuleList,
+        nn.ModuleDict,
+    )
+    if cls is not None
+)
+NOT_ELEMENTWISE_FUNCTIONS: frozenset[Any] = frozenset(
+    f
+    for f in (
+        F.linear,
+        F.bilinear,
+        F.layer_norm,
+        F.batch_norm,
+        F.group_norm,
+        F.instance_norm,
+        getattr(F, "rms_norm", None),
+        F.local_response_norm,
+        F.normalize,
+        F.softmax,
+        F.softmin,
+        F.log_softmax,
+        F.glu,
+        torch.layer_norm,
+        torch.batch_norm,
+        torch.group_norm,
+        torch.softmax,
+        torch.log_softmax,
+        torch.matmul,
+        torch.mm,
+        torch.sum,
+        torch.mean,
+        torch.cumsum,
+        torch.norm,
+        torch.cat,
+        "softmax",
+        "log_softmax",
+        "matmul",
+        "sum",
+        "mean",
+        "cumsum",
+        "norm",
+    )
+    if f is not None
+)
+_DROPOUT_FUNCTIONS = frozenset(
+    (F.dropout, F.alpha_dropout, F.feature_alpha_dropout, F.dropout1d, F.dropout2d, F.dropout3d, torch.dropout)
+)
+
+
+def not_elementwise(key: Any) -> str | None:
+    """Why an ``activations=`` key cannot be an elementwise activation (None when nothing is known against it)."""
+    if isinstance(key, type) and issubclass(key, NOT_ELEMENTWISE_MODULES):
+        return f"{key.__name__} is not elementwise (it mixes the features of a point or holds per-feature weights)"
+    try:
+        if key in NOT_ELEMENTWISE_FUNCTIONS:
+            name = getattr(key, "__name__", key)
+            return f"{name} is not elementwise (it mixes the features of a point)"
+    except TypeError:  # unhashable
+        pass
+    return None
+
 
 class _Reader:
     """One pass over the graph (see the module docstring)."""
@@ -564,6 +664,7 @@ class _Reader:
         self._index: dict[tuple[int, str], int] = {}
         self.ref: list[Expr | None] = [None]
         self.inputs = 0
+        self.stochastic = False  # a dropout in training mode, or a dropout function, was read
 
     # ----------------------------------------------------------------- helpers
 
@@ -695,7 +796,9 @@ class _Reader:
                 self.output(node)
             else:
                 self.env[node] = self.call(node)
-        return Program(self.layers, self.sources, *self.watch())
+        shapes = [None if t is None else tuple(t.shape) for t in self.now]
+        assert self.d is not None  # output() made sure a Linear read the input
+        return Program(self.layers, self.sources, shapes, self.d, self.stochastic, *self.watch())
 
     def placeholder(self, node: fx.Node) -> Any:
         if self.inputs == 0:
@@ -777,6 +880,8 @@ class _Reader:
             raise self.fail(node, "the input-dependent tensor must be its first argument")
         act = self.activation_call(node, target, args, kwargs)
         if act is not None:
+            if target in _DROPOUT_FUNCTIONS and _training_arg(node):
+                self.stochastic = True
             return self.activate(node, first, act)
         if target in _ARITH:
             return self.arithmetic(node, _ARITH[target], args, kwargs)
@@ -784,10 +889,16 @@ class _Reader:
             return self.functional_linear(node, first, args, kwargs)
         if target in _MATMUL and len(args) == 2 and not kwargs:
             return self.matmul(node, first, args[1])
+        why = not_elementwise(target)
         raise self.fail(
             node,
             f"{_target_name(node)} is not a Linear, a known activation or an affine operation "
-            "(map your own activations with from_torch(..., activations={fn: ...}))",
+            + (
+                f"({why}: no xderiv layer computes it; take it out of forward)"
+                if why
+                else "(if it is an elementwise activation, the same scalar function on every feature, map it "
+                "with from_torch(..., activations={fn: 'name' or an xderiv Activation}))"
+            ),
             TypeError,
         )
 
@@ -806,10 +917,19 @@ class _Reader:
         first = node.args[0] if node.args else None
         if not (_is_linear(m) or self.acts.is_module(m)):
             known = ", ".join(sorted({cls.__name__ for cls in self.acts.modules}))
+            name = type(m).__name__
+            why = not_elementwise(type(m))
             raise self.fail(
                 node,
-                f"{type(m).__name__} is not supported; use nn.Linear and the activation modules {known}, or map "
-                f"your own with from_torch(..., activations={{{type(m).__name__}: ...}})",
+                f"{name} is not supported; use nn.Linear and the activation modules {known}"
+                + (
+                    f". {why}: no xderiv layer computes it (xderiv networks chain Linear maps, elementwise "
+                    "activations and per-feature affine maps); take it out of forward"
+                    if why
+                    else f", or, if {name} is an elementwise activation (the same scalar function on every "
+                    f"feature, holding no Parameters), map it with from_torch(..., activations={{{name}: "
+                    "'name' or an xderiv Activation})"
+                ),
                 TypeError,
             )
         if len(node.args) != 1 or kwargs or not isinstance(first, fx.Node) or len(streams) != 1:
@@ -818,11 +938,40 @@ class _Reader:
             weight, bias = self.source(m, "weight"), self.source(m, "bias")
             n_in, n_out = (int(n) for n in self.value(weight).shape[::-1])  # (out, in)
             return self.linear(node, first, Transposed(weight), bias, n_in, n_out)
+        self.check_elementwise(node, m)
         try:
             act = self.acts.of_module(m)
         except (TypeError, ValueError) as e:
             raise self.fail(node, str(e)) from e
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training:
+            self.stochastic = True
         return self.activate(node, first, act)
+
+    def check_elementwise(self, node: fx.Node, m: nn.Module) -> None:
+        """Refuse a mapped activation module that cannot be one scalar function for every feature."""
+        for path, sub in m.named_modules():
+            why = not_elementwise(type(sub))
+            if why is not None:
+                where = f" (its submodule {path})" if path else ""
+                raise self.fail(node, f"{why}{where}; an activations= entry must be an elementwise function")
+        params = [name for name, _ in m.named_parameters()]
+        if params:
+            raise self.fail(
+                node,
+                f"{type(m).__name__} is mapped as an activation but holds Parameters ({', '.join(params)}): an "
+                "activation is one fixed scalar function for every feature, gradients would not reach them. "
+                "Write the parameter in forward instead (torch.tanh(self.a * z) is folded into the layer)",
+            )
+        tensors = [(name, t) for name, t in m.named_buffers()]
+        tensors += [(k, v) for k, v in m.__dict__.items() if isinstance(v, torch.Tensor)]
+        for name, t in tensors:
+            if t.numel() > 1:
+                raise self.fail(
+                    node,
+                    f"{type(m).__name__} is mapped as an activation but holds the tensor {name} of shape "
+                    f"{tuple(t.shape)}: an xderiv activation is one scalar function for every feature "
+                    "(only scalar tensors can parametrise it)",
+                )
 
     def linear(self, node: fx.Node, x: fx.Node, weight: Expr, bias: Expr | None, n_in: int, n_out: int) -> Pre:
         k = self.base(x, node, hint=n_in)
@@ -971,11 +1120,26 @@ class _Reader:
         )
 
 
+def _training_arg(node: fx.Node) -> bool:
+    """The ``training`` argument of a dropout function call (``F.dropout(x, p, training)``; default True)."""
+    if "training" in node.kwargs:
+        return bool(node.kwargs["training"])
+    if "train" in node.kwargs:
+        return bool(node.kwargs["train"])
+    return bool(node.args[2]) if len(node.args) > 2 else True
+
+
 def _state(t: Any) -> Any:
-    """Identity, storage and version of a tensor (anything else as it is)."""
+    """Identity, storage, version and (a scalar's) value of a tensor (anything else as it is).
+
+    The value is there for edits through ``.data`` (``m.a.data.fill_(2.0)``),
+    which bump no ``_version``; a mapped activation module holds only scalar
+    tensors (:meth:`_Reader.check_elementwise`).
+    """
     if not isinstance(t, torch.Tensor):
         return t
-    return (id(t), t.data_ptr(), t.dtype, t.device, t._version)
+    value = repr(t.detach().item()) if t.numel() == 1 and t.device.type != "meta" else None
+    return (id(t), t.data_ptr(), t.dtype, t.device, tuple(t.shape), t._version, value)
 
 
 def _is_scalar(v: Any) -> bool:
@@ -984,4 +1148,11 @@ def _is_scalar(v: Any) -> bool:
     return type(v) in _SCALARS
 
 
-__all__ = ["ActivationTable", "Program", "read"]
+__all__ = [
+    "NOT_ELEMENTWISE_FUNCTIONS",
+    "NOT_ELEMENTWISE_MODULES",
+    "ActivationTable",
+    "Program",
+    "not_elementwise",
+    "read",
+]

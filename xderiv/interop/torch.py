@@ -18,7 +18,7 @@ scalings such as ``(x - mu) / sigma``.  The xderiv layers hold
 ``linear.weight.mT`` -- a *view* of the Parameter (torch stores ``(out,
 in)``, xderiv wants ``(in, out)``) -- and ``linear.bias`` itself; a weight
 computed from tensors (``diag(1/sigma)`` of a scaling) is recomputed
-whenever they change.  Nothing is copied, an optimizer step on the module is
+at every call.  Nothing is copied, an optimizer step on the module is
 seen by the xderiv network, and gradients of any xderiv result flow back
 into the module's Parameters.  Graphs that are not such a chain are refused
 with an error naming the ``torch.fx`` node.
@@ -43,13 +43,12 @@ from torch import nn
 import xderiv as _d
 
 from .. import activations as _activations
-from .._call import Plan
 from ..activations import Activation
 from ..layers import Dense, Residual
 from ..networks import Potential, Sequential
 from ._softplus import torch_softplus
 from ._structure import flatten, unflatten
-from ._torch_fx import ActivationSpec, ActivationTable, Program, read
+from ._torch_fx import ActivationSpec, ActivationTable, Program, not_elementwise, read
 
 # --------------------------------------------------------------------------- activation modules
 
@@ -189,6 +188,13 @@ def _activation_table(activations: Mapping[Any, ActivationSpec] | None) -> Activ
                 f"from_torch: activations[{key!r}] must be an activation name, an xderiv Activation or a "
                 f"callable, got {spec!r}"
             )
+        why = not_elementwise(key)
+        if why is not None:
+            raise ValueError(
+                f"from_torch: activations maps {getattr(key, '__name__', key)}, but {why}; an activations= entry "
+                "is only for elementwise activations (one scalar function applied to every feature alone), and no "
+                "xderiv layer computes this one: take it out of forward"
+            )
         if isinstance(key, type) and issubclass(key, nn.Module):
             modules[key] = spec
         elif callable(key) and not isinstance(key, type):
@@ -200,8 +206,10 @@ def _activation_table(activations: Mapping[Any, ActivationSpec] | None) -> Activ
     return ActivationTable(modules, functions, SCALED_ACTIVATIONS, tuple(wrapped))
 
 
-def from_torch(module: nn.Module, activations: Mapping[Any, ActivationSpec] | None = None) -> TorchSequential:
-    """Convert a torch module into an xderiv :class:`~xderiv.Sequential` sharing its tensors.
+def from_torch(
+    module: nn.Module, activations: Mapping[Any, ActivationSpec] | None = None, *, check: bool = True
+) -> TorchSequential:
+    r"""Convert a torch module into an xderiv :class:`~xderiv.Sequential` sharing its tensors.
 
     The module's ``forward`` is read by tracing it with ``torch.fx`` (not by
     class names), so ``nn.Sequential`` s (nested at any depth) and custom
@@ -246,7 +254,17 @@ def from_torch(module: nn.Module, activations: Mapping[Any, ActivationSpec] | No
         or a callable returning one of those: called with the module for a
         class (``{nn.Softplus: lambda m: ...}``, read again whenever the
         module's Python attributes change), with the call's arguments after
-        the input for a function.
+        the input for a function.  Only for *elementwise* activations, one
+        scalar function applied to every feature alone: known non-elementwise
+        keys (``nn.LayerNorm``, ``nn.BatchNorm1d``, ``nn.Softmax``,
+        ``nn.Linear``, ``F.layer_norm``, ``F.softmax``, ...) raise
+        ``ValueError``, and so does a mapped module holding Parameters or a
+        tensor of more than one element.
+    check : bool, default True
+        Compare the network with ``module(x)`` at a few fixed points whenever
+        ``forward`` is read (at conversion, and when a changed structure is
+        traced again); see Notes.  ``False`` accepts a network that computes
+        something else (a mapping you chose knowing it differs).
 
     Returns
     -------
@@ -255,8 +273,9 @@ def from_torch(module: nn.Module, activations: Mapping[Any, ActivationSpec] | No
         call, always over the tensors the module holds *now*: a Linear's
         weight is ``linear.weight.mT`` (a view) and its bias the Parameter
         itself; a weight or bias computed from tensors (a scaling's
-        ``diag(1/sigma)``, a Linear with a scale folded in) is recomputed
-        whenever they change.  Gradients of xderiv results reach the
+        ``diag(1/sigma)``, a Linear with a scale folded in) is recomputed at
+        every call, so any change of them is seen, also in-place edits through
+        ``.data`` (which leave no trace on the tensor).  Gradients of xderiv results reach the
         module's Parameters; optimizer steps, ``load_state_dict`` (with or
         without ``assign=True``), ``.double()``, ``.float()``, ``.half()``,
         ``.to(device)``, replaced Parameters, buffers or submodules and
@@ -272,7 +291,10 @@ def from_torch(module: nn.Module, activations: Mapping[Any, ActivationSpec] | No
         and why: two activations in a row, an activation with no Linear
         before it, inputs joined (``torch.cat``) or multiplied together, a
         residual branch with two Linears, several inputs, a ``forward`` that
-        ``torch.fx`` cannot trace (control flow on values), or no Linear.
+        ``torch.fx`` cannot trace (control flow on values), or no Linear.  For
+        an ``activations=`` entry that is not elementwise.  When the network
+        read does not compute ``module(x)`` at the probe points (see Notes),
+        naming the module and the largest difference.
 
     Notes
     -----
@@ -293,17 +315,30 @@ def from_torch(module: nn.Module, activations: Mapping[Any, ActivationSpec] | No
     None and tuples of those), so a changed step ``h`` traces again, while
     ``train()``/``eval()`` switch between remembered structures.  Each call
     only compares a fingerprint of the tensors the network reads (identity,
-    storage, dtype and device; for tensors feeding a computed array also
-    ``_version`` and ``requires_grad``) and rebuilds the arrays when it
-    changed: a few microseconds per call when nothing changed.  An array
-    computed from tensors that require grad is recomputed at every call
-    under autograd (a few small tensor operations), so each call has its own
-    autograd graph.  Tensors created inside ``forward`` from Python values
+    storage, dtype, device and shape) and rebuilds the views when it
+    changed: a few microseconds per call when nothing changed.  Arrays
+    *computed* from tensors (folded weights, a scaling's diagonal and shift)
+    are recomputed at every call (a few small tensor operations; each call
+    has its own autograd graph), since no version counter sees edits through
+    ``.data``; arrays that are a Parameter or a view of one are never
+    rebuilt.  Tensors created inside ``forward`` from Python values
     (``torch.tensor(2.0)``) are taken as traced.  A callable in
     ``activations`` runs when the structure is read, and again when a
     tensor of its module changes; gradients do not reach tensors it reads
     (write a learnable slope as ``torch.tanh(self.a * z)`` in ``forward``
-    instead: it is folded, and differentiated).
+    instead: it is folded, and differentiated).  A mapped module's scalar
+    tensors are compared by value at every call.
+
+    With ``check=True`` every structure read is verified once: ``net(x)`` and
+    ``module(x)`` (under ``torch.no_grad()``) at 4 fixed points
+    :math:`x_{ij} = r_i \sin(0.618\,(i d + j) + 0.5)`, :math:`r_i = 0.5, 1,
+    1.5, 2` (a formula: torch's random state is untouched), in the module's
+    dtype and on its device, must agree to ``rtol * max(1, max|module(x)|)``
+    with ``rtol`` 1e-9 (float64), 1e-5 (float32), 1e-2 (float16), 5e-2
+    (bfloat16).  It runs when ``forward`` is traced, never per call nor
+    inside ``torch.compile``; it is skipped on ``meta`` tensors and while a
+    dropout in the graph is in training mode (random outputs; it runs when
+    ``eval()`` changes the structure).
 
     ``nn.Softplus`` uses the identity where ``beta * z > threshold`` (default
     20); xderiv evaluates the exact softplus there (a difference of at most
@@ -335,7 +370,7 @@ def from_torch(module: nn.Module, activations: Mapping[Any, ActivationSpec] | No
     >>> xd.laplacian(net, torch.rand(5, 2, dtype=torch.float64)).shape
     torch.Size([5, 1])
     """
-    return TorchSequential(module, activations)
+    return TorchSequential(module, activations, check=check)
 
 
 def _current(name: str, doc: str) -> Any:
@@ -355,13 +390,15 @@ class TorchSequential(Sequential):
        eight structures are remembered, so ``model.train()``/``model.eval()``
        does not trace again);
     2. *arrays*: per tensor the network reads, its identity, storage address,
-       dtype and device, and for tensors feeding a computed array also
-       ``_version`` and ``requires_grad``.  When it changed, the layers are
-       rebuilt over the current tensors (views where possible, nothing
-       copied).
+       dtype, device and shape.  When it changed, the layers are rebuilt over
+       the current tensors (views where possible, nothing copied).
 
     In-place updates of a Parameter used as a Linear's weight or bias are
-    seen through the views without any rebuild.
+    seen through the views without any rebuild.  Arrays computed from
+    tensors (folded scales, a scaling's diagonal) are recomputed at every
+    call: in-place edits through ``.data`` bump no version counter, so no
+    cheaper test could see them.  A newly traced structure is checked
+    against the module at a few points (see :func:`from_torch`).
 
     Attributes
     ----------
@@ -369,8 +406,11 @@ class TorchSequential(Sequential):
         The converted module.
     """
 
-    def __init__(self, module: nn.Module, activations: Mapping[Any, ActivationSpec] | None = None) -> None:
+    def __init__(
+        self, module: nn.Module, activations: Mapping[Any, ActivationSpec] | None = None, *, check: bool = True
+    ) -> None:
         self.module = module
+        self.check = check
         self._table = _activation_table(activations)
         self._programs: dict[tuple[Any, ...], Program] = {}
         self._program: Program | None = None
@@ -378,8 +418,9 @@ class TorchSequential(Sequential):
         self._key: tuple[Any, ...] | None = None
         self._net: Sequential | None = None
         self._arrays: list[Any] = []
-        self._live: list[int] = []
+        self._live: list[int] = []  # indices of the computed arrays: recomputed at every call
         self._held: list[Any] = []  # the fingerprinted tensors, kept alive so their ids stay theirs
+        self._unchecked = False  # the program was just read: probe it against the module once built
         self.resolve()  # convert (and validate) now, not at the first call
 
     def resolve(self) -> Sequential:
@@ -392,31 +433,32 @@ class TorchSequential(Sequential):
             program = self._replan()
         vals = program.values()
         key = program.array_key(vals)
-        if key is None:  # a source vanished or is no tensor any more: the structure changed
+        if key is None:  # a source vanished, is no tensor any more or changed shape: the structure changed
             program = self._replan(force=True)
             vals = program.values()
             key = program.array_key(vals)
             if key is None:
                 raise RuntimeError(f"from_torch: {type(self.module).__name__} changed while it was read")
         if key != self._key or net is None:
-            return self._build(program, vals, key)
-        if self._live and torch.is_grad_enabled():
+            net = self._build(program, vals, key)
+            if self._unchecked:
+                self._probe(program, net)
+            return net
+        if self._live:  # computed arrays are never cached: .data edits change tensors without a trace
             return self._refresh(vals)
         return net
 
     def _replan(self, force: bool = False) -> Program:
-        """Trace and match again, or take the program of a structure seen before."""
+        """Trace and match again, or take the program of a structure seen (and checked) before."""
         program = None
         if not force and self._program is not None:
             structure = self._program.structure()
             cached = self._programs.get(structure)
             if cached is not None and cached.structure() == structure:
                 program = cached
+        self._unchecked = program is None
         if program is None:
             program = read(self.module, self._table)
-            if len(self._programs) >= 8:
-                self._programs.pop(next(iter(self._programs)))
-            self._programs[program.structure()] = program
         self._program, self._structure, self._key = program, program.structure(), None
         return program
 
@@ -432,23 +474,41 @@ class TorchSequential(Sequential):
                     layers.append(Dense(w, b, activation=recipe.activation))
             net = Sequential(*layers)
         self._net, self._arrays, self._key, self._held = net, arrays, key, vals
-        self._live = program.live(vals)
+        self._live = list(program.derived)
         return net
 
     def _refresh(self, vals: list[Any]) -> Sequential:
-        """The network with its computed arrays recomputed (fresh autograd graphs), the rest reused."""
+        """The network with its computed arrays recomputed (fresh autograd graphs), the views reused."""
         net, program = self._net, self._program
         assert net is not None and program is not None
         arrays = list(self._arrays)
         layers = list(net.layers)
-        with torch.enable_grad():
-            for j in self._live:
-                arrays[j] = program.arrays[j](vals)
+        for j in self._live:
+            arrays[j] = program.arrays[j](vals)
         for i in sorted({j // 2 for j in self._live}):
             layers[i] = layers[i].with_arrays(arrays[2 * i], arrays[2 * i + 1])
+        plan = copy.copy(net.plan)  # same shapes, so the same cost table: only the layers change
+        object.__setattr__(plan, "layers", tuple(layers))
         new = copy.copy(net)  # same namespace, device and dtype: only the plan changes
-        new.plan = Plan(tuple(layers), None, None, scalar=False)
+        new.plan = plan
         return new
+
+    def _probe(self, program: Program, net: Sequential) -> None:
+        """Compare ``net(x)`` with ``module(x)`` at a few fixed points; remember the program when they agree.
+
+        Raises ValueError naming the module and the mismatch otherwise (and
+        forgets the program, so the next call reads the module again).
+        """
+        try:
+            if self.check:
+                _probe(self.module, net, program)
+        except Exception:
+            self._program, self._structure, self._key, self._net = None, None, None, None
+            raise
+        self._unchecked = False
+        if len(self._programs) >= 8:
+            self._programs.pop(next(iter(self._programs)))
+        self._programs[program.structure()] = program
 
     plan = _current("plan", "The current network's :class:`~xderiv._call.Plan`.")  # type: ignore[assignment]
     xp = _current("xp", "Namespace of the module's current Parameters.")  # type: ignore[assignment]
@@ -469,6 +529,66 @@ def _compiling() -> bool:
     return bool(check()) if check is not None else False
 
 
+# Relative tolerance of the conversion probe, per dtype (times max(1, max |module(x)|)).  float64 leaves
+# room for the Softplus threshold (2.1e-9 / beta per unit, see from_torch); a wrong reading is off by
+# far more (1e-2 and up).
+_PROBE_RTOL = {torch.float64: 1e-9, torch.float32: 1e-5, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+_PROBE_POINTS = 4
+
+
+def _probe_points(d: int, dtype: torch.dtype, device: torch.device, n: int = _PROBE_POINTS) -> torch.Tensor:
+    r"""``n`` fixed points in :math:`\mathbb{R}^d`: :math:`x_{ij} = r_i \sin(0.618\,(i d + j) + 0.5)`.
+
+    The radii :math:`r_i = 0.5, 1, 1.5, 2, \dots` spread them over the scales
+    inputs usually have.  Drawn from a formula, not a generator: torch's
+    random state is never touched.
+    """
+    k = torch.arange(n * d, device=device).reshape(n, d).to(dtype)
+    radius = (torch.arange(n, device=device).to(dtype) + 1.0) * 0.5
+    return torch.sin(0.618 * k + 0.5) * radius[:, None]
+
+
+def _probe(module: nn.Module, net: Sequential, program: Program) -> None:
+    """Raise ValueError when ``net`` does not compute ``module.forward`` at :func:`_probe_points`.
+
+    Run once per traced structure (never per call, never under
+    ``torch.compile``), under ``torch.no_grad()`` and with torch's CPU (and the
+    module's CUDA device's) random state restored afterwards.  Skipped on
+    ``meta`` tensors (no values), for non-floating dtypes, and when the graph
+    holds a dropout in training mode (the module's output is random there; the
+    probe runs again once ``eval()`` changes the structure).
+    """
+    device, dtype = net.device, net.dtype
+    if _compiling() or program.stochastic or device.type == "meta" or dtype not in _PROBE_RTOL:
+        return
+    x = _probe_points(program.in_features, dtype, device)
+    devices = [device] if device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        want = module(x)
+        got = _d.value(net, x)
+    name = type(module).__name__
+    if not isinstance(want, torch.Tensor) or tuple(want.shape) != tuple(got.shape):
+        shape = tuple(want.shape) if isinstance(want, torch.Tensor) else type(want).__name__
+        raise ValueError(
+            f"from_torch: the network read from {name}.forward maps {tuple(x.shape)} to {tuple(got.shape)}, "
+            f"but {name} returns {shape} there"
+        )
+    want, got = want.to(dtype), got.to(dtype)
+    finite = want[torch.isfinite(want)]
+    scale = max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
+    tol = _PROBE_RTOL[dtype] * scale
+    if bool(torch.isclose(got, want, rtol=0.0, atol=tol, equal_nan=True).all()):
+        return
+    err = float((got - want).abs().nan_to_num(nan=math.inf).max())
+    acts = ", ".join(f"{type(layer).__name__}({layer.activation.name})" for layer in net.layers)
+    raise ValueError(
+        f"from_torch: the network read from {name}.forward does not compute what {name} computes: "
+        f"max |net(x) - {name}(x)| = {err:.3g} at {x.shape[0]} probe points (tolerance {tol:.3g} for "
+        f"{dtype}); the layers read: {acts}. An activations= entry probably maps a module or function to "
+        "an activation it does not compute"
+    )
+
+
 # --------------------------------------------------------------------------- as_module
 
 
@@ -477,20 +597,31 @@ class XDerivModule(nn.Module):
 
     ``forward(x)`` is the value; :meth:`jacobian`, :meth:`gradient`,
     :meth:`hessian`, :meth:`laplacian` and :meth:`derivatives` are the xderiv
-    operators (same arguments, minus the network).  The network is rebuilt
+    operators: every argument after ``x`` (``mode``, ``coords``,
+    ``chunk_size``, ``estimator``, ``samples``, ``seed``, ``per_point``, ...)
+    is passed on to the public function as it is.  The network is rebuilt
     from the module's current Parameters on every call (a few Python objects,
     no copies), so ``.to(device)``, ``.double()`` and ``load_state_dict`` work.
 
     Attributes
     ----------
     source : nn.Module or None
-        The wrapped ``nn.Sequential`` when built from one.
+        The wrapped torch module when built from one (or from
+        :func:`from_torch` of one): its Parameters are this module's, its
+        buffers stay buffers.
     """
 
-    def __init__(self, source: nn.Module | None = None, spec: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        source: nn.Module | None = None,
+        spec: dict[str, Any] | None = None,
+        converted: TorchSequential | None = None,
+    ) -> None:
         super().__init__()
+        if converted is not None:
+            source = converted.module
         self.source = source
-        self._live = None if source is None else from_torch(source)
+        self._converted = converted if converted is not None or source is None else from_torch(source)
         self._spec = spec
         self._recipe: list[tuple[str, str, tuple[int, ...]]] = []
 
@@ -498,8 +629,8 @@ class XDerivModule(nn.Module):
     def net(self) -> Sequential | Potential:
         """The xderiv network over the current Parameters."""
         if self.source is not None:
-            assert self._live is not None
-            return self._live.resolve()
+            assert self._converted is not None
+            return self._converted.resolve()
         assert self._spec is not None
         arrays = []
         for name, how, shape in self._recipe:
@@ -507,29 +638,29 @@ class XDerivModule(nn.Module):
             arrays.append(p.mT if how == "mT" else p.reshape(shape) if how == "reshape" else p)
         return unflatten(self._spec, arrays)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The network's value at ``x``: ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``)."""
-        return _d.value(self.net, x)
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """:func:`xderiv.value`: ``(..., d)`` to ``(..., m)`` (Potential: ``(...,)``), ``chunk_size`` passed on."""
+        return _d.value(self.net, x, **kwargs)
 
-    def jacobian(self, x: torch.Tensor, mode: str = "auto") -> torch.Tensor:
-        """:func:`xderiv.jacobian` of the network."""
-        return _d.jacobian(self.net, x, mode=mode)
+    def jacobian(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """:func:`xderiv.jacobian` of the network (the other arguments passed on)."""
+        return _d.jacobian(self.net, x, *args, **kwargs)
 
-    def gradient(self, x: torch.Tensor, mode: str = "auto") -> torch.Tensor:
-        """:func:`xderiv.gradient` of the (single-output) network."""
-        return _d.gradient(self.net, x, mode=mode)
+    def gradient(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """:func:`xderiv.gradient` of the (single-output) network (the other arguments passed on)."""
+        return _d.gradient(self.net, x, *args, **kwargs)
 
-    def hessian(self, x: torch.Tensor, mode: str = "auto") -> torch.Tensor:
-        """:func:`xderiv.hessian` of the network."""
-        return _d.hessian(self.net, x, mode=mode)
+    def hessian(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """:func:`xderiv.hessian` of the network (the other arguments passed on)."""
+        return _d.hessian(self.net, x, *args, **kwargs)
 
-    def laplacian(self, x: torch.Tensor, mode: str = "auto") -> torch.Tensor:
-        """:func:`xderiv.laplacian` of the network."""
-        return _d.laplacian(self.net, x, mode=mode)
+    def laplacian(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """:func:`xderiv.laplacian` of the network (``mode``, ``coords``, ``estimator``, ... passed on)."""
+        return _d.laplacian(self.net, x, *args, **kwargs)
 
-    def derivatives(self, x: torch.Tensor, **kwargs: Any) -> Any:
-        """:func:`xderiv.derivatives` of the network (keyword arguments passed on)."""
-        return _d.derivatives(self.net, x, **kwargs)
+    def derivatives(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """:func:`xderiv.derivatives` of the network (the other arguments passed on)."""
+        return _d.derivatives(self.net, x, *args, **kwargs)
 
 
 def _view_recipe(a: torch.Tensor) -> tuple[nn.Parameter, str] | None:
@@ -551,18 +682,20 @@ def as_module(net: Any) -> XDerivModule:
 
     Parameters
     ----------
-    net : Sequential, Potential, layer, or nn.Sequential
-        An xderiv network with torch weights, or a torch ``nn.Sequential``
-        that :func:`from_torch` converts (then the module's Parameters *are*
-        the Sequential's, registered under ``source.``).
+    net : Sequential, Potential, layer, TorchSequential or nn.Module
+        An xderiv network with torch weights, a torch module that
+        :func:`from_torch` converts, or the result of :func:`from_torch`
+        (then the module is wrapped as it is: ``parameters()`` are exactly the
+        module's Parameters, registered under ``source.``, and its buffers
+        stay buffers, never trained; an optimizer over them trains the module).
 
     Returns
     -------
     XDerivModule
-        ``parameters()`` lists every weight once: Parameters the network
-        already holds (directly, or through a ``.mT``/reshape view such as
-        :func:`from_torch` makes) are registered as they are; plain tensors
-        are wrapped in new Parameters sharing their storage.
+        For an xderiv network, ``parameters()`` lists every weight once:
+        Parameters the network already holds (directly, or through a
+        ``.mT``/reshape view) are registered as they are; plain tensors are
+        wrapped in new Parameters sharing their storage.
 
     Examples
     --------
@@ -576,6 +709,8 @@ def as_module(net: Any) -> XDerivModule:
     """
     if isinstance(net, nn.Module):
         return XDerivModule(source=net)
+    if isinstance(net, TorchSequential):  # the module's own Parameters; its buffers stay buffers
+        return XDerivModule(converted=net)
     spec, arrays = flatten(net)
     for a in arrays:
         if not isinstance(a, torch.Tensor):
