@@ -166,14 +166,28 @@ def test_unsupported_modules_are_named(torch_device):
             model = nn.Sequential(*build())
         return from_torch(model.to(torch_device))
 
-    with pytest.raises(TypeError, match="module 1 \\(ReLU\\)"):
+    # neither a chain nor a graph of supported operations: the node, the operation and the module path
+    with pytest.raises(NotImplementedError, match="module 1 \\(ReLU\\)") as info:
         refused(lambda: [nn.Linear(2, 3), nn.ReLU()])
-    with pytest.raises(ValueError, match="no Linear layer right before"):
-        refused(lambda: [nn.Tanh(), nn.Linear(2, 3)])
-    with pytest.raises(ValueError, match="no Linear"):
+    assert "fallback='autograd'" in str(info.value)
+    with pytest.raises(ValueError, match="no floating-point tensor"):
         refused(lambda: [nn.Identity()])
-    with pytest.raises(TypeError, match="inside a ResidualBlock"):
+    with pytest.raises(NotImplementedError, match="ReLU"):
         refused(lambda: [ResidualBlock(3, nn.ReLU())])
+
+
+def test_modules_that_are_not_chains_convert_to_graphs(torch_device):
+    """An activation before the first Linear is no chain of xderiv layers, but a graph: same derivatives."""
+    from xderiv.interop.torch_network import TorchGraph
+
+    with torch_on_cpu():
+        model = nn.Sequential(nn.Tanh(), nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).double()
+    model = model.to(torch_device)
+    net = from_torch(model)
+    assert isinstance(net, TorchGraph)
+    x = torch.linspace(-1, 1, 10, dtype=torch.float64, device=torch_device).reshape(5, 2)
+    ref = torch.stack([torch.func.hessian(model)(p) for p in x])
+    assert torch.allclose(xd.hessian(net, x), ref, rtol=1e-12, atol=1e-14)
 
 
 class _FunctionalSoftplus(nn.Module):
@@ -327,10 +341,10 @@ class _Features(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("mu", torch.tensor([0.5, -1.0, 2.0]))
-        self.register_buffer("sigma", torch.tensor([2.0, 0.5, 1.5]))
-        self.register_buffer("B", torch.randn(3, 6))
-        self.register_buffer("phase", torch.rand(6))
+        self.register_buffer("mu", torch.tensor([0.5, -1.0, 2.0], device=torch.get_default_device()))
+        self.register_buffer("sigma", torch.tensor([2.0, 0.5, 1.5], device=torch.get_default_device()))
+        self.register_buffer("B", torch.randn(3, 6, device=torch.get_default_device()))
+        self.register_buffer("phase", torch.rand(6, device=torch.get_default_device()))
         self.hidden = nn.Linear(6, 8)
         self.out = nn.Linear(8, 1)
 
@@ -382,3 +396,38 @@ def test_as_module_methods_take_the_operators_arguments(torch_device):
     one = as_module(xd.mlp([3, 4, 1], "tanh", xp=torch, device=torch_device))
     x = torch.randn(4, 3, dtype=F64, device=torch_device)
     torch.testing.assert_close(one.gradient(x, mode="backward", chunk_size=2), xd.gradient(one.net, x))
+
+
+class _Erf(nn.Module):
+    """torch.special.erf has no rule in the jet engine: only the autograd fallback differentiates it."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(2, 3)
+
+    def forward(self, x):
+        return torch.special.erf(self.inner(x)).sum(-1, keepdim=True) * x[..., :1]
+
+
+def test_autograd_fallback_is_opt_in_warns_once_and_is_exact(torch_device):
+    from xderiv.interop.torch_network import AutogradGraph
+
+    with torch_on_cpu():
+        model = _Erf().double()
+    model = model.to(torch_device)
+    with pytest.raises(NotImplementedError, match=r"(?s)torch.special.erf.*fallback='autograd'"):
+        from_torch(model)
+    with pytest.warns(UserWarning, match="nested torch autograd") as record:
+        net = from_torch(model, fallback="autograd")
+    assert isinstance(net, AutogradGraph) and len(record) == 1
+    x = torch.linspace(-1, 1, 8, dtype=torch.float64, device=torch_device).reshape(4, 2)
+    ref = torch.stack([torch.func.hessian(model)(p) for p in x])
+    torch.testing.assert_close(xd.hessian(net, x), ref, rtol=1e-12, atol=1e-14)
+    lap = torch.diagonal(ref, dim1=-2, dim2=-1).sum(-1)
+    torch.testing.assert_close(xd.laplacian(net, x), lap, rtol=1e-12, atol=1e-14)
+    v = torch.tensor([0.3, -0.7], dtype=torch.float64, device=torch_device)
+    torch.testing.assert_close(xd.directional(net, x, v)[1], torch.einsum("nmij,i,j->nm", ref, v, v))
+    phi = xd.quadratic(-2.0 * torch.eye(2, dtype=torch.float64, device=torch_device), b=1.0)
+    torch.testing.assert_close(xd.laplacian(phi * net, x), xd.laplacian(phi * xd.function(model), x))
+    with pytest.raises(ValueError, match="fallback must be"):
+        from_torch(model, fallback="numerical")

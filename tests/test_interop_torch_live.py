@@ -175,13 +175,17 @@ class Folded(nn.Module):
     def __init__(self, device):
         super().__init__()
         with torch.device(device):
-            self.register_buffer("mu", torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64))
-            self.register_buffer("sd", torch.tensor([2.0, 0.5, 1.5], dtype=torch.float64))
-            self.a = nn.Parameter(torch.full((8,), 1.5, dtype=torch.float64))
+            self.register_buffer(
+                "mu", torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, device=torch.get_default_device())
+            )
+            self.register_buffer(
+                "sd", torch.tensor([2.0, 0.5, 1.5], dtype=torch.float64, device=torch.get_default_device())
+            )
+            self.a = nn.Parameter(torch.full((8,), 1.5, dtype=torch.float64, device=torch.get_default_device()))
             self.l = nn.Linear(3, 8, dtype=torch.float64)
             self.h = nn.Linear(8, 8, dtype=torch.float64)
             self.o = nn.Linear(8, 2, dtype=torch.float64)
-            self.register_buffer("s", torch.tensor([2.0, 0.5], dtype=torch.float64))
+            self.register_buffer("s", torch.tensor([2.0, 0.5], dtype=torch.float64, device=torch.get_default_device()))
 
     def forward(self, x):
         u = torch.tanh(self.a * self.l((x - self.mu) / self.sd))  # W diag(a), b a: computed

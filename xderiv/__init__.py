@@ -20,6 +20,25 @@ from .operators import directional, divergence, hessian_diagonal, hvp, laplacian
 
 __version__ = "0.2.0"
 
+# Converters, reachable as xd.from_torch etc. without importing torch (or hessquik, keras) with xderiv.
+_CONVERTERS = {
+    "from_torch": "xderiv.interop.torch",
+    "as_module": "xderiv.interop.torch",
+    "from_hessquik": "xderiv.interop.hessquik",
+    "from_keras": "xderiv.interop.keras",
+    "from_keras_model": "xderiv.interop.keras",
+}
+
+
+def __getattr__(name: str) -> object:
+    """``xd.from_torch``, ``xd.as_module``, ...: the converter, imported on first use."""
+    if name in _CONVERTERS:
+        import importlib
+
+        return getattr(importlib.import_module(_CONVERTERS[name]), name)
+    raise AttributeError(f"module 'xderiv' has no attribute {name!r}")
+
+
 __all__ = [
     "Activation",
     "Dense",

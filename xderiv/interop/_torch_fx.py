@@ -60,6 +60,10 @@ returning one of those (called with the module for module classes, with the call
 functions)."""
 
 
+class MappingError(ValueError):
+    """An ``activations=`` entry refused for this module (not elementwise, or holding per-feature tensors)."""
+
+
 class ActivationTable:
     """Torch activation modules and functions to xderiv activations.
 
@@ -947,16 +951,20 @@ class _Reader:
             self.stochastic = True
         return self.activate(node, first, act)
 
+    def mapping_error(self, node: fx.Node, why: str) -> MappingError:
+        """A refused ``activations=`` entry (the caller's to fix: no other reading of the module is tried)."""
+        return MappingError(str(self.fail(node, why)))
+
     def check_elementwise(self, node: fx.Node, m: nn.Module) -> None:
         """Refuse a mapped activation module that cannot be one scalar function for every feature."""
         for path, sub in m.named_modules():
             why = not_elementwise(type(sub))
             if why is not None:
                 where = f" (its submodule {path})" if path else ""
-                raise self.fail(node, f"{why}{where}; an activations= entry must be an elementwise function")
+                raise self.mapping_error(node, f"{why}{where}; an activations= entry must be an elementwise function")
         params = [name for name, _ in m.named_parameters()]
         if params:
-            raise self.fail(
+            raise self.mapping_error(
                 node,
                 f"{type(m).__name__} is mapped as an activation but holds Parameters ({', '.join(params)}): an "
                 "activation is one fixed scalar function for every feature, gradients would not reach them. "
@@ -966,7 +974,7 @@ class _Reader:
         tensors += [(k, v) for k, v in m.__dict__.items() if isinstance(v, torch.Tensor)]
         for name, t in tensors:
             if t.numel() > 1:
-                raise self.fail(
+                raise self.mapping_error(
                     node,
                     f"{type(m).__name__} is mapped as an activation but holds the tensor {name} of shape "
                     f"{tuple(t.shape)}: an xderiv activation is one scalar function for every feature "

@@ -45,10 +45,10 @@ import xderiv as _d
 from .. import activations as _activations
 from ..activations import Activation
 from ..layers import Dense, Residual
-from ..networks import Potential, Sequential
+from ..networks import Sequential
 from ._softplus import torch_softplus
 from ._structure import flatten, unflatten
-from ._torch_fx import ActivationSpec, ActivationTable, Program, not_elementwise, read
+from ._torch_fx import ActivationSpec, ActivationTable, MappingError, Program, not_elementwise, read
 
 # --------------------------------------------------------------------------- activation modules
 
@@ -207,9 +207,23 @@ def _activation_table(activations: Mapping[Any, ActivationSpec] | None) -> Activ
 
 
 def from_torch(
-    module: nn.Module, activations: Mapping[Any, ActivationSpec] | None = None, *, check: bool = True
-) -> TorchSequential:
-    r"""Convert a torch module into an xderiv :class:`~xderiv.Sequential` sharing its tensors.
+    module: nn.Module,
+    activations: Mapping[Any, ActivationSpec] | None = None,
+    *,
+    check: bool = True,
+    fallback: str | None = None,
+) -> Any:
+    r"""Convert a torch module into an xderiv network sharing its tensors: a chain of layers, or any graph.
+
+    A module whose ``forward`` is a chain of the pieces below becomes a
+    :class:`TorchSequential`, differentiated by the chain recursions (both
+    modes, Gram forms, chunking).  Any other module built from supported
+    operations (gated MLPs, PirateNets, LayerNorm, ``torch.cat`` skips,
+    Fourier features written with ``torch.cos``/``torch.sin``, attention,
+    log-determinants: see :mod:`xderiv.interop.torch_graph`) becomes a
+    :class:`~xderiv.interop.torch_network.TorchGraph`, differentiated by the
+    jet engine (:mod:`xderiv.jets`) in forward mode; every operator takes
+    both, and both read the module's tensors at every call.
 
     The module's ``forward`` is read by tracing it with ``torch.fx`` (not by
     class names), so ``nn.Sequential`` s (nested at any depth) and custom
@@ -260,6 +274,13 @@ def from_torch(
         ``nn.Linear``, ``F.layer_norm``, ``F.softmax``, ...) raise
         ``ValueError``, and so does a mapped module holding Parameters or a
         tensor of more than one element.
+    fallback : {None, "autograd"}
+        With ``"autograd"``, a module with an operation neither reader
+        supports is differentiated by nested torch autograd behind the same
+        operators (:class:`~xderiv.interop.torch_network.AutogradGraph`, with
+        a warning, once, naming the operation and the cost).  Without it such
+        a module raises ``NotImplementedError`` naming the node, the
+        operation and the module path.
     check : bool, default True
         Compare the network with ``module(x)`` at a few fixed points whenever
         ``forward`` is read (at conversion, and when a changed structure is
@@ -268,8 +289,8 @@ def from_torch(
 
     Returns
     -------
-    TorchSequential
-        An xderiv :class:`~xderiv.Sequential` that reads the module at every
+    TorchSequential or TorchGraph or AutogradGraph
+        For a chain, an xderiv :class:`~xderiv.Sequential` that reads the module at every
         call, always over the tensors the module holds *now*: a Linear's
         weight is ``linear.weight.mT`` (a view) and its bias the Parameter
         itself; a weight or bias computed from tensors (a scaling's
@@ -370,7 +391,33 @@ def from_torch(
     >>> xd.laplacian(net, torch.rand(5, 2, dtype=torch.float64)).shape
     torch.Size([5, 1])
     """
-    return TorchSequential(module, activations, check=check)
+    if fallback not in (None, "autograd"):
+        raise ValueError(f"from_torch: fallback must be None or 'autograd', got {fallback!r}")
+    try:
+        return TorchSequential(module, activations, check=check)
+    except (TypeError, ValueError) as exc:
+        if not _not_a_chain(exc):
+            raise
+        chain_error = exc
+    from .torch_network import AutogradGraph, TorchGraph
+
+    try:
+        return TorchGraph(module, activations)
+    except NotImplementedError as exc:
+        if fallback == "autograd":
+            return AutogradGraph(module, str(exc))
+        raise NotImplementedError(
+            f"{exc}\n(as a chain of layers: {chain_error}). Write that operation with supported ones, or pass "
+            "from_torch(module, fallback='autograd') to differentiate the whole module by nested torch autograd"
+        ) from exc
+
+
+def _not_a_chain(exc: Exception) -> bool:
+    """Whether the chain reader refused the module's structure (a graph may still take it)."""
+    if isinstance(exc, MappingError):  # a refused activations= entry is the caller's to fix, not a structure
+        return False
+    text = str(exc)
+    return text.startswith("from_torch: cannot convert") or "holds no Linear layer" in text
 
 
 def _current(name: str, doc: str) -> Any:
@@ -615,7 +662,7 @@ class XDerivModule(nn.Module):
         self,
         source: nn.Module | None = None,
         spec: dict[str, Any] | None = None,
-        converted: TorchSequential | None = None,
+        converted: Any = None,
     ) -> None:
         super().__init__()
         if converted is not None:
@@ -626,7 +673,7 @@ class XDerivModule(nn.Module):
         self._recipe: list[tuple[str, str, tuple[int, ...]]] = []
 
     @property
-    def net(self) -> Sequential | Potential:
+    def net(self) -> Any:
         """The xderiv network over the current Parameters."""
         if self.source is not None:
             assert self._converted is not None
@@ -709,7 +756,9 @@ def as_module(net: Any) -> XDerivModule:
     """
     if isinstance(net, nn.Module):
         return XDerivModule(source=net)
-    if isinstance(net, TorchSequential):  # the module's own Parameters; its buffers stay buffers
+    from .torch_network import AutogradGraph, TorchGraph
+
+    if isinstance(net, (TorchSequential, TorchGraph, AutogradGraph)):  # the module's own Parameters and buffers
         return XDerivModule(converted=net)
     spec, arrays = flatten(net)
     for a in arrays:
