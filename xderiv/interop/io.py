@@ -65,7 +65,7 @@ def load(path: str | os.PathLike[str], *, xp: Any = None, device: Any = None, dt
     Parameters
     ----------
     path : str or path-like
-    xp : module, optional
+    xp : namespace, optional
         Target library (``numpy``, ``torch``, ``cupy``, ``array_api_strict``,
         ...), as the factories take it; NumPy when None.
     device : optional

@@ -1044,7 +1044,7 @@ def graph_function(module: nn.Module, activations: Mapping[Any, ActivationSpec] 
 
     Parameters
     ----------
-    module : nn.Module
+    module : torch.nn.Module
         ``forward(x)`` of one tensor ``x`` of shape ``(..., d)`` (more arguments need defaults), built
         from the operations listed in the module docstring of :mod:`xderiv.interop.torch_graph`.
     activations : mapping, optional

@@ -64,10 +64,8 @@ class _ModuleNetwork(Function):
 class TorchGraph(_ModuleNetwork):
     """A torch module differentiated by the jet engine (made by :func:`~xderiv.interop.torch.from_torch`).
 
-    Attributes
-    ----------
-    module : nn.Module
-        The converted module, read at every call (never stale, gradients reach every Parameter).
+    Its ``module`` is the converted module, read at every call: never stale, and gradients reach
+    every Parameter.
     """
 
     def __init__(self, module: nn.Module, activations: Mapping[Any, ActivationSpec] | None = None) -> None:
@@ -84,7 +82,8 @@ class AutogradGraph(_ModuleNetwork):
 
     Parameters
     ----------
-    module : nn.Module
+    module : torch.nn.Module
+        The module, called as it is.
     reason : str
         Why the jet engine could not take it (named in the warning).
     """

@@ -4,20 +4,15 @@ A graph (an :func:`xderiv.function`, a converted torch module that is not a chai
 composite holding one) is differentiated by evaluating it once on a jet of ``x``
 (:mod:`xderiv.jets.array`).  Each operator picks the jet kind and the directions:
 
-==========================================  ==============================================  ==========================
-operator                                    jet                                             terms carried per value
-==========================================  ==============================================  ==========================
-``value``                                   ``Taylor(0)``                                   1
-``jacobian``, ``gradient``, ``divergence``  ``Taylor(1)`` along :math:`e_1, \dots, e_d`      ``d``
-``laplacian``, ``trace_hessian``, coords,   ``Taylor(2)``, top collapsed with weights,       ``k + 1`` (k directions)
-estimators                                  along the ``k`` directions
-``hessian``                                 ``Hessian`` along :math:`e_1, \dots, e_d`        ``d + d^2``
-``hessian_diagonal``                        ``Taylor(2)`` along :math:`e_i`                  ``2 d``
-``hvp``                                     ``Taylor(2)`` along :math:`e_i, e_i + v, v`       ``2 (2 d + 1)``
-``directional``                             ``Taylor(2)`` along ``v``                       2
-``taylor`` (order K)                        ``Taylor(K)`` along the ``r`` directions          ``K r``
-``partial``, ``biharmonic``                 ``Taylor(K)``, top collapsed (:mod:`xderiv._directions`)  ``(K - 1) p + 1``
-==========================================  ==============================================  ==========================
+- ``value``: a jet of the value alone;
+- ``jacobian``, ``gradient``, ``divergence``: ``Taylor(1)`` along :math:`e_1, \dots, e_d` (``d`` terms);
+- ``laplacian``, ``trace_hessian``, ``coords``, the estimators: ``Taylor(2)`` along the ``k``
+  directions, the top term collapsed with the weights (``k + 1`` terms, the forward Laplacian);
+- ``hessian``: ``Hessian`` along :math:`e_1, \dots, e_d` (``d + d^2`` terms);
+- ``hessian_diagonal``: ``Taylor(2)`` along :math:`e_i` (``2 d``); ``directional``: along ``v`` (2);
+  ``hvp``: along :math:`e_i`, :math:`e_i + v` and :math:`v` (``2 (2 d + 1)``);
+- ``taylor`` of order ``K``: ``Taylor(K)`` along the ``r`` directions (``K r``); ``partial`` and
+  ``biharmonic``: ``Taylor(K)`` along the directions of :mod:`xderiv._directions`, the top collapsed.
 
 The polarisation in ``hvp``: with normalised terms :math:`y_2(v) = \tfrac12 v^\top H v`,
 :math:`(H v)_i = y_2(e_i + v) - y_2(e_i) - y_2(v)`.  Graphs have one mode, forward: a
