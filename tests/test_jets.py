@@ -314,3 +314,17 @@ def test_jax_jit(backend: Any) -> None:
     lap = jax.jit(lambda x: xd.laplacian(f, x))(x)
     ref = jax.vmap(jax.hessian(f.f))(x)
     assert rel_err(np.asarray(lap), np.trace(np.asarray(ref), axis1=-2, axis2=-1)) < 1e-10
+
+
+def test_compile_a_function(backend: Any) -> None:
+    """xd.compile of a graph: jax.jit on JAX, the eager call elsewhere (torch says so once)."""
+    make, _ = GRAPHS["pirate"]
+    f = xd.function(make(backend))
+    x = backend.asarray(np.random.default_rng(3).uniform(-0.8, 0.8, (3, 2)))
+    compiled = xd.compile(xd.laplacian, f)
+    if backend.name == "torch":
+        with pytest.warns(UserWarning, match="runs eagerly on torch"):
+            got = compiled(x)
+    else:
+        got = compiled(x)
+    assert rel_err(backend.to_numpy(got), backend.to_numpy(xd.laplacian(f, x))) < 1e-13

@@ -179,6 +179,11 @@ def learn_array_types(arrays: list[Array], xp: Any, device: Any) -> None:
             _KINDS[type(a)] = _kind(a)
 
 
+def known_array_type(a: Array) -> bool:
+    """Whether the type of ``a`` is in the table :func:`learn_array_types` fills."""
+    return type(a) in _KINDS
+
+
 def array_namespace_of(a: Array) -> Any:
     """The namespace of the array ``a``: read from the table of learnt types (traceable), else array-api-compat."""
     kind = _KINDS.get(type(a))

@@ -23,12 +23,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import types
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
 
 from .._namespace import is_array
+from ..jets import is_graph
 from ..networks import as_network
 
 
@@ -78,16 +80,52 @@ def compile(  # noqa: A001 - xd.compile mirrors torch.compile / jax.jit
     >>> lap = xd.compile(xd.laplacian, net, mode="forward")   # doctest: +SKIP
     >>> lap(x)                                                  # compiles on the first call
     """
-    network = as_network(net)
-    xp = network.xp
+    network = net if is_graph(net) else as_network(net)
+    xp = getattr(network, "xp", None)
 
     def call(x: Any, *args: Any, **kwargs: Any) -> Any:
         return operator(net, x, *args, **fixed, **kwargs)
 
+    if xp is None:  # a function of x without weights: the backend is the first x's
+        return _by_input(call, operator, net, fixed)
+    if array_api_compat.is_torch_namespace(xp) and is_graph(network):
+        return _eager_graph(call, operator)
     if array_api_compat.is_torch_namespace(xp):
         return _torch(call, net, network.device, dynamic, cuda_graphs)
     if array_api_compat.is_jax_namespace(xp):
         return _jax(operator, net, fixed)
+    return functools.wraps(operator)(call)
+
+
+def _by_input(
+    call: Callable[..., Any], operator: Callable[..., Any], net: Any, fixed: dict[str, Any]
+) -> Callable[..., Any]:
+    """The compiled call for the namespace of each ``x`` it meets, made on first use."""
+    chosen: dict[int, Callable[..., Any]] = {}
+
+    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
+        xp = array_api_compat.array_namespace(x)
+        fn = chosen.get(id(xp))
+        if fn is None:
+            if array_api_compat.is_torch_namespace(xp):
+                fn = _eager_graph(call, operator)
+            elif array_api_compat.is_jax_namespace(xp):
+                fn = _jax(operator, net, fixed)
+            else:
+                fn = call
+            chosen[id(xp)] = fn
+        return fn(x, *args, **kwargs)
+
+    return functools.wraps(operator)(run)
+
+
+def _eager_graph(call: Callable[..., Any], operator: Callable[..., Any]) -> Callable[..., Any]:
+    """A graph on torch runs eagerly: Dynamo does not trace the jet array (a Python object meeting tensors)."""
+    warnings.warn(
+        "xd.compile: a network that is not a chain of layers runs eagerly on torch (torch.compile cannot "
+        "trace the jet engine's arrays); on JAX it is traced by jax.jit",
+        stacklevel=3,
+    )
     return functools.wraps(operator)(call)
 
 

@@ -30,7 +30,7 @@ import array_api_compat
 from .._call import check_mode, coordinate_rows
 from .._directions import biharmonic_directions, multi_index, partial_directions
 from .._estimators import ESTIMATORS, check_samples, check_seed, draw_directions, laplacian_estimator
-from .._namespace import Array, check_int, flatten_batch, is_array, resolve_call
+from .._namespace import Array, check_int, flatten_batch, is_array, known_array_type, learn_array_types, resolve_call
 from .array import JetArray
 from .function import evaluate
 from .kinds import Hessian, Kind, Taylor
@@ -48,6 +48,8 @@ class Setup:
                 "differentiated in forward mode (jets); use mode='auto' or 'forward'"
             )
         self.net = net
+        if is_array(x) and not known_array_type(x):  # a function without weights: learn x's array type once
+            learn_array_types([x], array_api_compat.array_namespace(x), array_api_compat.device(x))
         net_xp = getattr(net, "xp", None)
         if net_xp is not None:
             ctx, x = resolve_call(x, net_xp, net.device, net.dtype)
