@@ -147,7 +147,7 @@ class Composite(Composable):
         if any(dev != devices[0] for dev in devices[1:]):
             raise ValueError(f"{owner}: parts hold weights on different devices {devices}; move them to one")
         self.parts = tuple(parts)
-        self.in_features = next(iter(d)) if d else None
+        self.in_features: Any = next(iter(d)) if d else None
         self.out_features, self.scalar = _outputs(self.parts, owner)
 
     def _weighted(self) -> list[Any]:

@@ -276,7 +276,7 @@ def _var(
     if correction is None:
         correction = 0 if unbiased is False else 1
     dims = tuple(range(a.ndim)) if _dims(dim) is None else _dims(dim)
-    n = math.prod(int(a.shape[d]) for d in dims)  # type: ignore[union-attr]
+    n = math.prod(int(a.shape[d]) for d in dims)  # type: ignore[union-attr, misc]
     c = a - xp.mean(a, axis=dims, keepdims=True)
     return xp.sum(c * c, axis=dims, keepdims=keepdim) / (n - correction)
 

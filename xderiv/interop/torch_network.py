@@ -110,7 +110,7 @@ class AutogradGraph(_ModuleNetwork):
                 "not a value computed from it inside another function"
             )
         lead = kind.lead
-        x0 = terms[0]
+        x0: Any = terms[0]
         shape = tuple(x0.shape[lead:])
         point = torch.reshape(x0, shape)
         f = self.module
@@ -123,7 +123,8 @@ class AutogradGraph(_ModuleNetwork):
             first = torch.movedim(torch.reshape(jac, y.shape + (d,)), -1, 0)[:, None]
             second = 0.5 * torch.movedim(torch.movedim(torch.reshape(hess, y.shape + (d, d)), -1, 0), -1, 0)
             return JetArray((torch.reshape(y, (1, 1) + tuple(y.shape)), first, second), kind)
-        directions = torch.broadcast_to(terms[1], (terms[1].shape[0],) + shape) if kind.order >= 1 else None
+        seed: Any = terms[1] if kind.order >= 1 else None
+        directions = torch.broadcast_to(seed, (seed.shape[0],) + shape) if seed is not None else None
         y = f(point)
         out: list[Any] = [torch.reshape(y, (1,) + tuple(y.shape))]
         if kind.order == 0:
@@ -137,7 +138,8 @@ class AutogradGraph(_ModuleNetwork):
         for k in range(kind.order):
             stacked = torch.stack(per_direction[k])
             if kind.collapsed(k + 1):
-                w = torch.reshape(kind.weights, (-1,) + (1,) * (stacked.ndim - 1))
+                weights: Any = kind.weights
+                w = torch.reshape(weights, (-1,) + (1,) * (stacked.ndim - 1))
                 stacked = torch.sum(w * stacked, dim=0, keepdim=True)
             out.append(stacked)
         return JetArray(tuple(out), kind)

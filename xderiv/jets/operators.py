@@ -132,7 +132,8 @@ class Setup:
         out = []
         for k, t in enumerate(full_terms(y)):
             if t is None:
-                shape = tuple(y.terms[0].shape[:lead]) if k == 0 else _lead_shape(kind, k, seeds)
+                t0: Any = y.terms[0]
+                shape = tuple(t0.shape[:lead]) if k == 0 else _lead_shape(kind, k, seeds)
                 t = xp.zeros(shape + y.shape, dtype=self.ctx.dtype, device=self.ctx.device)
             out.append(t)
         return out
@@ -181,7 +182,8 @@ def derivatives(
     jac = hess = lap = None
     mask = None
     if coords is not None:
-        mask = xp.sum(coordinate_rows(_CoordCall(s), coords), axis=0)
+        rows = coordinate_rows(_CoordCall(s), coords)  # type: ignore[arg-type]
+        mask = xp.sum(rows, axis=0)
     if hessian:
         y, first, second = s.run(Hessian(), None, chunk_size)
         jac = _lead_last(first[:, 0, ...], 1, xp)
@@ -238,7 +240,7 @@ def _direction_rows(s: Setup, directions: Any, coords: Sequence[int] | None, own
     if (directions is None) == (coords is None):
         raise TypeError(f"{owner} takes exactly one of directions= or coords=")
     if coords is not None:
-        return coordinate_rows(_CoordCall(s), coords)
+        return coordinate_rows(_CoordCall(s), coords)  # type: ignore[arg-type]
     xp = s.xp
     _, directions = resolve_call(directions, xp, s.ctx.device, s.ctx.dtype, name="directions")
     shape = tuple(directions.shape)

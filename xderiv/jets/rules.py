@@ -191,7 +191,7 @@ def divide(a: Any, b: Any) -> Any:
     """:math:`a / b`: by a constant linearly, by a jet as :math:`a \\cdot b^{-1}`."""
     if not is_jet(b):
         if isinstance(b, numbers.Number):
-            return scale(a, 1.0 / b)
+            return scale(a, 1.0 / float(b))  # type: ignore[arg-type]
         return _constant_product(a, b, lambda x, y: x / y, left=True)
     return multiply(a, power(b, -1))
 
@@ -254,7 +254,7 @@ def compose(a: JetArray, derivatives: Derivatives) -> JetArray:
     for j in range(1, order + 1):
         p = parts[j]
         if isinstance(p, numbers.Number):
-            c.append(None if p == 0 else p / math.factorial(j))
+            c.append(None if p == 0 else float(p) / math.factorial(j))  # type: ignore[arg-type]
         else:
             c.append(p if j == 1 else p * (1.0 / math.factorial(j)))
     rest = series_compose(c, list(a.terms), order, pair=kind.pair)
@@ -359,7 +359,20 @@ def _elementwise_parts(name: str, z: Array, order: int, xp: Any) -> list[Any]:
     raise NotImplementedError(f"no derivative rule for {name}")
 
 
-ELEMENTWISE = ("exp", "expm1", "log", "log1p", "log2", "log10", "sin", "cos", "sinh", "cosh", "tan", "tanh")
+ELEMENTWISE: tuple[str, ...] = (
+    "exp",
+    "expm1",
+    "log",
+    "log1p",
+    "log2",
+    "log10",
+    "sin",
+    "cos",
+    "sinh",
+    "cosh",
+    "tan",
+    "tanh",
+)
 ELEMENTWISE += ("sqrt", "square", "abs", "reciprocal")
 
 
@@ -521,7 +534,7 @@ def concat(arrays: Sequence[Any], axis: int | None = 0) -> Any:
     fulls = [full_terms(a) for a in lifted]
     terms: list[Array | None] = []
     for k in range(kind.order + 1):
-        present = [f[k] for f in fulls if f[k] is not None]
+        present: list[Any] = [f[k] for f in fulls if f[k] is not None]
         if not present:
             terms.append(None)
             continue
@@ -569,7 +582,7 @@ def where(condition: Any, a: Any, b: Any) -> Any:
     want = max(primal_ndim(condition), primal_ndim(a), primal_ndim(b))
     ja = a if is_jet(a) else lift(_as_array(a, jets[0]), kind, xp)
     jb = b if is_jet(b) else lift(_as_array(b, jets[0]), kind, xp)
-    terms = []
+    terms: list[Array | None] = []
     for x, y in zip(padded(ja, want), padded(jb, want)):
         if x is None and y is None:
             terms.append(None)
