@@ -215,7 +215,7 @@ def plot(results: list[dict], a1: float, a2: float, path: str) -> None:
     s = torch.linspace(-1, 1, 101, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(s, s, indexing="ij"), dim=-1)
     want = exact(grid, a1, a2)
-    im = top[2].imshow(want.T, origin="lower", extent=(-1, 1, -1, 1), cmap="RdBu_r")
+    im = top[2].imshow(want.T.numpy(), origin="lower", extent=(-1, 1, -1, 1), cmap="RdBu_r")
     top[2].set(title="exact u*", xlabel="x", ylabel="y")
     fig.colorbar(im, ax=top[2])
     for ax in top[3:]:
@@ -223,7 +223,7 @@ def plot(results: list[dict], a1: float, a2: float, path: str) -> None:
     for ax, r in zip(bottom, results):
         with torch.no_grad():
             err = (r["u"](grid.reshape(-1, 2))[:, 0].reshape(101, 101) - want).abs()
-        im = ax.imshow(err.T, origin="lower", extent=(-1, 1, -1, 1), cmap="viridis")
+        im = ax.imshow(err.T.numpy(), origin="lower", extent=(-1, 1, -1, 1), cmap="viridis")
         ax.set(title=f"|u − u*|, {LABELS[r['kind']]}\nrel. L2 {r['error']:.1e}", xlabel="x", ylabel="y")
         fig.colorbar(im, ax=ax)
     for ax in bottom[n:]:
@@ -249,7 +249,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=float, default=1.0, help="wave number in Δu + k²u = q")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and points")
     p.add_argument(
-        "--quick", action="store_true", help="a seconds-long run: 150 steps, 64 points, width 32, depth 2"
+        "--quick", action="store_true", help="a seconds-long run: 150 steps of 64 points, width 32, depth 2, lr 1e-2"
     )
     p.add_argument(
         "--log-every", type=int, default=100, help="print step, loss and elapsed time every N steps (0: quiet)"
@@ -262,7 +262,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parser().parse_args(argv)
     if args.quick:
-        args.steps, args.points, args.width, args.depth = 150, 64, 32, 2
+        args.steps, args.points, args.width, args.depth, args.lr = 150, 64, 32, 2, 1e-2
         args.eval_every = min(args.eval_every, 50)
     kinds = [n.strip() for n in args.nets.split(",") if n.strip()]
     for kind in kinds:
