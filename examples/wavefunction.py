@@ -276,9 +276,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-iters", type=int, default=100, help="sampling rounds for the final energy estimate")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and walkers")
     p.add_argument("--quick", action="store_true", help="a seconds-long run: 60 steps, 128 walkers")
-    p.add_argument(
-        "--log-every", type=int, default=50, help="print step, energy and var(E_L) every N steps (0: quiet)"
-    )
+    p.add_argument("--log-every", type=int, default=50, help="print step, energy and var(E_L) every N steps (0: quiet)")
     p.add_argument("--out", default="wavefunction.png", help="where to write the plot")
     return p
 

@@ -170,14 +170,15 @@ def test_modified_mlp_and_piratenet_solve_helmholtz(backend, tmp_path, capsys):
 
     example = _load("modified_mlp")
     with backend.default_device():
-        x = 2.0 * torch.rand(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) - 1.0
+        gen = torch.Generator().manual_seed(0)
+        x = 2.0 * torch.rand(6, 2, dtype=torch.float64, generator=gen, device=backend.device) - 1.0
         for kind in ("modified", "pirate"):
             u, params = example.build(kind, width=8, depth=2)
             with torch.no_grad():  # the PirateNet's alphas start at 0: open its residual blocks
                 for p in params:
                     if p.ndim == 0:
                         p.fill_(0.7)
-            want = vmap(hessian(lambda q: u(q[None])[0, 0]))(x).diagonal(dim1=-2, dim2=-1).sum(-1)
+            want = vmap(hessian(lambda q, u=u: u(q[None])[0, 0]))(x).diagonal(dim1=-2, dim2=-1).sum(-1)
             got = xd.laplacian(u, x)[:, 0]
             assert (got - want).abs().max() < 1e-12 * want.abs().max(), kind
             assert all(p.grad is None for p in params)
@@ -186,7 +187,7 @@ def test_modified_mlp_and_piratenet_solve_helmholtz(backend, tmp_path, capsys):
         # the exact solution satisfies the equation (closed-form q against torch.func)
         lap = vmap(hessian(lambda q: example.exact(q)))(x).diagonal(dim1=-2, dim2=-1).sum(-1)
         assert (lap + example.exact(x) - example.source(x)).abs().max() < 1e-12
-        edges = torch.tensor([[1.0, 0.3], [-1.0, -0.2], [0.4, 1.0], [-0.8, -1.0]], dtype=torch.float64)
+        edges = backend.asarray(np.array([[1.0, 0.3], [-1.0, -0.2], [0.4, 1.0], [-0.8, -1.0]]))
         assert u(edges).abs().max() == 0  # u = phi N vanishes on the boundary whatever N
         out = tmp_path / "modified_mlp.png"
         results = example.main(["--quick", "--nets", "modified,pirate", "--log-every", "50", "--out", str(out)])
@@ -207,7 +208,7 @@ def test_wavefunction_local_energy_is_exact_and_vmc_trains(backend, tmp_path, ca
     with backend.default_device():
         gen = torch.Generator().manual_seed(0)
         for n in (2, 3):
-            x = torch.randn(64, n, dtype=torch.float64, generator=gen)
+            x = torch.randn(64, n, dtype=torch.float64, generator=gen, device=backend.device)
             e_local = example.local_energy(example.exact_log_abs_psi, x)
             d = xd.derivatives(xd.function(example.exact_log_abs_psi), x, laplacian=True)
             # near a node both terms of E_L grow like 1/(x_i - x_j)^2 and cancel: compare at their scale
@@ -215,7 +216,7 @@ def test_wavefunction_local_energy_is_exact_and_vmc_trains(backend, tmp_path, ca
             assert ((e_local - example.exact_energy(n)).abs() / size).max() < 1e-12, (n, e_local)
         # the trained ansatz's local energy against torch.autograd Hessians of log|psi|
         ansatz = example.Ansatz(particles=3, width=8, seed=1)
-        x = torch.randn(4, 3, dtype=torch.float64, generator=gen)
+        x = torch.randn(4, 3, dtype=torch.float64, generator=gen, device=backend.device)
         want = []
         for p in x:
             g = torch.autograd.functional.jacobian(lambda q: ansatz.log_abs_psi(q[None])[0], p)
