@@ -161,6 +161,78 @@ def test_high_dim_example_trains_and_compares(backend, tmp_path, capsys):
     assert all(r["ms"] > 0 for r in rows) and "time per training step" in printed
 
 
+def test_modified_mlp_and_piratenet_solve_helmholtz(backend, tmp_path, capsys):
+    """``modified_mlp.py``: torch modules through ``xd.function(graph_function(...))``; exact Laplacians; both train."""
+    _torch_cpu_session(backend)
+    pytest.importorskip("matplotlib")
+    import torch
+    from torch.func import hessian, vmap
+
+    example = _load("modified_mlp")
+    with backend.default_device():
+        gen = torch.Generator().manual_seed(0)
+        x = 2.0 * torch.rand(6, 2, dtype=torch.float64, generator=gen, device=backend.device) - 1.0
+        for kind in ("modified", "pirate"):
+            u, params = example.build(kind, width=8, depth=2)
+            with torch.no_grad():  # the PirateNet's alphas start at 0: open its residual blocks
+                for p in params:
+                    if p.ndim == 0:
+                        p.fill_(0.7)
+            want = vmap(hessian(lambda q, u=u: u(q[None])[0, 0]))(x).diagonal(dim1=-2, dim2=-1).sum(-1)
+            got = xd.laplacian(u, x)[:, 0]
+            assert (got - want).abs().max() < 1e-12 * want.abs().max(), kind
+            assert all(p.grad is None for p in params)
+            xd.laplacian(u, x).sum().backward()  # gradients reach the module's Parameters
+            assert all(p.grad is not None for p in params), kind
+        # the exact solution satisfies the equation (closed-form q against torch.func)
+        lap = vmap(hessian(lambda q: example.exact(q)))(x).diagonal(dim1=-2, dim2=-1).sum(-1)
+        assert (lap + example.exact(x) - example.source(x)).abs().max() < 1e-12
+        edges = backend.asarray(np.array([[1.0, 0.3], [-1.0, -0.2], [0.4, 1.0], [-0.8, -1.0]]))
+        assert u(edges).abs().max() == 0  # u = phi N vanishes on the boundary whatever N
+        out = tmp_path / "modified_mlp.png"
+        results = example.main(["--quick", "--nets", "modified,pirate", "--log-every", "50", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert re.search(r"^adam +50/150  rel-L2 \d\.\d\de[+-]\d\d  loss ", printed, re.M), printed
+    assert printed.count("relative L2 error") == 2 and out.stat().st_size > 10_000
+    for r in results:
+        assert r["error"] < 0.5 * r["errors"][0][1], (r["kind"], r["errors"])  # it trains
+
+
+def test_wavefunction_local_energy_is_exact_and_vmc_trains(backend, tmp_path, capsys):
+    """``wavefunction.py``: E_L from slogdet through ``xd.derivatives`` is E0 at every point of the exact state."""
+    _torch_cpu_session(backend)
+    pytest.importorskip("matplotlib")
+    import torch
+
+    example = _load("wavefunction")
+    with backend.default_device():
+        gen = torch.Generator().manual_seed(0)
+        for n in (2, 3):
+            x = torch.randn(64, n, dtype=torch.float64, generator=gen, device=backend.device)
+            e_local = example.local_energy(example.exact_log_abs_psi, x)
+            d = xd.derivatives(xd.function(example.exact_log_abs_psi), x, laplacian=True)
+            # near a node both terms of E_L grow like 1/(x_i - x_j)^2 and cancel: compare at their scale
+            size = d.laplacian.abs() + (d.jacobian.reshape(x.shape) ** 2).sum(-1) + (x * x).sum(-1)
+            assert ((e_local - example.exact_energy(n)).abs() / size).max() < 1e-12, (n, e_local)
+        # the trained ansatz's local energy against torch.autograd Hessians of log|psi|
+        ansatz = example.Ansatz(particles=3, width=8, seed=1)
+        x = torch.randn(4, 3, dtype=torch.float64, generator=gen, device=backend.device)
+        want = []
+        for p in x:
+            g = torch.autograd.functional.jacobian(lambda q: ansatz.log_abs_psi(q[None])[0], p)
+            h = torch.autograd.functional.hessian(lambda q: ansatz.log_abs_psi(q[None])[0], p)
+            want.append(-0.5 * (torch.trace(h) + g @ g) + 0.5 * p @ p)
+        got = example.local_energy(ansatz.log_abs_psi, x)
+        assert (got - torch.stack(want)).abs().max() < 1e-10 * torch.stack(want).abs().max()
+        out = tmp_path / "wavefunction.png"
+        r = example.main(["--quick", "--log-every", "20", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert re.search(r"^vmc 20/60  E \d\.\d{4} \(exact 2\)  var\(E_L\) ", printed, re.M), printed
+    assert "infidelity" in printed and out.stat().st_size > 10_000
+    assert abs(r["final_energy"] - 2.0) < 0.05 and r["final_energy"] < r["energy"][0]
+    assert r["final_variance"] < 0.3 * r["variance"][0] and r["infidelity"] < 1e-2  # zero-variance: it trains
+
+
 def test_dask_example_matches_numpy(backend, capsys):
     if backend.name != "dask":
         pytest.skip("the dask example runs in the dask session")
@@ -180,6 +252,8 @@ def test_dask_example_matches_numpy(backend, capsys):
         ("heat", "torch"),
         ("biharmonic", "torch"),
         ("high_dim", "torch"),
+        ("modified_mlp", "torch"),
+        ("wavefunction", "torch"),
         ("dask_laplacian", "dask.distributed"),
     ],
 )
