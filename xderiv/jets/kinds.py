@@ -61,6 +61,8 @@ class Taylor:
 
     order: int
     weights: Array | None = None
+    unit: bool = False
+    """True when every weight is 1 (a Laplacian, a trace): the collapse is a plain sum."""
     lead: int = 1
 
     def collapsed(self, k: int) -> bool:
@@ -75,6 +77,8 @@ class Taylor:
         w = self.weights
         assert w is not None
         xp = array_namespace_of(out)
+        if self.unit:
+            return xp.sum(out, axis=0, keepdims=True)
         w = xp.reshape(w, (w.shape[0],) + (1,) * (out.ndim - 1))
         return xp.sum(w * out, axis=0, keepdims=True)
 

@@ -194,7 +194,7 @@ def derivatives(
             lap = xp.sum(diag, axis=0)
     elif laplacian:
         weights = s.weights([1.0] * s.d) if mask is None else mask
-        y, first, top = s.run(Taylor(2, weights), s.eye(), chunk_size)
+        y, first, top = s.run(Taylor(2, weights, unit=mask is None), s.eye(), chunk_size)
         jac = _lead_last(first, 1, xp)
         lap = 2.0 * top[0, ...]
     elif jacobian:
@@ -231,7 +231,7 @@ def trace_hessian(
     s = Setup(net, x, mode)
     rows = _direction_rows(s, directions, coords, "trace_hessian")
     k = int(rows.shape[-2])
-    _, _, top = s.run(Taylor(2, s.weights([1.0] * k)), rows, chunk_size)
+    _, _, top = s.run(Taylor(2, s.weights([1.0] * k), unit=True), rows, chunk_size)
     return s.shape(2.0 * top[0, ...])
 
 
