@@ -17,7 +17,7 @@ from typing import Any
 from .._namespace import Array
 from ..composition import Composable, Composite, Product, Scaled, Sum
 from .array import JetArray
-from .rules import add, lift, matmul, multiply, scale, sum_
+from .rules import add, expand_dims, is_jet, lift, matmul, multiply, scale, squeeze, sum_
 
 
 class Function(Composable):
@@ -107,8 +107,6 @@ def is_graph(net: Any) -> bool:
 
 def _with_output_axis(a: Any) -> Any:
     """A scalar field's value ``(n,)`` as ``(n, 1)``, to broadcast against ``(n, m)``."""
-    from .rules import expand_dims, is_jet
-
     return expand_dims(a, -1) if is_jet(a) else a[..., None]
 
 
@@ -141,8 +139,6 @@ def _chain(network: Any, u: JetArray) -> JetArray:
         c = xp.astype(plan.linear, dtype) if plan.linear.dtype != dtype else plan.linear
         y = add(y, matmul(x, c[:, None]))
     if plan.scalar:
-        from .rules import squeeze
-
         y = squeeze(y, -1)
     return y
 
