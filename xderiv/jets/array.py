@@ -11,10 +11,23 @@ for, so code that reads shapes runs unchanged.  Python branches on its values ar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .._namespace import Array, array_namespace_of, device_of
 from .kinds import Kind
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What an operator's input jet is: the points, the directions' rows, and whether they are the axes."""
+
+    x: Array
+    """The points, ``(n, d)``."""
+    directions: Array | None
+    """``(r, d)`` shared, ``(n, r, d)`` per point, or None for a Hessian jet (along the axes)."""
+    axes: bool
+    """True when the directions are :math:`e_1, \\dots, e_d` in order."""
 
 
 class JetArray:
@@ -28,13 +41,18 @@ class JetArray:
         with lead axes of length one.
     kind : Taylor or Hessian
         What the terms mean and how two of them multiply.
+    seed : Seed or None
+        For the jet of an operator's input ``x`` itself, what it was seeded with, so that a chain of
+        layers called on it runs its own recursions (:func:`xderiv.jets.function.evaluate`).  None
+        for every jet computed from it.
     """
 
-    __slots__ = ("terms", "kind")
+    __slots__ = ("terms", "kind", "seed")
 
-    def __init__(self, terms: tuple[Array | None, ...], kind: Kind) -> None:
+    def __init__(self, terms: tuple[Array | None, ...], kind: Kind, seed: Seed | None = None) -> None:
         self.terms = tuple(terms)
         self.kind = kind
+        self.seed = seed
 
     # ------------------------------------------------------------------ what it stands for
     @property

@@ -143,6 +143,20 @@ def _chain(network: Any, u: JetArray) -> JetArray:
     return y
 
 
+ChainPath = Callable[[Any, JetArray], "JetArray | None"]
+_CHAIN_PATHS: list[ChainPath] = []
+
+
+def register_chain_path(path: ChainPath) -> None:
+    """Set how a chain of layers called on an operator's input jet runs its own recursions.
+
+    ``path(network, x)`` returns the chain's output jet at the seed jet ``x`` (see
+    :class:`~xderiv.jets.array.Seed`), or None where the rules are as good.  The operators
+    register it when they are imported (they sit above the engine).
+    """
+    _CHAIN_PATHS[:] = [path]
+
+
 def evaluate(net: Any, x: JetArray) -> JetArray:
     """``net`` at the jet ``x``: a function's ``f``, a network's layers, a composite's parts combined."""
     if isinstance(net, Function):
@@ -161,4 +175,9 @@ def evaluate(net: Any, x: JetArray) -> JetArray:
         if isinstance(net, Product):
             return _combine(parts, multiply)
         raise TypeError(f"cannot evaluate composite {type(net).__name__} on a jet")
-    return _chain(net.resolve(), x)
+    network = net.resolve()
+    if x.seed is not None and _CHAIN_PATHS:  # the operator's input itself: the chain's own recursions
+        out = _CHAIN_PATHS[0](network, x)
+        if out is not None:
+            return out
+    return _chain(network, x)

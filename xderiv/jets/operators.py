@@ -31,7 +31,7 @@ from .._call import check_mode, coordinate_rows
 from .._directions import biharmonic_directions, multi_index, partial_directions
 from .._estimators import ESTIMATORS, check_samples, check_seed, draw_directions, laplacian_estimator
 from .._namespace import Array, check_int, flatten_batch, is_array, known_array_type, learn_array_types, resolve_call
-from .array import JetArray
+from .array import JetArray, Seed
 from .function import evaluate
 from .kinds import Hessian, Kind, Taylor
 from .rules import full_terms
@@ -89,7 +89,9 @@ class Setup:
             return self.xp.astype(values, self.ctx.dtype)
         return self.xp.asarray([float(w) for w in values], dtype=self.ctx.dtype, device=self.ctx.device)
 
-    def run(self, kind: Kind, directions: Array | None, chunk_size: int | None = None) -> list[Array]:
+    def run(
+        self, kind: Kind, directions: Array | None, chunk_size: int | None = None, axes: bool = False
+    ) -> list[Array]:
         """Evaluate the graph on the jet seeded with ``directions`` and return its terms at full size.
 
         ``directions``: ``(r, d)`` shared or ``(n, r, d)`` per point (Taylor), None for a Hessian
@@ -99,18 +101,18 @@ class Setup:
         xp, n = self.xp, self.n
         size = n if chunk_size is None else check_int(chunk_size, "chunk_size", 1)
         if n <= size:
-            return self._terms(kind, self.x, directions)
+            return self._terms(kind, self.x, directions, axes)
         pieces = []
         for start in range(0, n, size):
             stop = min(n, start + size)
             sub = directions
             if directions is not None and directions.ndim == 3:
                 sub = directions[start:stop, ...]
-            pieces.append(self._terms(kind, self.x[start:stop, ...], sub))
+            pieces.append(self._terms(kind, self.x[start:stop, ...], sub, axes))
         lead = kind.lead
         return [xp.concat([p[k] for p in pieces], axis=lead) for k in range(len(pieces[0]))]
 
-    def _terms(self, kind: Kind, x: Array, directions: Array | None) -> list[Array]:
+    def _terms(self, kind: Kind, x: Array, directions: Array | None, axes: bool) -> list[Array]:
         xp, lead = self.xp, kind.lead
         value = xp.reshape(x, (1,) * lead + tuple(x.shape))
         if isinstance(kind, Hessian):
@@ -122,7 +124,7 @@ class Setup:
             else:  # (n, r, d) per point
                 first = xp.permute_dims(directions, (1, 0, 2))
         seeds = (value, first) + (None,) * (kind.order - 1) if kind.order >= 1 else (value,)
-        y = evaluate(self.net, JetArray(seeds, kind))
+        y = evaluate(self.net, JetArray(seeds, kind, seed=Seed(x, directions, axes or isinstance(kind, Hessian))))
         if not isinstance(y, JetArray) or y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
             got = getattr(y, "shape", type(y).__name__)
             raise ValueError(
@@ -194,11 +196,11 @@ def derivatives(
             lap = xp.sum(diag, axis=0)
     elif laplacian:
         weights = s.weights([1.0] * s.d) if mask is None else mask
-        y, first, top = s.run(Taylor(2, weights, unit=mask is None), s.eye(), chunk_size)
+        y, first, top = s.run(Taylor(2, weights, unit=mask is None), s.eye(), chunk_size, axes=True)
         jac = _lead_last(first, 1, xp)
         lap = 2.0 * top[0, ...]
     elif jacobian:
-        y, first = s.run(Taylor(1), s.eye(), chunk_size)
+        y, first = s.run(Taylor(1), s.eye(), chunk_size, axes=True)
         jac = _lead_last(first, 1, xp)
     else:
         (y,) = s.run(Taylor(0), s.eye()[:1], chunk_size)
@@ -269,7 +271,7 @@ def laplacian_estimate(
 def hessian_diagonal(net: Any, x: Any, mode: str = "auto", chunk_size: int | None = None) -> Array:
     r""":math:`\partial_i^2 y`, ``(..., m, d)``: a Taylor jet of order 2 along the axes, not collapsed."""
     s = Setup(net, x, mode)
-    _, _, second = s.run(Taylor(2), s.eye(), chunk_size)
+    _, _, second = s.run(Taylor(2), s.eye(), chunk_size, axes=True)
     return s.shape(_lead_last(2.0 * second, 1, s.xp))
 
 
@@ -316,7 +318,7 @@ def directional(net: Any, x: Any, v: Any, chunk_size: int | None = None) -> tupl
 def divergence(net: Any, x: Any, mode: str = "auto", chunk_size: int | None = None) -> Array:
     r""":math:`\sum_i \partial_i y_i` of a field with ``m = d`` outputs."""
     s = Setup(net, x, mode)
-    _, first = s.run(Taylor(1), s.eye(), chunk_size)
+    _, first = s.run(Taylor(1), s.eye(), chunk_size, axes=True)
     if first.ndim != 3 or first.shape[-1] != s.d:
         raise ValueError(f"divergence needs a field with d = {s.d} outputs, got outputs of shape {first.shape[2:]}")
     xp = s.xp
