@@ -432,3 +432,34 @@ def test_autograd_fallback_is_opt_in_warns_once_and_is_exact(torch_device):
     torch.testing.assert_close(xd.laplacian(phi * net, x), torch.diagonal(ref_u, dim1=-2, dim2=-1).sum(-1))
     with pytest.raises(ValueError, match="fallback must be"):
         from_torch(model, fallback="numerical")
+
+
+class _Cube(nn.Module):
+    def forward(self, z):
+        return z**3
+
+
+class _GatedCube(nn.Module):
+    """Not a chain (a product of two input-dependent tensors), with an elementwise module of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(2, 3), nn.Linear(2, 3)
+        self.act = _Cube()
+
+    def forward(self, x):
+        return (self.act(self.a(x)) * torch.tanh(self.b(x))).sum(-1, keepdim=True)
+
+
+def test_a_graph_is_checked_against_the_module_once_per_structure(torch_device):
+    """A wrong activations= reading of a graph is caught at its first call, not silently differentiated."""
+    with torch_on_cpu():
+        model = _GatedCube().double()
+    model = model.to(torch_device)
+    x = torch.linspace(-1, 1, 8, dtype=torch.float64, device=torch_device).reshape(4, 2)
+    right = from_torch(model)  # the cube traced through: z ** 3
+    ref = torch.stack([torch.func.hessian(model)(p) for p in x])
+    torch.testing.assert_close(xd.hessian(right, x), ref, rtol=1e-12, atol=1e-14)
+    wrong = from_torch(model, activations={_Cube: "tanh"})
+    with pytest.raises(ValueError, match=r"translation of _GatedCube.forward does not compute"):
+        xd.laplacian(wrong, x)
