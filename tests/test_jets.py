@@ -333,3 +333,21 @@ def test_compile_a_function(backend: Any) -> None:
     else:
         got = compiled(x)
     assert rel_err(backend.to_numpy(got), backend.to_numpy(xd.laplacian(f, x))) < 1e-13
+
+
+def test_dask_stays_lazy_and_matches_numpy(backend: Any) -> None:
+    """On dask a graph's operators build lazy arrays; computed, they are NumPy's numbers."""
+    if backend.name != "dask":
+        pytest.skip("dask session only")
+    make, _ = GRAPHS["layer_norm"]
+    rng = np.random.default_rng(5)
+    xn = rng.uniform(-0.8, 0.8, (6, 3))
+    from tests.conftest import _make_backend
+
+    numpy_backend = _make_backend("numpy")
+    f_dask, f_numpy = xd.function(make(backend)), xd.function(make(numpy_backend))
+    x = backend.module.from_array(xn, chunks=(3, 3))
+    for op in (xd.laplacian, xd.hessian):
+        lazy = op(f_dask, x)
+        assert type(lazy).__name__ == "Array"
+        assert rel_err(backend.to_numpy(lazy), np.asarray(op(f_numpy, xn))) < 1e-13
