@@ -249,6 +249,9 @@ def test_estimators_on_a_graph(backend: Any) -> None:
     assert rel_err(est, exact) < 1e-12
     hutch = np.mean([np_(xd.laplacian(f, x, estimator="hutchinson", samples=8, seed=s)) for s in range(30)], axis=0)
     assert rel_err(hutch, exact) < 0.5
+    bih = np_(xd.biharmonic(f, x))
+    gauss = np_(xd.biharmonic(f, x, estimator="gaussian", samples=400, seed=1))
+    assert gauss.shape == bih.shape and rel_err(gauss, bih) < 0.5
 
 
 def test_errors(backend: Any) -> None:

@@ -31,7 +31,7 @@ from ._backward import adjoint_sweep, backward_second_order, hessian_over_revers
 from ._call import Call, coordinate_rows, run, value_kernel
 from ._cost import HESSIAN, JACOBIAN, LAPLACIAN, VALUE
 from ._forward import Tape, forward_hessian, forward_laplacian, jacobian_sweep
-from ._namespace import Array, array_namespace_of, device_of, diagonal, materialize
+from ._namespace import Array, Context, array_namespace_of, device_of, diagonal, materialize, resolve_call
 from .composition import Composite, Rule, fold
 from .jets import is_graph
 from .jets import operators as graph
@@ -303,3 +303,13 @@ def hessian(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = 
     out = derivatives(net, x, jacobian=False, hessian=True, mode=mode, chunk_size=chunk_size).hessian
     assert out is not None
     return out
+
+
+def resolved(net: Any, x: Any) -> tuple[Any, Context, Array, int]:
+    """The network, the call's context, ``x`` cast to its working dtype, and ``d`` (a graph's from ``x``)."""
+    if is_graph(net):
+        ctx, x = graph.resolve_points(net, x)
+        return net, ctx, x, int(x.shape[-1])
+    network = as_network(net)
+    ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
+    return network, ctx, x, network.in_features

@@ -40,11 +40,11 @@ from ._cost import taylor as taylor_quantity
 from ._directions import biharmonic_directions, multi_index, partial_directions
 from ._estimators import ESTIMATORS, check_samples, check_seed, draw_directions
 from ._forward import Tape
-from ._namespace import Array, array_namespace_of, check_int, materialize, resolve_call
+from ._namespace import Array, array_namespace_of, check_int, materialize
 from ._taylor import forward_biharmonic, taylor_sweep
 from .activations import order_error
 from .composition import Composite, TaylorRule, fold
-from .derivatives import derivatives, value
+from .derivatives import derivatives, resolved, value
 from .jets import JetArray, is_graph
 from .jets import operators as graph
 from .jets.function import register_chain_path
@@ -397,11 +397,8 @@ def biharmonic(
     per_point : bool, optional
         Directions per point (default) or shared by the batch.
     """
-    if is_graph(net):
-        if estimator is not None:
-            return graph.biharmonic_estimate(net, x, chunk_size, estimator, samples, seed, per_point)
-        if samples is None and seed is None and per_point is None:
-            return graph.biharmonic(net, x, chunk_size)
+    if is_graph(net) and estimator is None and samples is None and seed is None and per_point is None:
+        return graph.biharmonic(net, x, chunk_size)
     if estimator is not None:
         return _estimated_biharmonic(net, x, chunk_size, estimator, samples, seed, per_point)
     if samples is not None or seed is not None or per_point is not None:
@@ -429,9 +426,7 @@ def _estimated_biharmonic(
         )
     k = check_samples(samples)
     check_seed(seed)
-    network = as_network(net)
-    ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
-    d = network.in_features
+    network, ctx, x, d = resolved(net, x)
     v, _ = draw_directions(ESTIMATORS["gaussian"], k, seed, per_point, ctx, tuple(x.shape[:-1]), d)
     if v.ndim == 2 and tuple(v.shape) == tuple(x.shape):  # (d, k) shared would read as one direction per point
         v = ctx.xp.broadcast_to(v, tuple(x.shape[:-1]) + (d, k))

@@ -28,9 +28,9 @@ from ._call import Call, coordinate_rows, per_point, run, value_kernel
 from ._cost import DIAGONAL, DIRECTIONAL, HVP, JACOBIAN, LAPLACIAN
 from ._estimators import ESTIMATORS, check_samples, check_seed, draw_directions, laplacian_estimator
 from ._forward import Tape, forward_laplacian, tangent_sweep
-from ._namespace import Array, array_namespace_of, device_of, diagonal, materialize, resolve_call
+from ._namespace import Array, array_namespace_of, device_of, diagonal, materialize
 from .composition import Composite, Rule, fold
-from .derivatives import derivatives, full_jacobian, jacobian, jacobian_kernel, trace_kernel, value
+from .derivatives import derivatives, full_jacobian, jacobian, jacobian_kernel, resolved, trace_kernel, value
 from .jets import is_graph
 from .jets import operators as graph
 from .networks import as_network
@@ -104,8 +104,6 @@ def laplacian(
     (8, 1)
     """
     if estimator is not None:
-        if is_graph(net):
-            return graph.laplacian_estimate(net, x, mode, estimator, samples, seed, per_point, chunk_size)
         return _estimated_laplacian(net, x, mode, coords, chunk_size, estimator, samples, seed, per_point)
     if samples is not None or seed is not None or per_point is not None:
         raise TypeError(
@@ -139,11 +137,9 @@ def _estimated_laplacian(
             "coords= and estimator= do not combine: the estimators sample all d coordinates "
             "(for a partial Laplacian, pass your own directions to trace_hessian)"
         )
-    network = as_network(net)
-    ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
-    d = network.in_features
+    network, ctx, x, d = resolved(net, x)
     directions, factor = draw_directions(row, k, seed, per_point, ctx, tuple(x.shape[:-1]), d)
-    if not isinstance(network, Composite):
+    if is_graph(network) or not isinstance(network, Composite):  # a graph is estimated whole
         return factor * trace_hessian(network, x, directions, mode=mode, chunk_size=chunk_size)
 
     def leaf(part: Any, x: Any) -> tuple:

@@ -29,12 +29,38 @@ import array_api_compat
 
 from .._call import check_mode, coordinate_rows
 from .._directions import biharmonic_directions, multi_index, partial_directions
-from .._estimators import ESTIMATORS, check_samples, check_seed, draw_directions, laplacian_estimator
-from .._namespace import Array, check_int, flatten_batch, is_array, known_array_type, learn_array_types, resolve_call
+from .._namespace import (
+    Array,
+    Context,
+    check_int,
+    flatten_batch,
+    is_array,
+    known_array_type,
+    learn_array_types,
+    resolve_call,
+)
 from .array import JetArray, Seed
 from .function import evaluate
 from .kinds import Hessian, Kind, Taylor
 from .rules import full_terms
+
+
+def resolve_points(net: Any, x: Any) -> tuple[Context, Array]:
+    """The context of a call on a graph and ``x`` cast to its working dtype (its batch shape kept)."""
+    if is_array(x) and not known_array_type(x):
+        learn_array_types([x], array_api_compat.array_namespace(x), array_api_compat.device(x))
+    net_xp = getattr(net, "xp", None)
+    if net_xp is not None:
+        return resolve_call(x, net_xp, net.device, net.dtype)
+    if not is_array(x):
+        raise TypeError(
+            f"x: a function of x takes an array of points of shape (..., d) (its namespace decides the "
+            f"backend), got {type(x).__name__}"
+        )
+    xp = array_api_compat.array_namespace(x)
+    device = array_api_compat.device(x)
+    dtype = x.dtype if xp.isdtype(x.dtype, "real floating") else xp.asarray(0.0, device=device).dtype
+    return resolve_call(x, xp, device, dtype)
 
 
 class Setup:
@@ -48,21 +74,7 @@ class Setup:
                 "differentiated in forward mode (jets); use mode='auto' or 'forward'"
             )
         self.net = net
-        if is_array(x) and not known_array_type(x):  # a function without weights: learn x's array type once
-            learn_array_types([x], array_api_compat.array_namespace(x), array_api_compat.device(x))
-        net_xp = getattr(net, "xp", None)
-        if net_xp is not None:
-            ctx, x = resolve_call(x, net_xp, net.device, net.dtype)
-        else:
-            if not is_array(x):
-                raise TypeError(
-                    f"x: a function of x takes an array of points of shape (..., d) (its namespace decides the "
-                    f"backend), got {type(x).__name__}"
-                )
-            xp = array_api_compat.array_namespace(x)
-            device = array_api_compat.device(x)
-            dtype = x.dtype if xp.isdtype(x.dtype, "real floating") else xp.asarray(0.0, device=device).dtype
-            ctx, x = resolve_call(x, xp, device, dtype)
+        ctx, x = resolve_points(net, x)
         d = getattr(net, "in_features", None)
         if x.ndim == 0:
             raise ValueError("x must have at least one dimension (..., d), got a 0-d array")
@@ -256,18 +268,6 @@ def _direction_rows(s: Setup, directions: Any, coords: Sequence[int] | None, own
     )
 
 
-def laplacian_estimate(
-    net: Any, x: Any, mode: str, estimator: Any, samples: Any, seed: Any, per_point: bool | None, chunk_size: Any
-) -> Array:
-    """``c * trace_hessian(net, x, S)`` along the estimator's random directions, the whole graph at once."""
-    row = laplacian_estimator(estimator)
-    k = check_samples(samples)
-    check_seed(seed)
-    s = Setup(net, x, mode)
-    directions, factor = draw_directions(row, k, seed, per_point, s.ctx, s.batch, s.d)
-    return factor * trace_hessian(net, x, directions, mode=mode, chunk_size=chunk_size)
-
-
 def hessian_diagonal(net: Any, x: Any, mode: str = "auto", chunk_size: int | None = None) -> Array:
     r""":math:`\partial_i^2 y`, ``(..., m, d)``: a Taylor jet of order 2 along the axes, not collapsed."""
     s = Setup(net, x, mode)
@@ -391,21 +391,3 @@ def biharmonic(net: Any, x: Any, chunk_size: int | None = None) -> Array:
     s = Setup(net, x)
     rows, weights = biharmonic_directions(s.d)
     return _combination(s, rows, weights, 4, chunk_size)
-
-
-def biharmonic_estimate(
-    net: Any, x: Any, chunk_size: Any, estimator: Any, samples: Any, seed: Any, per_point: bool | None
-) -> Array:
-    r""":math:`\frac{1}{3k}\sum_j \partial^4_{v_j} y` along Gaussian directions."""
-    if estimator != "gaussian":
-        raise ValueError(
-            f"biharmonic's estimator must be None (exact) or 'gaussian', got {estimator!r}: "
-            "E[d^4 y / dt^4 (x + t v)] = 3 biharmonic(y) holds for Gaussian directions v"
-        )
-    k = check_samples(samples)
-    check_seed(seed)
-    s = Setup(net, x)
-    v, _ = draw_directions(ESTIMATORS["gaussian"], k, seed, per_point, s.ctx, s.batch, s.d)
-    if v.ndim == 2 and tuple(v.shape) == s.batch + (s.d,):
-        v = s.xp.broadcast_to(v, s.batch + (s.d, k))
-    return taylor(net, x, v, 4, weights=[1.0 / (3.0 * k)] * k, chunk_size=chunk_size)[-1]
