@@ -913,8 +913,8 @@ class _Reader:
         constant = [self.value(a) for a in rest]
         try:
             return self.acts.of_function(target, tuple(constant), {k: self.value(v) for k, v in kwargs.items()})
-        except (TypeError, ValueError) as e:
-            raise self.fail(node, str(e)) from e
+        except (TypeError, ValueError) as e:  # the activation's reading was refused: no other reading is tried
+            raise self.mapping_error(node, str(e)) from e
 
     def call_module(self, node: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any], streams: list[Any]) -> Any:
         m = self.root.get_submodule(str(node.target))
@@ -945,8 +945,8 @@ class _Reader:
         self.check_elementwise(node, m)
         try:
             act = self.acts.of_module(m)
-        except (TypeError, ValueError) as e:
-            raise self.fail(node, str(e)) from e
+        except (TypeError, ValueError) as e:  # the activation's reading was refused: no other reading is tried
+            raise self.mapping_error(node, str(e)) from e
         if isinstance(m, nn.modules.dropout._DropoutNd) and m.training:
             self.stochastic = True
         return self.activate(node, first, act)

@@ -765,9 +765,14 @@ _PUBLIC = (
 )
 
 
-def _check_elementwise(fn: Callable[[Any], Any], what: str, dtype: torch.dtype) -> None:
-    """Refuse a mapped activation that changes shapes or mixes entries (probed on a 3 x 4 grid and its transpose)."""
-    z = torch.linspace(-2.0, 2.0, 12, dtype=dtype).reshape(3, 4)
+def _check_elementwise(fn: Callable[[Any], Any], what: str, dtype: torch.dtype, device: torch.device) -> None:
+    """Refuse a mapped activation that changes shapes or mixes entries (probed on a 3 x 4 grid and its transpose).
+
+    On the module's device; not on ``meta``, where no values exist to compare.
+    """
+    if device.type == "meta":
+        return
+    z = torch.linspace(-2.0, 2.0, 12, dtype=dtype, device=device).reshape(3, 4)
     try:
         with torch.no_grad():
             y, yt = fn(z), fn(z.mT.contiguous())
@@ -829,6 +834,7 @@ class _Program:
         self.dependent: set[fx.Node] = set()
         self.output: Any = None
         self.dtype = next((p.dtype for p in root.parameters() if p.is_floating_point()), torch.float64)
+        self.device = next((p.device for p in root.parameters() if p.is_floating_point()), torch.device("cpu"))
         for node in graph.nodes:
             if node.op == "output":
                 self.output = node.args[0]
@@ -889,7 +895,7 @@ class _Program:
         translate = _module_translator(m)
         if type(m) in self.user or (translate is None and self.acts.is_module(m)):
             if type(m) in self.user:
-                _check_elementwise(m, type(m).__name__, self.dtype)
+                _check_elementwise(m, type(m).__name__, self.dtype, self.device)
             self.activation(node, lambda: self.acts.of_module(m))
             return lambda xp, z: self.acts.of_module(m)(z, xp)
         if translate is None:
@@ -912,7 +918,7 @@ class _Program:
             if any(n in self.dependent and n is not first for n in node.all_input_nodes):
                 raise self.refuse(node, "an activation takes one input-dependent tensor, its first argument")
             if user and callable(target) and len(node.args) == 1 and not node.kwargs:
-                _check_elementwise(target, _name(target), self.dtype)
+                _check_elementwise(target, _name(target), self.dtype, self.device)
 
             def resolve(a: tuple[Any, ...] = (), k: dict[str, Any] | None = None) -> Activation:
                 return _activation(self.acts.functions[target], a, k or {})

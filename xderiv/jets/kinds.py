@@ -101,6 +101,8 @@ class Hessian:
         r""":math:`\tfrac12 (\mathrm{op}(a_i, b_j) + \mathrm{op}(a_j, b_i))` for first-order rows ``a``, ``b``."""
         xp = array_namespace_of(a)
         ab = op(a, swap_lead(b, xp))
+        if a is b and op is operator.mul:  # a_i a_j is symmetric already
+            return ab
         return 0.5 * (ab + swap_lead(ab, xp))
 
 
