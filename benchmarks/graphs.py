@@ -148,9 +148,7 @@ def torch_methods(name, P, d, pts, quantities, missing):
     if "value" in quantities:
         out["value"] = [Method("torch eager", lambda: module(x).detach(), False)]
     if "laplacian" in quantities:
-        out["laplacian"] = [
-            Method(k, (lambda fn=fn: fn(x).detach()), isx) for k, (isx, fn) in laps.items()
-        ]
+        out["laplacian"] = [Method(k, (lambda fn=fn: fn(x).detach()), isx) for k, (isx, fn) in laps.items()]
     if "hessian" in quantities:
         hs = [
             Method("xderiv-torch xd.function", lambda: xd.hessian(fn_xd, x)[:, 0].detach(), True),
@@ -234,16 +232,27 @@ def jax_methods(name, P, d, pts, quantities, missing):
     if "laplacian" in quantities:
         ls = [Method("xderiv-jax xd.function jit", done(jax.jit(xd_lap)), True, "jax")]
         if chain_net is not None:
-            ls.append(Method("xderiv-jax chain jit", done(jax.jit(lambda prm, x: xd.laplacian(chain_net(prm), x)[:, 0])), True, "jax"))
+            ls.append(
+                Method(
+                    "xderiv-jax chain jit",
+                    done(jax.jit(lambda prm, x: xd.laplacian(chain_net(prm), x)[:, 0])),
+                    True,
+                    "jax",
+                )
+            )
         if folx_lap is not None:
             ls.append(Method("folx forward_laplacian jit", done(jax.jit(folx_lap)), False, "jax"))
         out["laplacian"] = ls
     if "hessian" in quantities:
         vh = jax.vmap(jax.hessian(lambda prm, p: u(prm, p)[0], argnums=1), in_axes=(None, 0))
+
+        def xd_hess(prm, x):
+            return xd.hessian(xd.function(lambda z: u(prm, z)), x)[:, 0]
+
         out["hessian"] = [
-            Method("xderiv-jax xd.function jit", done(jax.jit(lambda prm, x: xd.hessian(xd.function(lambda z: u(prm, z)), x)[:, 0])), True, "jax"),
+            Method("xderiv-jax xd.function jit", done(jax.jit(xd_hess)), True, "jax"),
             Method("jax vmap(hessian) jit", done(jax.jit(vh)), False, "jax"),
-        ]  # fmt: skip
+        ]
     if "training" in quantities:
 
         def step(lap):
@@ -301,7 +310,9 @@ def time_case(methods, q, seconds, max_rounds, not_timed, case):
         try:
             out = m.fn()
         except Exception as exc:  # a peer that cannot run this network: listed, not timed
-            not_timed.append({**case, "method": m.name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]})
+            not_timed.append(
+                {**case, "method": m.name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
+            )
             continue
         firsts[m.name] = time.perf_counter() - t0
         if m.name == REFERENCE[q]:
@@ -309,7 +320,9 @@ def time_case(methods, q, seconds, max_rounds, not_timed, case):
         else:
             err = _check(q, out, ref)
             if err > TOL:
-                not_timed.append({**case, "method": m.name, "status": "failed", "reason": f"max rel err {err:.1e} > {TOL}"})
+                not_timed.append(
+                    {**case, "method": m.name, "status": "failed", "reason": f"max rel err {err:.1e} > {TOL}"}
+                )
                 continue
         ok.append((m, err))
     if not ok:
@@ -386,7 +399,9 @@ def main():
             n = min(args.n_large_d, n_default) if d >= 100 else n_default
             P = G.draw(name, d)
             pts = _points(n, d)
-            qs = ["value"] + [q for q in ops if not (q == "hessian" and d > 10) and not (q == "training" and d not in tdims)]
+            qs = ["value"] + [
+                q for q in ops if not (q == "hessian" and d > 10) and not (q == "training" and d not in tdims)
+            ]
             missing = []
             ms = torch_methods(name, P, d, pts, qs, missing)
             for q, lst in jax_methods(name, P, d, pts, qs, missing).items():
@@ -429,7 +444,9 @@ def main():
     }  # fmt: skip
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(run, indent=1) + "\n")
-    print(f"wrote {out_path} ({time.perf_counter() - t_run:.0f} s; load average {load0:.2f} -> {os.getloadavg()[0]:.2f})")
+    print(
+        f"wrote {out_path} ({time.perf_counter() - t_run:.0f} s; load average {load0:.2f} -> {os.getloadavg()[0]:.2f})"
+    )
     for r in not_timed:
         print("not timed:", r)
 

@@ -210,8 +210,8 @@ def graphs_tables(recs: list[dict]) -> list[str]:
         "`jax.jit`), against the forward Laplacian's flop count of d + 2 passes (the value, d tangents, "
         "one collapsed second-order term through every matrix product).",
         "",
-        "| network | d | n | xd.function | ÷ torch.func | ÷ jet-for-pytorch | ÷ autograd | graph_function ÷ xd.function "
-        "| chain ÷ xd.function | xderiv-jax jit ÷ folx | passes: xd.function / jet / xderiv-jax / folx | d + 2 |",
+        "| network | d | n | xd.function | ÷ torch.func | ÷ jet-for-pytorch | ÷ autograd "
+        "| graph_function ÷ xd.function | chain ÷ xd.function | xderiv-jax jit ÷ folx | passes: xd.function / jet / xderiv-jax / folx | d + 2 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label in labels:
@@ -221,9 +221,12 @@ def graphs_tables(recs: list[dict]) -> list[str]:
             continue
         fwd_t, fwd_j = _median(recs, label, "value", "torch eager"), _median(recs, label, "value", "jax jit")
         net, d, n = next((r["network"], r["d"], r["n"]) for r in recs if r["label"] == label)
-        passes = " / ".join(_ratio(t[m], fwd, "{:.0f}") for m, fwd in ((xf, fwd_t), (jet, fwd_t), (xj, fwd_j), (folx, fwd_j)))
+        passes = " / ".join(
+            _ratio(t[m], fwd, "{:.0f}") for m, fwd in ((xf, fwd_t), (jet, fwd_t), (xj, fwd_j), (folx, fwd_j))
+        )
         lines.append(
-            f"| {net} | {d} | {n} | {_ms(t[xf])} | {_ratio(t[xf], t[tf])} | {_ratio(t[xf], t[jet])} | {_ratio(t[xf], t[ag])} "
+            f"| {net} | {d} | {n} | {_ms(t[xf])} | {_ratio(t[xf], t[tf])} | {_ratio(t[xf], t[jet])} "
+            f"| {_ratio(t[xf], t[ag])} "
             f"| {_ratio(t[gf], t[xf])} | {_ratio(t[chain], t[xf])} | {_ratio(t[xj], t[folx])} | {passes} | {d + 2} |"
         )
     lines += [
@@ -235,7 +238,9 @@ def graphs_tables(recs: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label in labels:
-        h = {m: _median(recs, label, "hessian", m) for m in (xf, "torch.func vmap(hessian)", xj, "jax vmap(hessian) jit")}
+        h = {
+            m: _median(recs, label, "hessian", m) for m in (xf, "torch.func vmap(hessian)", xj, "jax vmap(hessian) jit")
+        }
         t = {m: _median(recs, label, "training", m) for m in (xf, ag, tf, xj, folx)}
         if h[xf] is None and t[xf] is None:
             continue
@@ -276,7 +281,9 @@ def plot_graphs(recs: list[dict], run: dict, png: Path) -> None:
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=6)
     cpu = run["machine_info"].get("cpu", {}).get("brand_raw", "?")
-    fig.suptitle(f"graphs: {o['dtype']}, {o['device']} ({cpu}, {o['threads']} thread), {run['datetime'][:10]}", fontsize=11)
+    fig.suptitle(
+        f"graphs: {o['dtype']}, {o['device']} ({cpu}, {o['threads']} thread), {run['datetime'][:10]}", fontsize=11
+    )
     fig.tight_layout()
     fig.savefig(png, dpi=72)
     plt.close(fig)
