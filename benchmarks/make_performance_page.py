@@ -211,7 +211,8 @@ def graphs_tables(recs: list[dict]) -> list[str]:
         "one collapsed second-order term through every matrix product).",
         "",
         "| network | d | n | xd.function | ÷ torch.func | ÷ jet-for-pytorch | ÷ autograd "
-        "| graph_function ÷ xd.function | chain ÷ xd.function | xderiv-jax jit ÷ folx | passes: xd.function / jet / xderiv-jax / folx | d + 2 |",
+        "| graph_function ÷ xd.function | chain ÷ xd.function | xderiv-jax jit ÷ folx "
+        "| passes: xd.function / jet / xderiv-jax / folx | d + 2 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label in labels:
