@@ -153,6 +153,12 @@ def torch_methods(name, P, d, pts, quantities, missing):
         hs = [
             Method("xderiv-torch xd.function", lambda: xd.hessian(fn_xd, x)[:, 0].detach(), True),
             Method("xderiv-torch graph_function", lambda: xd.hessian(fn_gf, x)[:, 0].detach(), True),
+            # the same call in chunks of 100 points: each (d, d, 100, 64) term stays small (see the README)
+            Method(
+                "xderiv-torch xd.function chunk_size=100",
+                lambda: xd.hessian(fn_xd, x, chunk_size=100)[:, 0].detach(),
+                True,
+            ),
             Method("torch.func vmap(hessian)", lambda: vmap(hessian(one))(x).detach(), False),
         ]
         if chain is not None:
@@ -411,7 +417,7 @@ def main():
                 not_timed.append({"label": label, "quantity": "-", "method": peer, "status": "skipped", "reason": why})
             for q in qs:
                 case = {"label": label, "quantity": q}
-                t0 = time.perf_counter()
+                t0, load = time.perf_counter(), os.getloadavg()[0]
                 times, firsts, errs = time_case(ms[q], q, seconds, max_rounds, not_timed, case)
                 line = []
                 for m in ms[q]:
@@ -425,6 +431,7 @@ def main():
                             "method": m.name, "is_xderiv": m.is_xderiv, "unit": m.unit, "d": d, "n": n,
                             "max_rel_err": errs[m.name], "first_call_s": firsts[m.name],
                             "forward_flops": G.flops(name, d) * n,
+                                "load_average": load,
                         },
                         "stats": {"median": statistics.median(ts), "min": min(ts), "rounds": len(ts), "data": ts},
                     })  # fmt: skip

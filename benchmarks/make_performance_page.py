@@ -254,6 +254,32 @@ def graphs_tables(recs: list[dict]) -> list[str]:
     return lines
 
 
+def graphs_flops_table(path: Path) -> list[str]:
+    """Matrix-product flops of each Laplacian in forward passes (``benchmarks/graph_flops.py``)."""
+    if not path.exists():
+        return []
+    rec = json.loads(path.read_text())
+    cols = ["xderiv-torch xd.function", "xderiv-torch chain", "jet-for-pytorch collapsed",
+            "xderiv-jax xd.function jit", "folx forward_laplacian jit"]  # fmt: skip
+    cells: dict[tuple[str, int], dict[str, str]] = {}
+    for r in rec["rows"]:
+        cells.setdefault((r["network"], r["d"]), {})[r["method"]] = f"{r['flops_per_forward']:.1f}"
+    lines = [
+        f"**Flops.** The Laplacian's flops in forward passes of the same network, n = {rec['n']} "
+        "(`python benchmarks/graph_flops.py`): torch methods count matrix products "
+        "(`FlopCounterMode`), jax methods XLA's `cost_analysis()` (elementwise included). A forward "
+        "Laplacian needs d + 2 passes of products, fewer where the input layer's tangents are the "
+        "identity (no product): every method does the same products; the time differences are elementwise "
+        "passes, memory traffic and per-operation overhead.",
+        "",
+        "| network | d | " + " | ".join(cols) + " | d + 2 |",
+        "|---|---|" + "---|" * len(cols) + "---|",
+    ]
+    for (net, d), row in cells.items():
+        lines.append(f"| {net} | {d} | " + " | ".join(row.get(c, "–") for c in cols) + f" | {d + 2} |")
+    return lines
+
+
 def plot_graphs(recs: list[dict], run: dict, png: Path) -> None:
     """One figure: rows Laplacian / Hessian / training step, one column per network; time against d, log-log."""
     import matplotlib
@@ -369,6 +395,8 @@ def main() -> None:
             plot_graphs(recs, run, png)
         lines += [f"## graphs ({o['dtype']}, {o['device']})", "", FAMILIES["graphs"], "", _run_line(run, name), ""]
         lines += [*graphs_tables(recs), ""]
+        flops = graphs_flops_table(args.results / "flops_graphs.json")
+        lines += [*flops, ""] if flops else []
         lines += [f"![graphs: xderiv against its peers]({png.relative_to(args.docs).as_posix()})", ""]
         lines += [*family_table(recs), ""]
         if run.get("not_timed"):
