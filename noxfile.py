@@ -364,4 +364,5 @@ def bench_graphs(session: nox.Session) -> None:
         session.run("python", "benchmarks/graphs.py", "--out", js, *session.posargs)
         return
     session.run("python", "benchmarks/graphs.py")
+    session.run("python", "benchmarks/graph_flops.py")
     session.run("python", "benchmarks/make_performance_page.py")
