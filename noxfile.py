@@ -352,7 +352,8 @@ GRAPH_PEERS = ["jet-for-pytorch", "folx", "jax", "jaxlib", "array-api-compat", "
 def bench_graphs(session: nox.Session) -> None:
     """The graphs family (networks that are not chains) against torch.func, autograd, jet-for-pytorch and folx.
 
-    Python 3.12: jet-for-pytorch needs it.  ``nox -s bench-graphs`` rewrites
+    Python 3.12: jet-for-pytorch needs it (a ``python3.12`` on the PATH: with pyenv,
+    ``PATH=~/.pyenv/versions/3.12.1/bin:$PATH``).  ``nox -s bench-graphs`` rewrites
     benchmarks/results/graphs_float64.json and the speed page (about 10 minutes on 2 shared cores);
     with arguments (``-- --quick``, ``-- --networks mMLP --dims 10``) they go to the script and the
     JSON to a temporary folder, the page untouched.
