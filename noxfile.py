@@ -343,3 +343,27 @@ def bench(session: nox.Session) -> None:
         *session.posargs,
         success_codes=[0, 1],
     )
+
+
+GRAPH_PEERS = ["jet-for-pytorch", "folx", "jax", "jaxlib", "array-api-compat", "numpy", "matplotlib"]
+
+
+@nox.session(name="bench-graphs", python="3.12")
+def bench_graphs(session: nox.Session) -> None:
+    """The graphs family (networks that are not chains) against torch.func, autograd, jet-for-pytorch and folx.
+
+    Python 3.12: jet-for-pytorch needs it (a ``python3.12`` on the PATH: with pyenv,
+    ``PATH=~/.pyenv/versions/3.12.1/bin:$PATH``).  ``nox -s bench-graphs`` rewrites
+    benchmarks/results/graphs_float64.json and the speed page (about 10 minutes on 2 shared cores);
+    with arguments (``-- --quick``, ``-- --networks mMLP --dims 10``) they go to the script and the
+    JSON to a temporary folder, the page untouched.
+    """
+    session.install(TORCH)
+    session.install(*GRAPH_PEERS, "-e", ".")
+    if session.posargs:
+        js = os.path.join(session.create_tmp(), "graphs.json")
+        session.run("python", "benchmarks/graphs.py", "--out", js, *session.posargs)
+        return
+    session.run("python", "benchmarks/graphs.py")
+    session.run("python", "benchmarks/graph_flops.py")
+    session.run("python", "benchmarks/make_performance_page.py")

@@ -2,7 +2,8 @@
 
     python benchmarks/make_performance_page.py [--results benchmarks/results] [--docs docs] [--check]
 
-Reads every pytest-benchmark run ``bench_*.json`` (``nox -s bench``), the host allocator
+Reads every pytest-benchmark run ``bench_*.json`` (``nox -s bench``), every run of the
+graphs family ``graphs_*.json`` (``python benchmarks/graphs.py``), the host allocator
 measurement ``host_allocator.json`` (``python benchmarks/host_allocator.py``) and the
 hand-recorded measurements of ``benchmarks/notes.md``, and writes the page (headline
 table, then per benchmark family a plot of xderiv against its peers and the table of every
@@ -27,6 +28,14 @@ FAMILIES = {
     "OP": "P4's network at d ∈ {64, 256}: `trace_hessian` along k directions, the Laplacian over coordinates 1..d−1",
     "T4": "P4's network: ∂ᵥ⁴y along one direction (`xd.taylor(..., order=4)`)",
     "BH": "P4's network at d = 16: Δ²y (`xd.biharmonic`; `[directions]`: the d²-direction Taylor formula)",
+    "graphs": (
+        "Networks that are not chains, differentiated by the jet engine (`xd.function`, and "
+        "`graph_function(module)` of the same network written as a torch module): the modified MLP, a "
+        "PirateNet, an MLP with LayerNorm, and the plain tanh MLP (also through the chain recursion: "
+        "`chain`); width 64, float64, one thread, d ∈ {2, 10, 100} (`benchmarks/graphs.py`, "
+        "`benchmarks/graph_nets.py`). `training`: one PINN step, mean((Δu − f)²) + 100·mean(u_b²) and "
+        "its gradient with respect to every weight; `value`: one forward pass."
+    ),
 }
 
 # The headline rows: (problem label, quantity).
@@ -175,6 +184,138 @@ def plot_family(fam: str, recs: list[dict], run: dict, png: Path) -> None:
     plt.close(fig)
 
 
+GRAPH_QUANTITIES = ("laplacian", "hessian", "training")
+
+
+def _median(recs: list[dict], label: str, q: str, method: str) -> float | None:
+    for r in recs:
+        if r["label"] == label and r["quantity"] == q and r["method"] == method:
+            return r["median"]
+    return None
+
+
+def _ratio(a: float | None, b: float | None, fmt: str = "{:.2f}") -> str:
+    return "–" if a is None or b is None else fmt.format(a / b)
+
+
+def graphs_tables(recs: list[dict]) -> list[str]:
+    """The targets of the graphs family: ratios of the same run, and the Laplacian in forward passes."""
+    labels = list(dict.fromkeys(r["label"] for r in sorted(recs, key=lambda r: r["order"])))
+    xf, gf, chain = "xderiv-torch xd.function", "xderiv-torch graph_function", "xderiv-torch chain"
+    tf, jet, ag = "torch.func tr(vmap(hessian))", "jet-for-pytorch collapsed", "torch autograd double-backward"
+    xj, folx = "xderiv-jax xd.function jit", "folx forward_laplacian jit"
+    lines = [
+        "**Laplacian.** Ratios of medians in the same run (below 1: xderiv faster); *passes*: the "
+        "Laplacian's time in forward passes of the same network on the same library (torch eager, or "
+        "`jax.jit`), against the forward Laplacian's flop count of d + 2 passes (the value, d tangents, "
+        "one collapsed second-order term through every matrix product).",
+        "",
+        "| network | d | n | xd.function | ÷ torch.func | ÷ jet-for-pytorch | ÷ autograd "
+        "| graph_function ÷ xd.function | chain ÷ xd.function | xderiv-jax jit ÷ folx "
+        "| passes: xd.function / jet / xderiv-jax / folx | d + 2 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label in labels:
+        q = "laplacian"
+        t = {m: _median(recs, label, q, m) for m in (xf, gf, chain, tf, jet, ag, xj, folx)}
+        if t[xf] is None:
+            continue
+        fwd_t, fwd_j = _median(recs, label, "value", "torch eager"), _median(recs, label, "value", "jax jit")
+        net, d, n = next((r["network"], r["d"], r["n"]) for r in recs if r["label"] == label)
+        passes = " / ".join(
+            _ratio(t[m], fwd, "{:.0f}") for m, fwd in ((xf, fwd_t), (jet, fwd_t), (xj, fwd_j), (folx, fwd_j))
+        )
+        lines.append(
+            f"| {net} | {d} | {n} | {_ms(t[xf])} | {_ratio(t[xf], t[tf])} | {_ratio(t[xf], t[jet])} "
+            f"| {_ratio(t[xf], t[ag])} "
+            f"| {_ratio(t[gf], t[xf])} | {_ratio(t[chain], t[xf])} | {_ratio(t[xj], t[folx])} | {passes} | {d + 2} |"
+        )
+    lines += [
+        "",
+        "**Hessian and training step.** Ratios of medians in the same run (below 1: xderiv faster).",
+        "",
+        "| network | d | n | Hessian xd.function | ÷ torch.func vmap(hessian) | xderiv-jax jit ÷ jax vmap(hessian) jit "
+        "| training xd.function | ÷ torch autograd | ÷ torch.func | xderiv-jax jit ÷ folx jit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label in labels:
+        h = {
+            m: _median(recs, label, "hessian", m) for m in (xf, "torch.func vmap(hessian)", xj, "jax vmap(hessian) jit")
+        }
+        t = {m: _median(recs, label, "training", m) for m in (xf, ag, tf, xj, folx)}
+        if h[xf] is None and t[xf] is None:
+            continue
+        net, d, n = next((r["network"], r["d"], r["n"]) for r in recs if r["label"] == label)
+        lines.append(
+            f"| {net} | {d} | {n} | {_ms(h[xf])} | {_ratio(h[xf], h['torch.func vmap(hessian)'])} "
+            f"| {_ratio(h[xj], h['jax vmap(hessian) jit'])} | {_ms(t[xf])} | {_ratio(t[xf], t[ag])} "
+            f"| {_ratio(t[xf], t[tf])} | {_ratio(t[xj], t[folx])} |"
+        )
+    return lines
+
+
+def graphs_flops_table(path: Path) -> list[str]:
+    """Matrix-product flops of each Laplacian in forward passes (``benchmarks/graph_flops.py``)."""
+    if not path.exists():
+        return []
+    rec = json.loads(path.read_text())
+    cols = ["xderiv-torch xd.function", "xderiv-torch chain", "jet-for-pytorch collapsed",
+            "xderiv-jax xd.function jit", "folx forward_laplacian jit"]  # fmt: skip
+    cells: dict[tuple[str, int], dict[str, str]] = {}
+    for r in rec["rows"]:
+        cells.setdefault((r["network"], r["d"]), {})[r["method"]] = f"{r['flops_per_forward']:.1f}"
+    lines = [
+        f"**Flops.** The Laplacian's flops in forward passes of the same network, n = {rec['n']} "
+        "(`python benchmarks/graph_flops.py`): torch methods count matrix products "
+        "(`FlopCounterMode`), jax methods XLA's `cost_analysis()` (elementwise included). A forward "
+        "Laplacian needs d + 2 passes of products, fewer where the input layer's tangents are the "
+        "identity (no product): every method does the same products; the time differences are elementwise "
+        "passes, memory traffic and per-operation overhead.",
+        "",
+        "| network | d | " + " | ".join(cols) + " | d + 2 |",
+        "|---|---|" + "---|" * len(cols) + "---|",
+    ]
+    for (net, d), row in cells.items():
+        lines.append(f"| {net} | {d} | " + " | ".join(row.get(c, "–") for c in cols) + f" | {d + 2} |")
+    return lines
+
+
+def plot_graphs(recs: list[dict], run: dict, png: Path) -> None:
+    """One figure: rows Laplacian / Hessian / training step, one column per network; time against d, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    o = run["options"]
+    nets = list(dict.fromkeys(r["network"] for r in sorted(recs, key=lambda r: r["order"])))
+    qs = [q for q in GRAPH_QUANTITIES if any(r["quantity"] == q for r in recs)]
+    methods = sorted({r["method"] for r in recs if r["quantity"] != "value"})
+    cmap = plt.get_cmap("tab20")
+    colors = {m: cmap(i % 20) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(len(qs), len(nets), figsize=(4.4 * len(nets), 3.6 * len(qs)), squeeze=False)
+    for i, q in enumerate(qs):
+        for j, net in enumerate(nets):
+            ax, rr = axes[i][j], [r for r in recs if r["network"] == net and r["quantity"] == q]
+            for m in sorted({r["method"] for r in rr}):
+                pts = sorted((r["d"], r["median"]) for r in rr if r["method"] == m)
+                x = m.startswith("xderiv")
+                ax.plot(*zip(*pts), marker="o" if x else "s", ls="-" if x else "--", lw=2 if x else 1.2,
+                        color=colors[m], label=m)  # fmt: skip
+            ns = sorted({r["n"] for r in rr})
+            ax.set(xscale="log", yscale="log", xlabel="input dimension d", ylabel="median time [s]")
+            ax.set_title(f"{net} {q}, n={'/'.join(map(str, ns))}", fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=6)
+    cpu = run["machine_info"].get("cpu", {}).get("brand_raw", "?")
+    fig.suptitle(
+        f"graphs: {o['dtype']}, {o['device']} ({cpu}, {o['threads']} thread), {run['datetime'][:10]}", fontsize=11
+    )
+    fig.tight_layout()
+    fig.savefig(png, dpi=72)
+    plt.close(fig)
+
+
 def host_allocator_section(path: Path) -> list[str]:
     if not path.exists():
         return ["No `benchmarks/results/host_allocator.json` yet: run `python benchmarks/host_allocator.py`.", ""]
@@ -244,6 +385,24 @@ def main() -> None:
             lines += [f"## Not timed in `{name}`", "", "| problem | quantity | method | why |", "|---|---|---|---|"]
             for r in run["not_timed"]:
                 why = r["reason"].removeprefix("Skipped: ").replace("|", "/").replace("\n", " ")
+                lines.append(f"| {r['label']} | {r['quantity']} | {r['method']} | {r['status']}: {why} |")
+            lines.append("")
+    for name, run in [(p.name, json.loads(p.read_text())) for p in sorted(args.results.glob("graphs_*.json"))]:
+        o = run["options"]
+        recs = _records(run)
+        png = img / f"graphs_{o['dtype']}{'' if o['device'] == 'cpu' else '_' + o['device']}.png"
+        if not args.check:
+            plot_graphs(recs, run, png)
+        lines += [f"## graphs ({o['dtype']}, {o['device']})", "", FAMILIES["graphs"], "", _run_line(run, name), ""]
+        lines += [*graphs_tables(recs), ""]
+        flops = graphs_flops_table(args.results / "flops_graphs.json")
+        lines += [*flops, ""] if flops else []
+        lines += [f"![graphs: xderiv against its peers]({png.relative_to(args.docs).as_posix()})", ""]
+        lines += [*family_table(recs), ""]
+        if run.get("not_timed"):
+            lines += [f"## Not timed in `{name}`", "", "| problem | quantity | method | why |", "|---|---|---|---|"]
+            for r in run["not_timed"]:
+                why = r["reason"].replace("|", "/").replace("\n", " ")
                 lines.append(f"| {r['label']} | {r['quantity']} | {r['method']} | {r['status']}: {why} |")
             lines.append("")
     notes = (HERE / "notes.md").read_text(encoding="utf-8").rstrip().replace("{host_allocator_table}", "\n".join(
