@@ -354,3 +354,19 @@ def test_dask_stays_lazy_and_matches_numpy(backend: Any) -> None:
         lazy = op(f_dask, x)
         assert type(lazy).__name__ == "Array"
         assert rel_err(backend.to_numpy(lazy), np.asarray(op(f_numpy, xn))) < 1e-13
+
+
+def test_memory_budget_chunks_a_graph(backend: Any) -> None:
+    """Under a small budget a graph's Hessian comes in chunks, the same numbers; below one point it refuses."""
+    f, x = _graph("modified_mlp", backend)
+    np_ = backend.to_numpy
+    whole = np_(xd.hessian(f, x))
+    before = xd.get_memory_budget()
+    try:
+        xd.set_memory_budget(40_000)  # about one point of this graph's Hessian jet at a time
+        assert rel_err(np_(xd.hessian(f, x)), whole) < 1e-15
+        xd.set_memory_budget(1_000)
+        with pytest.raises(MemoryError, match="one point of function"):
+            xd.hessian(f, x)
+    finally:
+        xd.set_memory_budget(before)

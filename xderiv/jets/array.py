@@ -30,6 +30,31 @@ class Seed:
     """True when the directions are :math:`e_1, \\dots, e_d` in order."""
 
 
+_METER: list[float] = []
+"""While an operator measures one point (:func:`metered`): the largest jet array made, in bytes."""
+
+
+def metered(evaluate: Any) -> tuple[Any, float]:
+    """``evaluate()`` and the size in bytes of the largest jet array it made (all its terms together)."""
+    _METER.append(0.0)
+    try:
+        out = evaluate()
+    finally:
+        peak = _METER.pop()
+    return out, peak
+
+
+def _meter(terms: tuple[Array | None, ...]) -> None:
+    total = 0.0
+    for t in terms:
+        if t is not None:
+            count = 1
+            for s in t.shape:
+                count *= int(s)
+            total += count * array_namespace_of(t).finfo(t.dtype).bits / 8
+    _METER[-1] = max(_METER[-1], total)
+
+
 class JetArray:
     """An array :math:`u` of shape ``shape`` with its jet terms (see :mod:`xderiv.jets.kinds`).
 
@@ -53,6 +78,8 @@ class JetArray:
         self.terms = tuple(terms)
         self.kind = kind
         self.seed = seed
+        if _METER:
+            _meter(self.terms)
 
     # ------------------------------------------------------------------ what it stands for
     @property

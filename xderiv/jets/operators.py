@@ -27,7 +27,7 @@ from typing import Any
 
 import array_api_compat
 
-from .._call import check_mode, coordinate_rows
+from .._call import check_mode, coordinate_rows, get_memory_budget
 from .._directions import biharmonic_directions, multi_index, partial_directions
 from .._namespace import (
     Array,
@@ -39,7 +39,7 @@ from .._namespace import (
     learn_array_types,
     resolve_call,
 )
-from .array import JetArray, Seed
+from .array import JetArray, Seed, metered
 from .function import evaluate
 from .kinds import Hessian, Kind, Taylor
 from .rules import full_terms
@@ -61,6 +61,10 @@ def resolve_points(net: Any, x: Any) -> tuple[Context, Array]:
     device = array_api_compat.device(x)
     dtype = x.dtype if xp.isdtype(x.dtype, "real floating") else xp.asarray(0.0, device=device).dtype
     return resolve_call(x, xp, device, dtype)
+
+
+LIVE = 8
+"""Jet arrays of the largest size a chunk is sized for (an operator holds a few alive at once)."""
 
 
 class Setup:
@@ -111,7 +115,10 @@ class Setup:
         jet had none), lead axes first.
         """
         xp, n = self.xp, self.n
-        size = n if chunk_size is None else check_int(chunk_size, "chunk_size", 1)
+        if chunk_size is None:
+            size = self._fitting(kind, directions, axes)
+        else:
+            size = check_int(chunk_size, "chunk_size", 1)
         if n <= size:
             return self._terms(kind, self.x, directions, axes)
         pieces = []
@@ -123,6 +130,28 @@ class Setup:
             pieces.append(self._terms(kind, self.x[start:stop, ...], sub, axes))
         lead = kind.lead
         return [xp.concat([p[k] for p in pieces], axis=lead) for k in range(len(pieces[0]))]
+
+    def _fitting(self, kind: Kind, directions: Array | None, axes: bool) -> int:
+        """Points per chunk under the memory budget, from the largest jet array of one point.
+
+        The graph runs once on the first point, measuring its largest jet array (all terms); a chunk
+        holds :data:`LIVE` such arrays per point within :func:`xderiv.get_memory_budget`.  Lazy
+        arrays (dask) are not chunked here: their own chunks bound the memory.
+        """
+        n = self.n
+        if n <= 1 or self.ctx.lazy:
+            return max(n, 1)
+        first = directions[:1, ...] if directions is not None and directions.ndim == 3 else directions
+        _, peak = metered(lambda: self._terms(kind, self.x[:1, ...], first, axes))
+        budget = get_memory_budget()
+        if LIVE * peak > budget:
+            raise MemoryError(
+                f"xderiv: one point of {self.net!r} needs about {LIVE * peak / 2**20:.1f} MiB of working memory "
+                f"for this operator (d={self.d}), above the memory budget of {budget / 2**20:.1f} MiB; raise it "
+                "with xderiv.set_memory_budget or ask for a cheaper operator (laplacian/trace_hessian instead "
+                "of hessian)"
+            )
+        return max(1, int(budget // (LIVE * max(peak, 1.0))))
 
     def _terms(self, kind: Kind, x: Array, directions: Array | None, axes: bool) -> list[Array]:
         xp, lead = self.xp, kind.lead
