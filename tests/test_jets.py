@@ -81,7 +81,7 @@ def attention(backend: Any, d: int = 3, e: int = 4, m: int = 1):
 
     def f(x: Any) -> Any:
         xp = array_namespace(x)
-        t = xp.tanh(xp.expand_dims(x, -1) @ emb)  # (..., d, e)
+        t = xp.tanh(xp.expand_dims(x, axis=-1) @ emb)  # (..., d, e)
         q, k, v = t @ wq, t @ wk, t @ wv
         s = q @ xp.matrix_transpose(k) / math.sqrt(e)
         s = xp.exp(s - xp.max(s, axis=-1, keepdims=True))
@@ -97,7 +97,7 @@ def log_determinant(backend: Any, n: int = 3):
 
     def f(x: Any) -> Any:
         xp = array_namespace(x)
-        r = xp.expand_dims(x, -1)  # (..., n, 1)
+        r = xp.expand_dims(x, axis=-1)  # (..., n, 1)
         m = xp.tanh(r @ a + b) + xp.exp(-(r**2)) * (r @ a)
         return xp.linalg.slogdet(m)[1]
 

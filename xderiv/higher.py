@@ -512,7 +512,7 @@ def _chain_jet(network: Any, x: JetArray) -> JetArray | None:
     if isinstance(kind, Hessian):
         r = derivatives(network, pts, hessian=True)
         y, jac, hess = out_axis(r.value, 0), out_axis(r.jacobian, 1), out_axis(r.hessian, 2)
-        first = xp.expand_dims(lead_first(jac, 1), 1)
+        first = xp.expand_dims(lead_first(jac, 1), axis=1)
         return done([xp.reshape(y, (1, 1, n, -1)), first, 0.5 * lead_first(hess, 2)])
     order = kind.order
     if order == 0 or (kind.weights is not None and not getattr(kind, "unit", False)):
