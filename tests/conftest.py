@@ -379,6 +379,16 @@ SUBSET_NETS = frozenset({"mlp-silu", "residual-first", "potential-general"})
 # Test function -> {parameter: values kept}, narrower than SUBSET_NETS where one network or a
 # few grid points exercise the same code.  No rule ever drops a value of ``mode`` or ``op``.
 SUBSET_RULES: dict[str, dict[str, frozenset[Any]]] = {
+    # test_interop_torch_graph: the modules with the most kinds of operation (gating, slogdet, the medley)
+    "test_value_matches_module": {
+        "name": frozenset({"modified-mlp", "logdet-slogdet", "medley"}),
+        "batch": frozenset({(2, 3)}),
+    },
+    "test_weight_gradients_match": {"name": frozenset({"piratenet", "attention"})},
+    "test_only_the_namespace_touches_the_input": {"name": frozenset({"medley", "layernorm-mlp"})},
+    # test_jets: one jet-kind check with products and softmax, one with slogdet
+    "test_jet_kinds_agree": {"name": frozenset({"attention", "log_determinant"})},
+    "test_finite_differences": {"name": frozenset({"layer_norm"})},
     # test_autodiff: every operator x mode, with its weight gradient, on the OT-Flow-style
     # potential (Dense opening, Residual trunk, quadratic and linear head terms).
     "test_operator_and_weight_gradient_match_autodiff": {"name": frozenset({"potential"})},

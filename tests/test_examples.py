@@ -161,9 +161,16 @@ def test_high_dim_example_trains_and_compares(backend, tmp_path, capsys):
     assert all(r["ms"] > 0 for r in rows) and "time per training step" in printed
 
 
-def test_modified_mlp_and_piratenet_solve_helmholtz(backend, tmp_path, capsys):
+def _full_pass_only(request):
+    """Training runs once per session: the representative subset (meta device, floors) leaves it out."""
+    if request.config.getoption("--subset"):
+        pytest.skip("trains a network: the full torch pass runs it")
+
+
+def test_modified_mlp_and_piratenet_solve_helmholtz(backend, tmp_path, capsys, request):
     """``modified_mlp.py``: torch modules through ``xd.function(graph_function(...))``; exact Laplacians; both train."""
     _torch_cpu_session(backend)
+    _full_pass_only(request)
     pytest.importorskip("matplotlib")
     import torch
     from torch.func import hessian, vmap
@@ -198,9 +205,10 @@ def test_modified_mlp_and_piratenet_solve_helmholtz(backend, tmp_path, capsys):
         assert r["error"] < 0.5 * r["errors"][0][1], (r["kind"], r["errors"])  # it trains
 
 
-def test_wavefunction_local_energy_is_exact_and_vmc_trains(backend, tmp_path, capsys):
+def test_wavefunction_local_energy_is_exact_and_vmc_trains(backend, tmp_path, capsys, request):
     """``wavefunction.py``: E_L from slogdet through ``xd.derivatives`` is E0 at every point of the exact state."""
     _torch_cpu_session(backend)
+    _full_pass_only(request)
     pytest.importorskip("matplotlib")
     import torch
 
