@@ -123,9 +123,7 @@ class JetArray:
         return self.xp.reshape(t, self.shape)
 
     def __array_namespace__(self, api_version: str | None = None) -> Any:
-        from .namespace import namespace_for
-
-        return namespace_for(self.xp)
+        return _namespace.namespace_for(self.xp)
 
     def __repr__(self) -> str:
         return f"JetArray(shape={self.shape}, dtype={self.dtype}, kind={self.kind!r})"
@@ -167,9 +165,7 @@ class JetArray:
 
     def __xderiv_network__(self, net: Any) -> JetArray:
         """An xderiv network (or composite) evaluated on this jet (:func:`xderiv.jets.function.evaluate`)."""
-        from .function import evaluate
-
-        return evaluate(net, self)
+        return _function.evaluate(net, self)
 
     # ------------------------------------------------------------------ operators
     def __neg__(self) -> JetArray:
@@ -252,4 +248,7 @@ class JetArray:
         return _rules.permute_dims(self, (1, 0))
 
 
-from . import rules as _rules  # noqa: E402  (the rules build JetArrays)
+# The modules below build JetArrays: imported once this class exists.
+from . import function as _function  # noqa: E402
+from . import namespace as _namespace  # noqa: E402
+from . import rules as _rules  # noqa: E402

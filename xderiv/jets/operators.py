@@ -67,6 +67,10 @@ LIVE = 8
 """Jet arrays of the largest size a chunk is sized for (an operator holds a few alive at once)."""
 
 
+_PEAKS: dict[tuple[Any, ...], float] = {}
+"""One point's largest jet array in bytes, by (network, jet kind, directions, d, dtype): measured once."""
+
+
 class Setup:
     """One call on a graph: the points ``x`` flattened to ``(n, d)``, their batch shape and context."""
 
@@ -135,14 +139,23 @@ class Setup:
         """Points per chunk under the memory budget, from the largest jet array of one point.
 
         The graph runs once on the first point, measuring its largest jet array (all terms); a chunk
-        holds :data:`LIVE` such arrays per point within :func:`xderiv.get_memory_budget`.  Lazy
-        arrays (dask) are not chunked here: their own chunks bound the memory.
+        holds :data:`LIVE` such arrays per point within :func:`xderiv.get_memory_budget`.  The
+        measurement is kept per network, jet kind, number of directions, ``d`` and dtype
+        (:data:`_PEAKS`), so a training loop measures once.  Lazy arrays (dask) are not chunked
+        here: their own chunks bound the memory.
         """
         n = self.n
         if n <= 1 or self.ctx.lazy:
             return max(n, 1)
-        first = directions[:1, ...] if directions is not None and directions.ndim == 3 else directions
-        _, peak = metered(lambda: self._terms(kind, self.x[:1, ...], first, axes))
+        rows = 0 if directions is None else int(directions.shape[-2])
+        key = (id(self.net), type(kind), kind.order, kind.weights is None, rows, self.d, str(self.ctx.dtype))
+        peak = _PEAKS.get(key)
+        if peak is None:
+            first = directions[:1, ...] if directions is not None and directions.ndim == 3 else directions
+            _, peak = metered(lambda: self._terms(kind, self.x[:1, ...], first, axes))
+            if len(_PEAKS) >= 256:
+                _PEAKS.pop(next(iter(_PEAKS)))
+            _PEAKS[key] = peak
         budget = get_memory_budget()
         if LIVE * peak > budget:
             raise MemoryError(
