@@ -38,6 +38,7 @@ not such a chain is refused with an error naming the fx node.
 from __future__ import annotations
 
 import operator
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,41 @@ functions)."""
 
 class MappingError(ValueError):
     """An ``activations=`` entry refused for this module (not elementwise, or holding per-feature tensors)."""
+
+
+def merged_tables(
+    modules: Mapping[type, ActivationSpec],
+    functions: Mapping[Any, ActivationSpec],
+    activations: Mapping[Any, ActivationSpec] | None,
+    owner: str,
+    check: Callable[[Any], None],
+    names: bool = False,
+) -> tuple[dict[type, ActivationSpec], dict[Any, ActivationSpec], tuple[Callable[..., Any], ...]]:
+    """The tables ``modules`` and ``functions`` with the caller's ``activations`` on top (copies).
+
+    Every value must be an activation name, an :class:`~xderiv.Activation` or a callable returning one;
+    ``check(key)`` refuses a key that is not elementwise; keys are ``nn.Module`` classes or functions
+    (and Tensor method names when ``names``).  Also returns the plain Python functions among the keys,
+    which tracing keeps whole.
+    """
+    modules, functions = dict(modules), dict(functions)
+    wrapped: list[Callable[..., Any]] = []
+    for key, spec in (activations or {}).items():
+        if not (isinstance(spec, (str, Activation)) or callable(spec)):
+            raise TypeError(
+                f"{owner}: activations[{key!r}] must be an activation name, an xderiv Activation or a "
+                f"callable returning one, got {spec!r}"
+            )
+        check(key)
+        if isinstance(key, type) and issubclass(key, nn.Module):
+            modules[key] = spec
+        elif (names and isinstance(key, str)) or (callable(key) and not isinstance(key, type)):
+            functions[key] = spec
+            if isinstance(key, types.FunctionType):
+                wrapped.append(key)  # kept whole while tracing
+        else:
+            raise TypeError(f"{owner}: activations keys must be nn.Module classes or functions, got {key!r}")
+    return modules, functions, tuple(wrapped)
 
 
 class ActivationTable:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import math
-import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,7 +47,15 @@ from ..layers import Dense, Residual
 from ..networks import Sequential
 from ._softplus import torch_softplus
 from ._structure import flatten, unflatten
-from ._torch_fx import ActivationSpec, ActivationTable, MappingError, Program, not_elementwise, read
+from ._torch_fx import (
+    ActivationSpec,
+    ActivationTable,
+    MappingError,
+    Program,
+    merged_tables,
+    not_elementwise,
+    read,
+)
 
 # --------------------------------------------------------------------------- activation modules
 
@@ -179,15 +186,8 @@ SCALED_ACTIVATIONS: dict[str, Callable[[float], Activation]] = {
 
 def _activation_table(activations: Mapping[Any, ActivationSpec] | None) -> ActivationTable:
     """The built-in tables with the user's ``activations`` on top (nothing global changes)."""
-    modules: dict[type, ActivationSpec] = dict(MODULE_ACTIVATIONS)
-    functions: dict[Any, ActivationSpec] = dict(FUNCTION_ACTIVATIONS)
-    wrapped: list[Callable[..., Any]] = []
-    for key, spec in (activations or {}).items():
-        if not (isinstance(spec, (str, Activation)) or callable(spec)):
-            raise TypeError(
-                f"from_torch: activations[{key!r}] must be an activation name, an xderiv Activation or a "
-                f"callable, got {spec!r}"
-            )
+
+    def check(key: Any) -> None:
         why = not_elementwise(key)
         if why is not None:
             raise ValueError(
@@ -195,15 +195,11 @@ def _activation_table(activations: Mapping[Any, ActivationSpec] | None) -> Activ
                 "is only for elementwise activations (one scalar function applied to every feature alone), and no "
                 "xderiv layer computes this one: take it out of forward"
             )
-        if isinstance(key, type) and issubclass(key, nn.Module):
-            modules[key] = spec
-        elif callable(key) and not isinstance(key, type):
-            functions[key] = spec
-            if isinstance(key, types.FunctionType):
-                wrapped.append(key)  # keep the user's function whole while tracing
-        else:
-            raise TypeError(f"from_torch: activations keys must be nn.Module classes or functions, got {key!r}")
-    return ActivationTable(modules, functions, SCALED_ACTIVATIONS, tuple(wrapped))
+
+    modules, functions, wrapped = merged_tables(
+        MODULE_ACTIVATIONS, FUNCTION_ACTIVATIONS, activations, "from_torch", check
+    )
+    return ActivationTable(modules, functions, SCALED_ACTIVATIONS, wrapped)
 
 
 def from_torch(

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import math
 import operator
-import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -61,7 +60,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from ..activations import Activation
-from ._torch_fx import ActivationSpec, ActivationTable, _activation, _is_scalar
+from ._torch_fx import ActivationSpec, ActivationTable, _activation, _is_scalar, merged_tables
 
 Translator = Callable[..., Any]
 """``translator(xp, *args, **kwargs)`` for functions and methods, ``translator(xp, module, *args, **kwargs)``
@@ -715,28 +714,18 @@ def _activation_table(activations: Mapping[Any, ActivationSpec] | None) -> tuple
     """The built-in activation tables with the caller's mapping on top, and the caller's keys."""
     from .torch import FUNCTION_ACTIVATIONS, MODULE_ACTIVATIONS  # here: xderiv.interop.torch may import this module
 
-    modules: dict[type, ActivationSpec] = dict(MODULE_ACTIVATIONS)
-    functions: dict[Any, ActivationSpec] = dict(FUNCTION_ACTIVATIONS)
-    wrapped: list[Callable[..., Any]] = []
-    for key, spec in (activations or {}).items():
-        if not (isinstance(spec, (str, Activation)) or callable(spec)):
-            raise TypeError(
-                f"graph_function: activations[{key!r}] must be an activation name, an xderiv Activation or a "
-                f"callable returning one, got {spec!r}"
-            )
+    def check(key: Any) -> None:
         if isinstance(key, type) and issubclass(key, nn.Module):
             known = next((fn for cls, fn in MODULE_TRANSLATORS.items() if issubclass(key, cls)), None)
-            modules[key] = spec
-        elif isinstance(key, str) or (callable(key) and not isinstance(key, type)):
-            known = TRANSLATORS.get(key)
-            functions[key] = spec
-            if isinstance(key, types.FunctionType):
-                wrapped.append(key)  # kept whole while tracing
         else:
-            raise TypeError(f"graph_function: activations keys must be nn.Module classes or functions, got {key!r}")
+            known = TRANSLATORS.get(key) if isinstance(key, str) or callable(key) else None
         if known is not None and known not in _ELEMENTWISE:
             raise TypeError(f"graph_function: activations maps {_name(key)}, which is not an elementwise function")
-    return ActivationTable(modules, functions, {}, tuple(wrapped)), set((activations or {}).keys())
+
+    modules, functions, wrapped = merged_tables(
+        MODULE_ACTIVATIONS, FUNCTION_ACTIVATIONS, activations, "graph_function", check, names=True
+    )
+    return ActivationTable(modules, functions, {}, wrapped), set((activations or {}).keys())
 
 
 def _name(target: Any) -> str:
