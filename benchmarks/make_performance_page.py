@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+from report import plot_time_vs_d
+
 HERE = Path(__file__).resolve().parent
 
 FAMILIES = {
@@ -147,12 +149,7 @@ def plot_family(fam: str, recs: list[dict], run: dict, png: Path) -> None:
         for i, n in enumerate(ns):
             for j, q in enumerate(qs):
                 ax, rr = axes[i][j], [r for r in recs if r["n"] == n and r["quantity"] == q]
-                for m in sorted({r["method"] for r in rr}):
-                    pts = sorted((r["d"], r["median"]) for r in rr if r["method"] == m)
-                    x = m.startswith("xderiv")
-                    ax.plot(*zip(*pts), marker="o" if x else "s", ls="-" if x else "--", lw=2 if x else 1.2,
-                            color=colors[m], label=m)  # fmt: skip
-                ax.set(xscale="log", yscale="log", xlabel="input dimension d", ylabel="median time [s]")
+                plot_time_vs_d(ax, rr, colors)
                 ax.set_title(f"{fam} {q}, n={n}", fontsize=10)
                 ax.grid(True, which="both", alpha=0.3)
                 ax.legend(fontsize=6)
@@ -297,11 +294,7 @@ def plot_graphs(recs: list[dict], run: dict, png: Path) -> None:
     for i, q in enumerate(qs):
         for j, net in enumerate(nets):
             ax, rr = axes[i][j], [r for r in recs if r["network"] == net and r["quantity"] == q]
-            for m in sorted({r["method"] for r in rr}):
-                pts = sorted((r["d"], r["median"]) for r in rr if r["method"] == m)
-                x = m.startswith("xderiv")
-                ax.plot(*zip(*pts), marker="o" if x else "s", ls="-" if x else "--", lw=2 if x else 1.2,
-                        color=colors[m], label=m)  # fmt: skip
+            plot_time_vs_d(ax, rr, colors)
             ns = sorted({r["n"] for r in rr})
             ax.set(xscale="log", yscale="log", xlabel="input dimension d", ylabel="median time [s]")
             ax.set_title(f"{net} {q}, n={'/'.join(map(str, ns))}", fontsize=10)

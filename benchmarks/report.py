@@ -91,12 +91,7 @@ def plot(run, out: Path):
         for i, n in enumerate(ns):
             for j, q in enumerate(qs):
                 ax, rr = axes[i][j], [r for r in fr if r["n"] == n and r["quantity"] == q]
-                for m in sorted({r["method"] for r in rr}):
-                    pts = sorted((r["d"], r["median"]) for r in rr if r["method"] == m)
-                    x = m.startswith("xderiv")
-                    ax.plot(*zip(*pts), marker="o" if x else "s", ls="-" if x else "--", lw=2 if x else 1.2,
-                            color=colors[m], label=m)  # fmt: skip
-                ax.set(xscale="log", yscale="log", xlabel="input dimension d", ylabel="median time [s]")
+                plot_time_vs_d(ax, rr, colors)
                 ax.set_title(f"{fam} {q}, n={n} ({o['dtype']}, {o['device']})")
                 ax.grid(True, which="both", alpha=0.3)
                 ax.legend(fontsize=7)
@@ -107,6 +102,16 @@ def plot(run, out: Path):
         plt.close(fig)
         pngs.append(png)
     return pngs
+
+
+def plot_time_vs_d(ax, recs: list[dict], colors: dict) -> None:
+    """Each method's median time against d on ``ax``, log-log: xderiv solid with circles, peers dashed."""
+    for m in sorted({r["method"] for r in recs}):
+        pts = sorted((r["d"], r["median"]) for r in recs if r["method"] == m)
+        x = m.startswith("xderiv")
+        ax.plot(*zip(*pts), marker="o" if x else "s", ls="-" if x else "--", lw=2 if x else 1.2,
+                color=colors[m], label=m)  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="input dimension d", ylabel="median time [s]")
 
 
 def main():
