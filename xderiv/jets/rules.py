@@ -509,13 +509,17 @@ def getitem(a: JetArray, key: Any) -> JetArray:
     return linear(a, lambda t: t[full])
 
 
-def take(a: JetArray, indices: Array, axis: int | None = None) -> JetArray:
-    xp, lead = a.xp, a.lead
+def _lead_axis(a: JetArray, axis: int | None, name: str) -> int:
+    """``axis`` of the value as an axis of the terms (None: the only one of a 1-D array)."""
     if axis is None:
         if a.ndim != 1:
-            raise ValueError("take needs axis= for arrays of more than one dimension")
+            raise ValueError(f"{name} needs axis= for arrays of more than one dimension")
         axis = 0
-    ax = lead + _normalise(axis, a.ndim)
+    return a.lead + _normalise(axis, a.ndim)
+
+
+def take(a: JetArray, indices: Array, axis: int | None = None) -> JetArray:
+    xp, ax = a.xp, _lead_axis(a, axis, "take")
     return linear(a, lambda t: xp.take(t, indices, axis=ax))
 
 
@@ -670,12 +674,7 @@ def min_(a: Any, axis: Any = None, keepdims: bool = False) -> Any:
 
 
 def cumulative_sum(a: JetArray, axis: int | None = None, include_initial: bool = False, **kw: Any) -> JetArray:
-    xp, lead = a.xp, a.lead
-    if axis is None:
-        if a.ndim != 1:
-            raise ValueError("cumulative_sum needs axis= for arrays of more than one dimension")
-        axis = 0
-    ax = lead + _normalise(axis, a.ndim)
+    xp, ax = a.xp, _lead_axis(a, axis, "cumulative_sum")
     return linear(a, lambda t: xp.cumulative_sum(t, axis=ax, include_initial=include_initial))
 
 
