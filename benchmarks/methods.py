@@ -169,7 +169,7 @@ def _xderiv(p: Problem, dtype: str, backend: str, device: str, est_hess: float):
     if p.v is not None:
         v = arr(p.v)
         out[("taylor4", tag)] = Method(timed(lambda: xd.taylor(net, x, v, order=4)[4]), conv)
-    from xderiv.higher import biharmonic_by_directions
+    from xderiv.operators.taylor import biharmonic_by_directions
 
     out[("biharmonic", tag)] = Method(timed(lambda: xd.biharmonic(net, x)), conv)
     out[("biharmonic", f"{tag}[directions]")] = Method(timed(lambda: biharmonic_by_directions(net, x)), conv)
@@ -188,8 +188,8 @@ def _with_plain_primitives(array_type: type, fn: Callable[[str], object]) -> Cal
     """``fn`` run with the plain Array API expressions for ``array_type``, not its namespace's fused primitives."""
     import dataclasses
 
-    from xderiv import _namespace
-    from xderiv._primitives import PLAIN
+    from xderiv.backends import namespace as _namespace
+    from xderiv.backends.primitives import PLAIN
 
     def run(mode: str) -> object:
         fused = _namespace._KINDS[array_type]

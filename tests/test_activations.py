@@ -670,7 +670,7 @@ def test_torch_activation_node_derivatives(backend, name):
     import torch
     import torch.autograd.forward_ad as fwad
 
-    from xderiv._primitives import primitives
+    from xderiv.backends.primitives import primitives
 
     act, xp = get_activation(name), backend.xp
     ops = primitives(xp)
@@ -708,7 +708,7 @@ def test_torch_activation_node_under_vmap(backend):
         pytest.skip("torch's autograd node: the torch session")
     import torch
 
-    from xderiv._primitives import primitives
+    from xderiv.backends.primitives import primitives
 
     act, xp = get_activation("tanh"), backend.xp
     ops = primitives(xp)

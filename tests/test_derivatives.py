@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import xderiv as xd
-from xderiv._cost import Costs
-from xderiv._primitives import XLA
+from xderiv.backends.primitives import XLA
+from xderiv.engine.cost import Costs
 
 from .helpers import fd_hessian, fd_jacobian, rel_err
 from .networks_zoo import NAMES, points, zoo

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import xderiv as xd
-from xderiv._rng import Stream
+from xderiv.backends.rng import Stream
 
 from .helpers import quiet_compile, rel_err
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import xderiv as xd
-from xderiv import _host_memory
+from xderiv.backends import host_memory as _host_memory
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import xderiv as xd
-from xderiv._cost import Costs
+from xderiv.engine.cost import Costs
 
 # (layer kind, quantity, mode) -> array operations per hidden layer (tanh, width 16, n = 10, float64),
 # reshapes and transposes (views, no kernel) not counted.  Of the forward Laplacian's 20 per Dense

@@ -1,6 +1,6 @@
-"""The fused primitives of each namespace (``xderiv._primitives``) against the expressions they replace.
+"""The fused primitives of each namespace (``xderiv.backends.primitives``) against the expressions they replace.
 
-On every backend the namespace's :class:`~xderiv._primitives.Primitives` must give what the plain
+On every backend the namespace's :class:`~xderiv.backends.primitives.Primitives` must give what the plain
 Array API expressions give, to round-off: torch's ``addmm``/``addcmul``, NumPy's ``einsum``, and on
 CuPy (the ``tests-cupy`` and ``tests-gpu`` sessions) the elementwise and reduction kernels and the
 activations' one-kernel parts, checked here at the extremes their stable formulas exist for.
@@ -14,8 +14,8 @@ import array_api_compat.numpy as npx
 import numpy as np
 import pytest
 
-from xderiv._primitives import NUMPY, PLAIN, Primitives, _cupy_primitives, primitives
 from xderiv.activations import get_activation
+from xderiv.backends.primitives import NUMPY, PLAIN, Primitives, _cupy_primitives, primitives
 
 TOL = {"float64": 1e-14, "float32": 1e-5}
 
@@ -159,7 +159,7 @@ def test_numpy_sweeps_in_place_give_the_same_bits(backend):
     import dataclasses
 
     import xderiv as xd
-    from xderiv import _namespace
+    from xderiv.backends import namespace as _namespace
 
     net = xd.resnet(5, 8, 3, step=0.5, activation="tanh", seed=0)
     x = np.random.default_rng(1).standard_normal((7, 5))

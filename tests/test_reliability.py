@@ -278,7 +278,7 @@ def test_non_numeric_step_and_offset(backend):
 def test_finiteness_check_keeps_autograd_and_skips_unknowable_values(backend):
     """requires_grad weights pass the check untouched; values that cannot be read (meta tensors,
     tracers) skip it instead of raising or forcing a computation."""
-    from xderiv._namespace import _concrete_bool
+    from xderiv.backends.namespace import _concrete_bool
 
     class Tracer:  # what jax.jit hands in: bool() is an error, not a value
         def __bool__(self):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 import xderiv as xd
-from xderiv import seed
 from xderiv.__main__ import main
+from xderiv.models import notebook as seed
 
 from .helpers import fd_hessian, fd_jacobian, rel_err
 

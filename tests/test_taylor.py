@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import xderiv as xd
-from xderiv.higher import biharmonic_by_directions, partial_directions
+from xderiv.operators.taylor import biharmonic_by_directions, partial_directions
 
 from .helpers import rel_err
 from .networks_zoo import general_potential, residual_first

@@ -6,17 +6,17 @@
 (1, 2, 2)
 """
 
-from ._call import get_memory_budget, set_memory_budget
-from ._host_memory import tune_host_allocator
 from .activations import Activation, available_activations, get_activation, register_activation
-from .composition import Product, Scaled, Sum
-from .derivatives import Derivatives, derivatives, gradient, hessian, jacobian, value
-from .higher import biharmonic, partial, taylor
-from .interop._compile import compile
+from .backends.compile import compile
+from .backends.host_memory import tune_host_allocator
+from .engine.call import get_memory_budget, set_memory_budget
 from .jets import function
-from .layers import Dense, InputScale, Residual, fourier_features
-from .networks import Potential, Sequential, mlp, potential, quadratic, resnet
-from .operators import directional, divergence, hessian_diagonal, hvp, laplacian, trace_hessian
+from .models.composition import Product, Scaled, Sum
+from .models.layers import Dense, InputScale, Residual, fourier_features
+from .models.networks import Potential, Sequential, mlp, potential, quadratic, resnet
+from .operators.jacobian_hessian import Derivatives, derivatives, gradient, hessian, jacobian, value
+from .operators.laplacian import directional, divergence, hessian_diagonal, hvp, laplacian, trace_hessian
+from .operators.taylor import biharmonic, partial, taylor
 
 __version__ = "0.2.0"
 

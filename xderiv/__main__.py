@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 import xderiv as xd
-from xderiv import seed
+from xderiv.models import notebook as seed
 
 
 def _backend(name: str) -> tuple[Any, Any, Any]:

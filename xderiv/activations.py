@@ -90,9 +90,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from ._namespace import Array, array_namespace_of
-from ._primitives import has_autodiff
-from ._series import compose
+from .backends.namespace import Array, array_namespace_of
+from .backends.primitives import has_autodiff
+from .engine.series import compose
 
 Fused = Callable[[Array, Any, int], tuple[Array, ...]]
 After = Callable[[Array, tuple[Array, ...], Any], Array]
@@ -593,7 +593,7 @@ def _gaussian(z: Array, xp: Any, order: int) -> tuple[Array, ...]:
 #   gelu^(k) = (-1)^(k-1) phi (He_k - He_{k-2}) for k >= 2, and gaussian^(k) = (-1)^k He_k sigma.
 # - gelu_tanh = z s(w(z)) with a cubic w and mish's T = tanh(softplus z): the inner function's
 #   Taylor coefficients composed with the outer one's derivatives by Faa di Bruno's formula
-#   (xderiv._series.compose), elementwise.
+#   (xderiv.engine.series.compose), elementwise.
 # - sin: the cycle sin, cos, -sin, -cos; ELU-type: c_2 inner^(k-2) e^(inner z) for z < 0, 0 for z >= 0;
 #   polynomials (quadratic, relu2, identity): their finitely many nonzero derivatives, then zeros.
 

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..activations import get_activation
-from ..composition import Composite
-from ..layers import Dense, FourierFeatures, InputScale, Residual
-from ..networks import Potential, Sequential
+from ..models.composition import Composite
+from ..models.layers import Dense, FourierFeatures, InputScale, Residual
+from ..models.networks import Potential, Sequential
 
 LAYER_ARRAYS: dict[str, tuple[str, ...]] = {
     "Dense": ("weight", "bias"),

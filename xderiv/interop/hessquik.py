@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..layers import Dense, Residual
-from ..networks import Sequential
+from ..models.layers import Dense, Residual
+from ..models.networks import Sequential
 from ._softplus import torch_softplus
 
 _ACTIVATIONS = {

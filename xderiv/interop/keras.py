@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..layers import Dense, Residual
-from ..networks import Sequential
+from ..models.layers import Dense, Residual
+from ..models.networks import Sequential
 from ._structure import convert_all
 
 _NAMES = {None: "identity", "linear": "identity", "swish": "silu"}

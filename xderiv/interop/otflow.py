@@ -43,8 +43,8 @@ from typing import Any
 
 import array_api_compat
 
-from ..layers import Dense, Residual
-from ..networks import Potential, Sequential
+from ..models.layers import Dense, Residual
+from ..models.networks import Potential, Sequential
 from ._structure import convert_all
 
 

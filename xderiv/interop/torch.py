@@ -43,8 +43,8 @@ import xderiv as _d
 
 from .. import activations as _activations
 from ..activations import Activation
-from ..layers import Dense, Residual
-from ..networks import Sequential
+from ..models.layers import Dense, Residual
+from ..models.networks import Sequential
 from ._softplus import torch_softplus
 from ._structure import flatten, unflatten
 from ._torch_fx import (
@@ -553,7 +553,7 @@ class TorchSequential(Sequential):
             self._programs.pop(next(iter(self._programs)))
         self._programs[program.structure()] = program
 
-    plan = _current("plan", "The current network's :class:`~xderiv._call.Plan`.")  # type: ignore[assignment]
+    plan = _current("plan", "The current network's :class:`~xderiv.engine.call.Plan`.")  # type: ignore[assignment]
     xp = _current("xp", "Namespace of the module's current Parameters.")  # type: ignore[assignment]
     device = _current("device", "Device of the module's current Parameters.")  # type: ignore[assignment]
     dtype = _current("dtype", "dtype of the module's current Parameters.")  # type: ignore[assignment]
@@ -702,7 +702,7 @@ class XDerivModule(nn.Module):
         return _d.laplacian(self.net, x, *args, **kwargs)
 
     def derivatives(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        """:func:`xderiv.derivatives` of the network (the other arguments passed on)."""
+        """:func:`xderiv.operators.jacobian_hessian` of the network (the other arguments passed on)."""
         return _d.derivatives(self.net, x, *args, **kwargs)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._namespace import Array, array_namespace_of, device_of
+from ..backends.namespace import Array, array_namespace_of, device_of
 from .kinds import Kind
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._namespace import Array
-from ..composition import Composable, Composite, Product, Scaled, Sum
+from ..backends.namespace import Array
+from ..models.composition import Composable, Composite, Product, Scaled, Sum
 from .array import JetArray
 from .rules import add, expand_dims, is_jet, lift, matmul, multiply, scale, squeeze, sum_
 

@@ -17,7 +17,7 @@ kind                      lead axes             term ``k`` (``k >= 1``)
 
 The value (term 0) has lead axes of length one.  ``None`` stands for a term that is exactly
 zero.  Every rule of :mod:`xderiv.jets.rules` is written once with truncated power series
-(:mod:`xderiv._series`): a linear map moves every term, a product is Leibniz's rule
+(:mod:`xderiv.engine.series`): a linear map moves every term, a product is Leibniz's rule
 (the Cauchy product), a function of one variable is Faà di Bruno's formula.  The kinds
 differ in one operation only, :meth:`Taylor.pair` / :meth:`Hessian.pair`: the product of
 two terms of orders :math:`i, j \ge 1` landing in term :math:`k = i + j`.  Along one
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._namespace import Array, array_namespace_of
+from ..backends.namespace import Array, array_namespace_of
 
 Op = Callable[[Array, Array], Array]
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 from collections import namedtuple
 from typing import Any
 
-from .._namespace import Array, device_of
-from .._series import add
+from ..backends.namespace import Array, device_of
+from ..engine.series import add
 from .array import JetArray
 from .rules import elementwise, is_jet, matmul, multiply
 

@@ -6,10 +6,10 @@ Three patterns cover the primitives (:mod:`xderiv.jets.kinds` says what a jet ho
   product with a constant, ...) move every term the same way: :math:`(Lu)_k = L u_k`;
 * **bilinear** maps of two jets (``*``, ``@``) follow Leibniz's rule, the Cauchy product
   :math:`(a \cdot b)_k = \sum_{j=0}^k a_j \cdot b_{k-j}` with the kind's pairing for the
-  inner terms (:func:`xderiv._series.cauchy`);
+  inner terms (:func:`xderiv.engine.series.cauchy`);
 * **functions of one variable** (``exp``, ``log``, ``sin``, ``tanh``, powers, every registered
   activation) follow Faà di Bruno's formula from :math:`f', \dots, f^{(K)}` at the value
-  (:func:`xderiv._series.compose`).
+  (:func:`xderiv.engine.series.compose`).
 
 Everything else is built from these: division is a product with a reciprocal, ``max`` a
 selection, ``var`` a mean of squares, ``tensordot`` reshapes and a matrix product, and the
@@ -28,10 +28,10 @@ import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._namespace import Array, array_namespace_of, device_of
-from .._series import add as series_add
-from .._series import cauchy
-from .._series import compose as series_compose
+from ..backends.namespace import Array, array_namespace_of, device_of
+from ..engine.series import add as series_add
+from ..engine.series import cauchy
+from ..engine.series import compose as series_compose
 from .array import JetArray
 from .kinds import Kind
 

@@ -2,7 +2,7 @@
 
 Everything else in the core receives ``xp`` (an Array API namespace) from
 here and never asks which library it is.  Each array type's backend-tuned
-primitives (:mod:`xderiv._primitives`) are looked up here once, when a network
+primitives (:mod:`xderiv.backends.primitives`) are looked up here once, when a network
 is built; the recursions stay written once.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import array_api_compat
 
-from ._primitives import PLAIN, Array, Primitives, primitives
+from .primitives import PLAIN, Array, Primitives, primitives
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from typing import Any
 
 import array_api_compat
 
-from .._namespace import is_array
 from ..jets import is_graph
-from ..networks import as_network
+from ..models.networks import as_network
+from .namespace import is_array
 
 
 def compile(  # noqa: A001 - xd.compile mirrors torch.compile / jax.jit

@@ -2,7 +2,7 @@ r"""Taylor mode: the normalised Taylor coefficients of :math:`t \mapsto y(x + t 
 
 Along :math:`x(t) = x + t v` every carried quantity is a truncated power series
 :math:`u(t) = \sum_{k=0}^{K} u_k t^k` with :math:`u_k = \partial_v^k u / k!`;
-:math:`u_0` is the value sweep's (:class:`~xderiv._forward.Tape`), and the input
+:math:`u_0` is the value sweep's (:class:`~xderiv.engine.forward.Tape`), and the input
 has :math:`u_1 = v` and :math:`u_k = 0` for :math:`k \ge 2`.  Per layer
 (``z = u W + b``, ``a = sigma(z)``, ``u' = skip * u + h * a``):
 
@@ -12,12 +12,12 @@ has :math:`u_1 = v` and :math:`u_k = 0` for :math:`k \ge 2`.  Per layer
     a_k = \sum_{j=1}^{k} \frac{\sigma^{(j)}(z_0)}{j!}\, B_{j,k}(z_1, \dots, z_{k-j+1}), \qquad
     u'_k = \mathrm{skip}\; u_k + h\, a_k,
 
-with :math:`B_{j,k}` the partial Bell table of :mod:`xderiv._series` (Faà di
+with :math:`B_{j,k}` the partial Bell table of :mod:`xderiv.engine.series` (Faà di
 Bruno's formula).  A linear map costs one GEMM per coefficient; an activation
 :math:`\sim K^3/6 + K^2/2` elementwise products on top of its derivatives
 :math:`\sigma', \dots, \sigma^{(K)}` at :math:`z_0`, which the value sweep keeps.
 ``r`` directions ride along as a leading row axis, like the Jacobian rows of
-:func:`xderiv._forward.jacobian_sweep`: ``(n, r, w)`` per coefficient, or
+:func:`xderiv.engine.forward.jacobian_sweep`: ``(n, r, w)`` per coefficient, or
 ``(r, w)`` while no layer depends on the point.
 
 *Collapsed top coefficient.*  For a weighted sum over directions
@@ -37,10 +37,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ._forward import Tape
-from ._namespace import Array, Context
-from ._primitives import scale
-from ._series import add, compose, mul
+from ..backends.namespace import Array, Context
+from ..backends.primitives import scale
+from .forward import Tape
+from .series import add, compose, mul
 
 
 def collapse(a: Array | None, weights: Array, xp: object) -> Array | None:

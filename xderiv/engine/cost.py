@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .layers import Dense
+from ..models.layers import Dense
 
 ELEMENTWISE = 3.0
 """Weight of one elementwise pass relative to one multiply-add of a matrix product."""
@@ -71,7 +71,7 @@ class Dims:
         """The second-order adjoint through every layer but the first.
 
         Per layer ``a -> b`` and output: two products (``b^2 a + a^2 b``) and the elementwise passes of
-        :func:`xderiv._backward.backward_second_order` (``Theta S`` over ``b x b``; ``h S B``,
+        :func:`xderiv.engine.backward.backward_second_order` (``Theta S`` over ``b x b``; ``h S B``,
         ``diag(c) W^T`` and their sum over ``b x a``; at a residual layer also the two steps ``h``, the
         skip term of ``B`` and the final sum over ``a x a``).
         """
@@ -201,7 +201,7 @@ DIRECTIONAL = Quantity("directional", 2, lambda s, direction, k: 4.0 * k * s.wid
 
 
 def taylor(order: int) -> Quantity:
-    r"""Taylor mode of order :math:`K` along ``k`` directions (:mod:`xderiv._taylor`): one row per order.
+    r"""Taylor mode of order :math:`K` along ``k`` directions (:mod:`xderiv.engine.higher_sweeps`): one row per order.
 
     Forward only.  Per point: the value sweep keeps :math:`\sigma', \dots, \sigma^{(K)}` of every layer
     (:math:`K - 2` more than :meth:`Dims.kept` counts), and at the widest layer the sweep holds the
@@ -229,7 +229,7 @@ def _biharmonic_memory(s: Dims, direction: str, k: int) -> float:
 
 
 BIHARMONIC = Quantity("biharmonic", 4, _biharmonic_memory)
-"""The forward biharmonic (:func:`xderiv._taylor.forward_biharmonic`)."""
+"""The forward biharmonic (:func:`xderiv.engine.higher_sweeps.forward_biharmonic`)."""
 
 QUANTITIES = {q.name: q for q in (VALUE, JACOBIAN, LAPLACIAN, DIAGONAL, HESSIAN, HVP, DIRECTIONAL, TAYLOR, BIHARMONIC)}
 """Every quantity an operator computes, by name."""
@@ -263,7 +263,7 @@ _COMMON_ROWS = (None, 1)
 class Costs:
     """The cost model's answers for one network shape, tabulated once and read-only afterwards.
 
-    Built when a :class:`~xderiv._call.Plan` is (networks of one shape share a
+    Built when a :class:`~xderiv.engine.call.Plan` is (networks of one shape share a
     table), so that a call only reads it: nothing is computed or cached while
     ``torch.compile`` or ``jax.jit`` trace a call.  Other forward-row counts
     ``k`` (``trace_hessian`` with ``k`` directions) are computed per call, a
@@ -298,7 +298,7 @@ class Costs:
 
         ``stacked`` is how much slower than its multiply-add count the sum of layers (stacks of
         small per-point products) runs on the namespace at hand
-        (:attr:`~xderiv._primitives.Primitives.stacked_products`); 1 where such stacks run as fast as
+        (:attr:`~xderiv.backends.primitives.Primitives.stacked_products`); 1 where such stacks run as fast as
         2-D products.
         """
         layers, over_reverse = self._hessian_forms

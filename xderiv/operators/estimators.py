@@ -63,7 +63,7 @@ The same Gaussian directions give :func:`xderiv.biharmonic`'s estimate
 :math:`\frac{1}{3k}\sum_j \partial^4_{v_j} u` of :math:`\Delta^2 u` (:math:`E[\partial_v^4 u] = 3\Delta^2 u`
 for :math:`v \sim N(0, I)`; its variance is stated there).
 
-Directions come from :mod:`xderiv._rng` on the input's device: the same seed
+Directions come from :mod:`xderiv.backends.rng` on the input's device: the same seed
 gives the same directions on every backend, for every chunking of the points.
 The direction of point ``p`` (row-major in the batch), sample ``j`` and
 coordinate ``i`` is element ``(p k + j) d + i`` of the stream (``j d + i``
@@ -76,8 +76,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ._namespace import Array, Context, check_int
-from ._rng import Stream
+from ..backends.namespace import Array, Context, check_int
+from ..backends.rng import Stream
 
 
 @dataclass(frozen=True)

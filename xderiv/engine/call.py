@@ -3,7 +3,7 @@
 :func:`run` resolves namespace, dtype and device once (casting ``x`` once),
 flattens the batch dims of ``x`` to ``(n, d)``, validates the operator's extra
 arguments, chooses the mode and the chunk size from the operator's
-:class:`~xderiv._cost.Quantity`, runs the value sweep and then the operator's
+:class:`~xderiv.engine.cost.Quantity`, runs the value sweep and then the operator's
 *kernel* on each chunk of points, concatenates, and restores the batch dims
 (dropping the output axis of a :class:`~xderiv.Potential`).
 
@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ._cost import Costs, LayerShape, Quantity, costs_of, shape_of
-from ._forward import Tape, value_sweep
-from ._namespace import Array, Context, check_int, flatten_batch, resolve_call
-from ._potential import PotentialTerms
-from .layers import Dense
+from ..backends.namespace import Array, Context, check_int, flatten_batch, resolve_call
+from ..models.layers import Dense
+from .cost import Costs, LayerShape, Quantity, costs_of, shape_of
+from .forward import Tape, value_sweep
+from .potential import PotentialTerms
 
 MODES = ("auto", "forward", "backward")
 
@@ -68,7 +68,7 @@ class Plan:
     linear: Array | None
     scalar: bool
     shape: tuple[LayerShape, ...] = field(init=False)
-    """What the cost model reads of the layers (:func:`~xderiv._cost.shape_of`), computed once."""
+    """What the cost model reads of the layers (:func:`~xderiv.engine.cost.shape_of`), computed once."""
     costs: Costs = field(init=False, repr=False)
     """The cost model's table for this shape (mode choices, memory per point), built here, read per call."""
 

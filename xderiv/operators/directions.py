@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from itertools import product
 from typing import Any
 
-from ._namespace import check_int
+from ..backends.namespace import check_int
 
 
 def biharmonic_directions(d: int) -> tuple[list[list[float]], list[float]]:

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._namespace import Array, Context
-from ._primitives import scale
-from .layers import Dense
+from ..backends.namespace import Array, Context
+from ..backends.primitives import scale
+from ..models.layers import Dense
 
 
 @dataclass
@@ -168,7 +168,7 @@ def jacobian_sweep(tape: Tape, visit: Visitor | None = None, seed: Array | None 
     keep : bool
         True when ``visit`` keeps the ``J_z`` it is handed.  Otherwise each ``J_z``
         is the sweep's own temporary once visited, and becomes :math:`J_u` in
-        place where the namespace allows (:attr:`~xderiv._primitives.Primitives.in_place`).
+        place where the namespace allows (:attr:`~xderiv.backends.primitives.Primitives.in_place`).
 
     Returns
     -------
@@ -279,7 +279,7 @@ def forward_hessian(tape: Tape, lambdas: Sequence[Array | None]) -> Array:
     .. math:: \nabla^2 y_k = \sum_\text{layers} J_z^\top \operatorname{diag}(\sigma''(z) \odot \lambda_k) J_z,
 
     exact because the only nonlinearities are elementwise; :math:`\lambda =
-    \partial y/\partial a` comes from :func:`xderiv._backward.adjoint_sweep`.
+    \partial y/\partial a` comes from :func:`xderiv.engine.backward.adjoint_sweep`.
     Cost ``n [d sum_l w_{l-1} w_l + m d^2 sum_l w_l]``; nothing of size
     ``n d^2 w`` beyond one layer's product is formed.
 

@@ -30,9 +30,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._forward import Step, Tape, tangent_sweep
-from ._namespace import Array, Context, diagonal, trace
-from ._primitives import scale
+from ..backends.namespace import Array, Context, diagonal, trace
+from ..backends.primitives import scale
+from .forward import Step, Tape, tangent_sweep
 
 
 def _per_sample(s1: Array, ndim: int, xp: Any) -> Array:
@@ -235,7 +235,7 @@ def hvp_sweep(tape: Tape, tangents: Sequence[Array]) -> tuple[Array, Array | Non
     Parameters
     ----------
     tangents : list of arrays (n, k, w_l) (or (k, w_l) at the first layer)
-        :math:`t_z` per layer from :func:`xderiv._forward.tangent_sweep`.
+        :math:`t_z` per layer from :func:`xderiv.engine.forward.tangent_sweep`.
 
     Returns
     -------
@@ -266,9 +266,9 @@ def hessian_over_reverse(tape: Tape) -> tuple[Array, Array]:
     identity times ``W``): row ``i`` of the result is :math:`\nabla^2 y\, e_i`.
     Cost ``n [d sum w_{l-1} w_l + m d sum w_{l-1} w_l]``, every product rows times a
     weight (``Primitives.matmul``: one 2-D GEMM, or on NumPy one per point where faster);
-    against :func:`xderiv._forward.forward_hessian`'s
+    against :func:`xderiv.engine.forward.forward_hessian`'s
     per-point ``d x w`` by ``w x d`` products it pays more multiply-adds when
-    ``d < w`` and fewer when ``d > w`` (:meth:`xderiv._cost.Costs.hessian_over_reverse`).
+    ``d < w`` and fewer when ``d > w`` (:meth:`xderiv.engine.cost.Costs.hessian_over_reverse`).
 
     Returns
     -------

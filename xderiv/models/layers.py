@@ -18,7 +18,8 @@ from typing import Any
 
 import array_api_compat
 
-from ._namespace import (
+from ..activations import Activation, get_activation
+from ..backends.namespace import (
     Array,
     array_namespace_of,
     check_finite,
@@ -29,7 +30,6 @@ from ._namespace import (
     device_of,
     is_array,
 )
-from .activations import Activation, get_activation
 
 
 class Dense:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .interop._random import WeightSampler
+from ..backends.random import WeightSampler
 from .layers import Dense, Residual
 from .networks import Potential, Sequential, mlp
 

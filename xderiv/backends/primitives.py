@@ -121,7 +121,7 @@ class Primitives:
         How much slower than its multiply-add count a recursion made of stacks of small
         per-point matrix products (the sum-of-layers Hessian) runs here, relative to one made of
         2-D products: 1 on NumPy and torch; more under XLA, whose batched products of small
-        matrices are slow (it picks :meth:`xderiv._cost.Costs.hessian_over_reverse`'s form).
+        matrices are slow (it picks :meth:`xderiv.engine.cost.Costs.hessian_over_reverse`'s form).
     in_place : bool
         Whether :meth:`times`, :meth:`plus` and :meth:`fma` write into the temporary they are
         handed (NumPy only; autodiff and tracing namespaces never): a fresh array costs its

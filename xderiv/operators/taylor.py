@@ -1,7 +1,7 @@
 r"""Beyond second order: Taylor mode, and the exact higher-order operators built on it.
 
 :func:`taylor` carries the truncated Taylor series of :math:`t \mapsto y(x + t v)`
-through the network in one forward sweep (:mod:`xderiv._taylor`), giving the exact
+through the network in one forward sweep (:mod:`xderiv.engine.higher_sweeps`), giving the exact
 directional derivatives :math:`\partial_v^k y = \frac{d^k}{dt^k} y(x + tv)\big|_{t=0}`
 for :math:`k = 0, \dots, K`.  Mixed partial derivatives are exact linear
 combinations of such univariate derivatives along a few directions (the
@@ -24,7 +24,7 @@ operator                                result shape                  cost (rows
 Every activation needs :math:`\sigma', \dots, \sigma^{(K)}`; all built-ins supply
 them to any order (:mod:`xderiv.activations`), a registered one through
 ``nth_derivative``.  Composites (``f + g``, ``f * g``, ``c * f``) follow Leibniz's
-rule on the Taylor coefficients (:class:`xderiv.composition.TaylorRule`).
+rule on the Taylor coefficients (:class:`xderiv.models.composition.TaylorRule`).
 """
 
 from __future__ import annotations
@@ -34,22 +34,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._call import Call, per_point, run
-from ._cost import BIHARMONIC, TAYLOR
-from ._cost import taylor as taylor_quantity
-from ._directions import biharmonic_directions, multi_index, partial_directions
-from ._estimators import ESTIMATORS, check_samples, check_seed, draw_directions
-from ._forward import Tape
-from ._namespace import Array, array_namespace_of, check_int, materialize
-from ._taylor import forward_biharmonic, taylor_sweep
-from .activations import order_error
-from .composition import Composite, TaylorRule, fold
-from .derivatives import derivatives, resolved, value
-from .jets import JetArray, is_graph
-from .jets import operators as graph
-from .jets.function import register_chain_path
-from .jets.kinds import Hessian
-from .networks import as_network
+from ..activations import order_error
+from ..backends.namespace import Array, array_namespace_of, check_int, materialize
+from ..engine.call import Call, per_point, run
+from ..engine.cost import BIHARMONIC, TAYLOR
+from ..engine.cost import taylor as taylor_quantity
+from ..engine.forward import Tape
+from ..engine.higher_sweeps import forward_biharmonic, taylor_sweep
+from ..jets import JetArray, is_graph
+from ..jets import call as graph
+from ..jets.function import register_chain_path
+from ..jets.kinds import Hessian
+from ..models.composition import Composite, TaylorRule, fold
+from ..models.networks import as_network
+from .directions import biharmonic_directions, multi_index, partial_directions
+from .estimators import ESTIMATORS, check_samples, check_seed, draw_directions
+from .jacobian_hessian import derivatives, resolved, value
 
 
 def _check_activations(network: Any, order: int) -> None:
@@ -161,7 +161,7 @@ def taylor(
     :math:`y_k = \partial_v^k y / k!` of :math:`y(x + tv)` through every layer: a linear map
     moves each coefficient with one matrix product, an activation combines them by
     Faà di Bruno's formula with :math:`\sigma', \dots, \sigma^{(K)}` at the layer's
-    pre-activation (:mod:`xderiv._taylor`), a residual step adds them, and a
+    pre-activation (:mod:`xderiv.engine.higher_sweeps`), a residual step adds them, and a
     Potential's :math:`\tfrac12 x^\top A x + c^\top x` adds :math:`\nabla q \cdot v` and
     :math:`v^\top A v` exactly.  Cost about :math:`K` forward passes per direction
     after the value sweep; no derivative tensor is formed.
@@ -341,7 +341,7 @@ def biharmonic(
 ) -> Array:
     r"""Biharmonic :math:`\Delta^2 y_k = \sum_{i,j} \partial_i^2 \partial_j^2 y_k`, exact or estimated, ``y.shape``.
 
-    One fourth-order forward sweep (:func:`xderiv._taylor.forward_biharmonic`): every unit carries
+    One fourth-order forward sweep (:func:`xderiv.engine.higher_sweeps.forward_biharmonic`): every unit carries
     its gradient, its Hessian (packed, :math:`d(d+1)/2` rows), the gradient of its Laplacian, its
     Laplacian and its bi-Laplacian; an activation combines them by the fourth-order Faà di Bruno
     formula contracted over :math:`(i, i, j, j)`,
@@ -380,7 +380,7 @@ def biharmonic(
     at cost :math:`4k` rows per layer instead of :math:`d(d+1)/2 + 2d + 2`.  Only Gaussian
     directions give :math:`E[v_i^4] = 3 = 3 E[v_i^2 v_j^2]`, the weights :math:`\Delta^2`
     needs.  The directions are those of ``laplacian(..., estimator="gaussian")`` for the same
-    seed (:mod:`xderiv._estimators`); a composite is estimated whole, along the same
+    seed (:mod:`xderiv.operators.estimators`); a composite is estimated whole, along the same
     directions for all its parts.
 
     Parameters
@@ -486,7 +486,7 @@ def _chain_jet(network: Any, x: JetArray) -> JetArray | None:
 
     A chain of layers inside a graph (a network in a composite with functions, or ``net(x)`` called
     by a function on its input) keeps its fast paths: the Hessian jet from
-    :func:`~xderiv.derivatives` (sum of layers or backward sweeps, the cheaper by the cost model), a
+    :func:`~xderiv.operators.jacobian_hessian` (sum of layers or backward sweeps, the cheaper by the cost model), a
     Laplacian jet along the axes from the chain's forward or backward Laplacian, and any other Taylor
     jet from the Taylor sweep; terms normalised (:math:`y_k = \partial_v^k y / k!`), lead axes first.
     None (the rules take it) for a value alone and for weights other than ones.

@@ -1,7 +1,7 @@
 r"""A counter-based random generator written with Array API integer operations only.
 
 The Array API has no random numbers and the core imports no array library, so
-the randomized operators (:mod:`xderiv._estimators`) draw their directions
+the randomized operators (:mod:`xderiv.operators.estimators`) draw their directions
 from this generator: every number is a hash of ``(key, counter)``, computed
 where the array lives (any backend, any device), with no host round trip and
 no state, so that the same seed gives the same numbers on every backend and a
@@ -58,7 +58,7 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
-from ._namespace import Array, array_namespace_of, is_array, library
+from .namespace import Array, array_namespace_of, is_array, library
 
 MASK = 0xFFFFFFFF
 """The low 32 bits."""

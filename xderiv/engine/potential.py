@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._namespace import Array, Context, diagonal, trace
+from ..backends.namespace import Array, Context, diagonal, trace
 
 
 def _cast(a: Array | None, ctx: Context) -> Array | None:

@@ -1,9 +1,9 @@
 r"""Value, Jacobian, gradient and Hessian, and the one-pass :func:`derivatives`.
 
-Every function goes through :func:`xderiv._call.run`: it resolves the
+Every function goes through :func:`xderiv.engine.call.run`: it resolves the
 namespace, working dtype and device once, flattens the batch dims of ``x``
-(shape ``(..., d)``), runs the recursions of :mod:`xderiv._forward` /
-:mod:`xderiv._backward` in chunks that fit the memory budget
+(shape ``(..., d)``), runs the recursions of :mod:`xderiv.engine.forward` /
+:mod:`xderiv.engine.backward` in chunks that fit the memory budget
 (:func:`xderiv.set_memory_budget`), and restores the batch dims.  Shapes
 (``m`` outputs; a :class:`~xderiv.Potential` has no output axis):
 
@@ -17,7 +17,7 @@ laplacian       ``(..., m)``
 ``mode`` selects the sweep direction: ``"forward"`` carries Jacobians from
 the input (cost grows with ``d``), ``"backward"`` carries adjoints from the
 outputs (cost grows with ``m`` and, for second order, with the width cubed but
-not with ``d``), ``"auto"`` takes the cheaper by :mod:`xderiv._cost`.  All
+not with ``d``), ``"auto"`` takes the cheaper by :mod:`xderiv.engine.cost`.  All
 modes agree to round-off.
 """
 
@@ -27,15 +27,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._backward import adjoint_sweep, backward_second_order, hessian_over_reverse
-from ._call import Call, coordinate_rows, run, value_kernel
-from ._cost import HESSIAN, JACOBIAN, LAPLACIAN, VALUE
-from ._forward import Tape, forward_hessian, forward_laplacian, jacobian_sweep
-from ._namespace import Array, Context, array_namespace_of, device_of, diagonal, materialize, resolve_call
-from .composition import Composite, Rule, fold
-from .jets import is_graph
-from .jets import operators as graph
-from .networks import as_network
+from ..backends.namespace import Array, Context, array_namespace_of, device_of, diagonal, materialize, resolve_call
+from ..engine.backward import adjoint_sweep, backward_second_order, hessian_over_reverse
+from ..engine.call import Call, coordinate_rows, run, value_kernel
+from ..engine.cost import HESSIAN, JACOBIAN, LAPLACIAN, VALUE
+from ..engine.forward import Tape, forward_hessian, forward_laplacian, jacobian_sweep
+from ..jets import call as graph
+from ..jets import is_graph
+from ..models.composition import Composite, Rule, fold
+from ..models.networks import as_network
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def trace_kernel(
 
     ``seed`` is :math:`S^\top` ((k, d) or (n, k, d); all coordinates when
     None).  ``coord_rows`` instead (rows of the identity, from
-    :func:`~xderiv._call.coordinate_rows`) sums over those coordinates while the
+    :func:`~xderiv.engine.call.coordinate_rows`) sums over those coordinates while the
     forward mode still carries all ``d`` rows, so that the Jacobian is complete.
 
     Returns

@@ -2,7 +2,7 @@ r"""Networks built from layers: :class:`Sequential`, :class:`Potential`, and see
 
 A network is an immutable description (references to weight arrays plus
 architecture); evaluating it or any of its derivatives goes through
-:func:`xderiv._call.run`, which holds no per-call state on the network, so one
+:func:`xderiv.engine.call.run`, which holds no per-call state on the network, so one
 network may be used from several threads at once.
 """
 
@@ -14,12 +14,19 @@ from typing import Any
 
 import array_api_compat
 
-from ._call import Plan, run, value_kernel
-from ._cost import VALUE
-from ._namespace import Array, check_finite, check_finite_number, check_real_floating, is_array, namespace_of_weights
-from .activations import Activation
+from ..activations import Activation
+from ..backends.namespace import (
+    Array,
+    check_finite,
+    check_finite_number,
+    check_real_floating,
+    is_array,
+    namespace_of_weights,
+)
+from ..backends.random import WeightSampler
+from ..engine.call import Plan, run, value_kernel
+from ..engine.cost import VALUE
 from .composition import Composable, Composite
-from .interop._random import WeightSampler
 from .layers import Dense, Residual
 
 
@@ -335,7 +342,7 @@ def quadratic(A: Array | None = None, c: Array | None = None, b: float = 0.0) ->
 
     The building block of hard constraints: :math:`\varphi(x) = 1 - \lVert x\rVert^2`
     is ``quadratic(-2 * I, b=1.0)``, and ``u = g + phi * N`` equals ``g`` on the
-    unit sphere whatever the network ``N`` (:mod:`xderiv.composition`).  In high
+    unit sphere whatever the network ``N`` (:mod:`xderiv.models.composition`).  In high
     dimension give the diagonal instead, ``quadratic(-2 * ones(d), b=1.0)``:
     the same function at ``O(d)`` instead of ``O(d^2)`` per point (a dense
     ``A`` at ``d = 10^4`` is 800 MB and ``10^8`` multiply-adds per point).

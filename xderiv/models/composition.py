@@ -36,8 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._namespace import Array, array_namespace_of, device_of
-from ._series import add, cauchy, mul
+from ..backends.namespace import Array, array_namespace_of, device_of
+from ..engine.series import add, cauchy, mul
 
 
 def _is_number(c: Any) -> bool:
@@ -378,7 +378,7 @@ class TaylorRule:
     r"""Taylor mode: terms are the normalised coefficients :math:`y_0, \dots, y_K` along the directions.
 
     A product is Leibniz's rule on normalised coefficients, the Cauchy product
-    :math:`(fg)_k = \sum_{j=0}^{k} f_j\, g_{k-j}` (:func:`xderiv._series.cauchy`).
+    :math:`(fg)_k = \sum_{j=0}^{k} f_j\, g_{k-j}` (:func:`xderiv.engine.series.cauchy`).
 
     Attributes
     ----------
@@ -390,7 +390,7 @@ class TaylorRule:
         direction axis ``r``, 0 for a single direction.
     weights : tuple of float (one per direction), optional
         The top coefficient is collapsed, :math:`\sum_\rho \omega_\rho y_{K,\rho}`
-        (direction axis of length 1, see :mod:`xderiv._taylor`); the lower ones
+        (direction axis of length 1, see :mod:`xderiv.engine.higher_sweeps`); the lower ones
         carry the direction axis.  Their products stay exact because
         :math:`y_0` is the same along every direction.
     """

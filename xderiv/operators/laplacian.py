@@ -1,7 +1,7 @@
 r"""Second-order operators PDE losses need: Laplacians, traces along directions, HVPs, diagonals, divergence.
 
 All are exact and built from the same two recursions as the Hessian
-(:func:`xderiv._forward.jacobian_sweep` with an input seed, and the backward
+(:func:`xderiv.engine.forward.jacobian_sweep` with an input seed, and the backward
 adjoint sweeps); none forms a full Hessian unless asked to.
 
 =========================================  ===============================  =================================
@@ -23,17 +23,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from ._backward import backward_second_order, hvp_sweep
-from ._call import Call, coordinate_rows, per_point, run, value_kernel
-from ._cost import DIAGONAL, DIRECTIONAL, HVP, JACOBIAN, LAPLACIAN
-from ._estimators import ESTIMATORS, check_samples, check_seed, draw_directions, laplacian_estimator
-from ._forward import Tape, forward_laplacian, tangent_sweep
-from ._namespace import Array, array_namespace_of, device_of, diagonal, materialize
-from .composition import Composite, Rule, fold
-from .derivatives import derivatives, full_jacobian, jacobian, jacobian_kernel, resolved, trace_kernel, value
-from .jets import is_graph
-from .jets import operators as graph
-from .networks import as_network
+from ..backends.namespace import Array, array_namespace_of, device_of, diagonal, materialize
+from ..engine.backward import backward_second_order, hvp_sweep
+from ..engine.call import Call, coordinate_rows, per_point, run, value_kernel
+from ..engine.cost import DIAGONAL, DIRECTIONAL, HVP, JACOBIAN, LAPLACIAN
+from ..engine.forward import Tape, forward_laplacian, tangent_sweep
+from ..jets import call as graph
+from ..jets import is_graph
+from ..models.composition import Composite, Rule, fold
+from ..models.networks import as_network
+from .estimators import ESTIMATORS, check_samples, check_seed, draw_directions, laplacian_estimator
+from .jacobian_hessian import derivatives, full_jacobian, jacobian, jacobian_kernel, resolved, trace_kernel, value
 
 
 def laplacian(
@@ -78,7 +78,7 @@ def laplacian(
         computation as ``"sdgd"``).  A composite (``phi * N``) randomizes
         only its networks' second derivatives: values, gradients, cross terms
         and quadratics' Laplacians enter exactly, so ``phi * N`` has variance
-        :math:`\varphi^2 \mathrm{Var}(\widehat{\Delta N})`.  See :mod:`xderiv._estimators`.
+        :math:`\varphi^2 \mathrm{Var}(\widehat{\Delta N})`.  See :mod:`xderiv.operators.estimators`.
     samples : int
         ``k``, the number of directions per estimate (required with an estimator).
     seed : int, 0-d integer array, or numpy.random.Generator
@@ -128,7 +128,7 @@ def _estimated_laplacian(
     seed: Any,
     per_point: bool | None,
 ) -> Array:
-    """``c * trace_hessian(net, x, S)`` along the estimator's random directions (:mod:`xderiv._estimators`)."""
+    """``c * trace_hessian(net, x, S)`` along the estimator's random directions (:mod:`xderiv.operators.estimators`)."""
     row = laplacian_estimator(estimator)
     k = check_samples(samples)
     check_seed(seed)
@@ -306,7 +306,7 @@ def hvp(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) -> Array
     r"""Hessian-vector product :math:`\nabla^2 y_k\, v`, shape ``y.shape + (d,)``.
 
     Forward-over-reverse: a tangent sweep along ``v``, then the adjoint sweep
-    and its derivative along ``v`` (:func:`xderiv._backward.hvp_sweep`): about
+    and its derivative along ``v`` (:func:`xderiv.engine.backward.hvp_sweep`): about
     four forward passes, whatever ``d``.
 
     Parameters

@@ -12,7 +12,7 @@ composite holding one) is differentiated by evaluating it once on a jet of ``x``
 - ``hessian_diagonal``: ``Taylor(2)`` along :math:`e_i` (``2 d``); ``directional``: along ``v`` (2);
   ``hvp``: along :math:`e_i`, :math:`e_i + v` and :math:`v` (``2 (2 d + 1)``);
 - ``taylor`` of order ``K``: ``Taylor(K)`` along the ``r`` directions (``K r``); ``partial`` and
-  ``biharmonic``: ``Taylor(K)`` along the directions of :mod:`xderiv._directions`, the top collapsed.
+  ``biharmonic``: ``Taylor(K)`` along the directions of :mod:`xderiv.operators.directions`, the top collapsed.
 
 The polarisation in ``hvp``: with normalised terms :math:`y_2(v) = \tfrac12 v^\top H v`,
 :math:`(H v)_i = y_2(e_i + v) - y_2(e_i) - y_2(v)`.  Graphs have one mode, forward: a
@@ -27,9 +27,7 @@ from typing import Any
 
 import array_api_compat
 
-from .._call import check_mode, coordinate_rows, get_memory_budget
-from .._directions import biharmonic_directions, multi_index, partial_directions
-from .._namespace import (
+from ..backends.namespace import (
     Array,
     Context,
     check_int,
@@ -39,6 +37,8 @@ from .._namespace import (
     learn_array_types,
     resolve_call,
 )
+from ..engine.call import check_mode, coordinate_rows, get_memory_budget
+from ..operators.directions import biharmonic_directions, multi_index, partial_directions
 from .array import JetArray, Seed, metered
 from .function import evaluate
 from .kinds import Hessian, Kind, Taylor
@@ -268,7 +268,7 @@ def derivatives(
 
 
 class _CoordCall:
-    """What :func:`xderiv._call.coordinate_rows` reads of a call."""
+    """What :func:`xderiv.engine.call.coordinate_rows` reads of a call."""
 
     def __init__(self, s: Setup) -> None:
         self.d, self.ctx = s.d, s.ctx
@@ -429,7 +429,7 @@ def partial(net: Any, x: Any, alpha: Sequence[int], chunk_size: int | None = Non
 
 
 def biharmonic(net: Any, x: Any, chunk_size: int | None = None) -> Array:
-    r""":math:`\Delta^2 y` from one Taylor jet of order 4 along :func:`xderiv._directions.biharmonic_directions`."""
+    r""":math:`\Delta^2 y` from one Taylor jet of order 4 along :mod:`~xderiv.operators.directions`."""
     s = Setup(net, x)
     rows, weights = biharmonic_directions(s.d)
     return _combination(s, rows, weights, 4, chunk_size)

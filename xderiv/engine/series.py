@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ._namespace import Array
+from ..backends.namespace import Array
 
 Coefficients = Sequence[Array | None]
 Pair = Callable[[Array, Array, int], Array]

@@ -1,0 +1,1 @@
+"""Backend adapters: array-api-compat, fused primitives per namespace, random numbers, host memory, compilers."""

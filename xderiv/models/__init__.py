@@ -1,0 +1,1 @@
+"""What is differentiated: layers, networks, composites, and the seed notebook's networks."""
