@@ -169,7 +169,7 @@ def _xderiv(p: Problem, dtype: str, backend: str, device: str, est_hess: float):
     if p.v is not None:
         v = arr(p.v)
         out[("taylor4", tag)] = Method(timed(lambda: xd.taylor(net, x, v, order=4)[4]), conv)
-    from xderiv.operators.taylor import biharmonic_by_directions
+    from xderiv.operators.biharmonic import biharmonic_by_directions
 
     out[("biharmonic", tag)] = Method(timed(lambda: xd.biharmonic(net, x)), conv)
     out[("biharmonic", f"{tag}[directions]")] = Method(timed(lambda: biharmonic_by_directions(net, x)), conv)

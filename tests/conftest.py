@@ -392,6 +392,8 @@ SUBSET_RULES: dict[str, dict[str, frozenset[Any]]] = {
     # test_autodiff: every operator x mode, with its weight gradient, on the OT-Flow-style
     # potential (Dense opening, Residual trunk, quadratic and linear head terms).
     "test_operator_and_weight_gradient_match_autodiff": {"name": frozenset({"potential"})},
+    # test_second_order: products and graphs on one of them
+    "test_composites_potentials_and_graphs": {"name": frozenset({"composite"})},
     # test_derivatives
     "test_float32_matches_float64": {"name": frozenset({"potential-general"})},
     "test_batch_shapes": {"batch": frozenset({(2, 3), (0,)})},

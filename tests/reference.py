@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import xderiv as xd
+from xderiv.models.layers import FourierFeatures
 
 
 def _erf(xp: Any):
@@ -97,7 +98,7 @@ def network_function(net: Any, xp: Any):
         for layer, act in zip(layers, acts):
             if isinstance(layer, xd.InputScale):  # its arrays are mean and std
                 a, k = (u - arrays[k]) / arrays[k + 1], k + 2
-            elif isinstance(layer, xd.layers.FourierFeatures):  # its array is B
+            elif isinstance(layer, FourierFeatures):  # its array is B
                 z, k = u @ arrays[k], k + 1
                 a = xp.concat([xp.sin(z), xp.cos(z)], axis=-1)
             else:

@@ -52,7 +52,14 @@ def _operators(backend, d):
     eye = backend.asarray(np.eye(d))
     sel = backend.asarray(np.diag([0.0, 1.0, 1.0]))
     sst = s @ xp.matrix_transpose(s)
+    a = backend.asarray(np.array([[1.0, 0.5, -0.3], [0.5, -2.0, 0.2], [-0.3, 0.2, 0.0]]))  # indefinite
+    c = 0.7
+
+    def lin(y, j, h):  # sum a_ij d_ij y + b . grad y + c y
+        return tr(h, a) + j @ v + c * y
+
     return {
+        "second_order": (lambda net, x, mode: xd.second_order(net, x, a, v, c, mode=mode), lin),
         "laplacian": (lambda net, x, mode: xd.laplacian(net, x, mode=mode), lambda y, j, h: tr(h, eye)),
         "laplacian-coords": (
             lambda net, x, mode: xd.laplacian(net, x, mode=mode, coords=coords),
@@ -83,7 +90,17 @@ def _reference_parts(backend, net, arrays, x):
 @pytest.mark.parametrize("mode", ["forward", "backward"])
 @pytest.mark.parametrize(
     "op",
-    ["laplacian", "laplacian-coords", "trace_hessian", "hessian_diagonal", "hessian", "jacobian", "hvp", "directional"],
+    [
+        "laplacian",
+        "laplacian-coords",
+        "trace_hessian",
+        "second_order",
+        "hessian_diagonal",
+        "hessian",
+        "jacobian",
+        "hvp",
+        "directional",
+    ],
 )
 def test_operator_and_weight_gradient_match_autodiff(backend, name, mode, op):
     xp = backend.xp

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 import xderiv as xd
-from xderiv.operators.taylor import biharmonic_by_directions, partial_directions
+from xderiv.operators.biharmonic import biharmonic_by_directions
+from xderiv.operators.directions import partial_directions
 
 from .helpers import rel_err
 from .networks_zoo import general_potential, residual_first

@@ -14,9 +14,17 @@ from .jets import function
 from .models.composition import Product, Scaled, Sum
 from .models.layers import Dense, InputScale, Residual, fourier_features
 from .models.networks import Potential, Sequential, mlp, potential, quadratic, resnet
-from .operators.jacobian_hessian import Derivatives, derivatives, gradient, hessian, jacobian, value
-from .operators.laplacian import directional, divergence, hessian_diagonal, hvp, laplacian, trace_hessian
-from .operators.taylor import biharmonic, partial, taylor
+from .operators import chain_path  # noqa: F401  (registers the chains' fast paths inside graphs)
+from .operators.biharmonic import biharmonic
+from .operators.directional import directional
+from .operators.first_order import divergence, gradient, jacobian, value
+from .operators.hessian import hessian
+from .operators.hessian_diagonal import hessian_diagonal
+from .operators.hvp import hvp
+from .operators.laplacian import laplacian, trace_hessian
+from .operators.one_pass import Derivatives, derivatives
+from .operators.second_order import second_order
+from .operators.taylor import partial, taylor
 
 __version__ = "0.2.0"
 
@@ -74,6 +82,7 @@ __all__ = [
     "quadratic",
     "register_activation",
     "resnet",
+    "second_order",
     "taylor",
     "tune_host_allocator",
     "value",

@@ -136,25 +136,28 @@ class FirstLayer:
         kw = self.ctx.ops.matmul(self.k, wt, xp)  # K W^T: (n, m, w, d)
         return self.ctx.ops.matmul(xp.matrix_transpose(kw), wt, xp)  # (W K W^T)^T = W K W^T
 
-    def trace(self, seed: Array | None, n: int, m: int) -> Array:
-        r""":math:`\mathrm{tr}(S^\top \nabla^2 y\, S)`, shape ``(n, m)``.
+    def trace(self, seed: Array | None, n: int, m: int, weights: Array | None = None) -> Array:
+        r""":math:`\sum_j \omega_j\, s_j^\top \nabla^2 y\, s_j`, shape ``(n, m)``.
 
-        ``seed`` is :math:`S^\top`, shape (k, d) or (n, k, d); all of ``d`` if None.
+        ``seed`` is :math:`S^\top`, shape (k, d) or (n, k, d); all of ``d`` if None.  ``weights``
+        :math:`\omega`, (k,) or (n, k), of any sign (ones when None).
 
         Dense first layer: :math:`\sum K \odot G` with the Gram matrix
-        :math:`G = (S^\top W)^\top (S^\top W)` (``w x w``), so the cost does not grow with ``d``.
+        :math:`G = (S^\top W)^\top \operatorname{diag}(\omega) (S^\top W)` (``w x w``), so the cost
+        does not grow with ``d``.
         """
         xp, ctx = self.ctx.xp, self.ctx
         if self.theta is not None:
             if seed is None:
                 return trace(self.theta, xp, ctx)
             s = xp.matrix_transpose(seed)  # (d, k) or (n, d, k)
-            s = s if s.ndim == 2 else s[:, None, ...]
-            return xp.sum(xp.sum((self.theta @ s) * s, axis=-1), axis=-1)
+            sw = s if weights is None else s * weights[..., None, :]
+            s, sw = (s, sw) if s.ndim == 2 and sw.ndim == 2 else (s[:, None, ...], sw[:, None, ...])
+            return xp.sum(xp.sum((self.theta @ s) * sw, axis=-1), axis=-1)
         if self.k is None:
             return xp.zeros((n, m), dtype=ctx.dtype, device=ctx.device)
         w_eff = self.w if seed is None else seed @ self.w  # (k, w) or (n, k, w)
-        g = xp.matrix_transpose(w_eff) @ w_eff
+        g = xp.matrix_transpose(w_eff) @ (w_eff if weights is None else weights[..., None] * w_eff)
         g = g if g.ndim == 2 else g[:, None, ...]
         return xp.sum(xp.sum(self.k * g, axis=-1), axis=-1)
 

@@ -1,27 +1,14 @@
-r"""One table of what each kind of result costs: the mode ``"auto"`` picks and the memory chunking sizes.
+r"""The cost model: what ``"auto"`` picks and how many points a chunk holds.
 
-Every operator computes one :class:`Quantity`: how many derivatives of the
-activations its value sweep keeps, the multiply-adds per point of its
-``forward`` and ``backward`` recursions (when it has both), and the floats per
-point its working arrays hold.  Counts cover the dominant matrix products plus
-the elementwise passes over the carried arrays (which cost as much as the
-products at small widths).  With widths ``w_0 = d, w_1, ..., w_L = m`` and
-``k`` forward rows (``k = d``, or the number of directions/coordinates):
-
-- Jacobian: forward ``k sum w_{l-1} w_l``; backward ``m sum w_{l-1} w_l``.
-- Laplacian / trace along ``k`` directions: forward as the Jacobian plus
-  ``3 k sum w_l``; backward ``m sum w_l w_{l-1} (w_l + w_{l-1})`` after the
-  first layer, whose Gram trace costs ``m w_1^2``.
-- Hessian: forward the Jacobian and the adjoints, then either the sum of
-  layers, ``m d^2 sum w_l`` in per-point products, or forward-over-reverse,
-  ``m d sum w_{l-1} w_l`` in 2-D products (:meth:`Costs.hessian_over_reverse`
-  picks); backward as the Laplacian but the first layer costs
-  ``m (w_1^2 d + d^2 w_1)``.
-- Hessian diagonal: forward twice the Jacobian; backward as the Laplacian
-  plus ``m d w_1^2`` at the first layer.
-
-Adding an operator means adding its row here (:data:`QUANTITIES`) and its
-kernel beside its public function.
+Every operator computes one :class:`Quantity`, defined and registered (:func:`register`) in its
+module under :mod:`xderiv.operators`: how many derivatives of the activations its value sweep
+keeps, the multiply-adds per point of its ``forward`` and ``backward`` recursions (when it has
+both), and the floats per point its working arrays hold.  Counts cover the dominant matrix
+products plus the elementwise passes over the carried arrays (weighted by :data:`ELEMENTWISE`,
+since they cost as much as the products at small widths), in terms of :class:`Dims`: widths
+``w_0 = d, w_1, ..., w_L = m`` and ``k`` forward rows (``k = d``, or the number of
+directions/coordinates).  :class:`Costs` holds every registered row's answers for one network
+shape, tabulated when the network is built, so that a call only reads them.
 """
 
 from __future__ import annotations
@@ -118,19 +105,6 @@ class Quantity:
     flops: Flops | None = None
 
 
-def _laplacian_flops(s: Dims, k: int) -> tuple[float, float]:
-    dims = s.widths
-    # Delta u W at every layer but the first, where Delta u = 0 (counting it there would charge the
-    # forward mode a d x w product per point it never forms, and pick backward for k << d)
-    fwd = (
-        s.forward_rows(k)
-        + ELEMENTWISE * k * dims[1]
-        + sum(ELEMENTWISE * k * b + a * b for a, b in zip(dims[1:-1], dims[2:]))
-    )
-    # The Gram matrix of S^T W_0 is shared by the batch: no per-point cost beyond K * G.
-    return fwd, s.theta() + s.first_theta(ELEMENTWISE * s.w1 * s.w1)
-
-
 def hessian_forward_forms(s: Dims) -> tuple[float, float]:
     r"""Multiply-adds per point of the forward Hessian's two forms: (sum of layers, forward-over-reverse).
 
@@ -152,87 +126,18 @@ def hessian_forward_forms(s: Dims) -> tuple[float, float]:
     return layers, over_reverse
 
 
-def _hessian_flops(s: Dims, k: int) -> tuple[float, float]:
-    d, w1 = s.d, s.w1
-    return min(hessian_forward_forms(s)), s.theta() + s.first_theta(w1 * w1 * d + d * d * w1 + ELEMENTWISE * d * w1)
+QUANTITIES: dict[str, Quantity] = {}
+"""Every quantity an operator computes, by name: tabulated for each network shape at construction."""
 
 
-def _laplacian_memory(s: Dims, direction: str, k: int) -> float:
-    """The trace's working floats: ``k`` rows forward; backward the second-order adjoint, closed by a Gram
-    matrix at a Dense first layer (no ``d x w`` array per point; a residual first layer carries ``d x d``)."""
-    w = s.widest
-    if direction == "forward":
-        return 4.0 * k * w
-    return 4.0 * s.m * w * w + 2.0 * s.m * s.d * (s.w1 if s.shape[0][2] else 1.0)
+def register(quantity: Quantity) -> Quantity:
+    """Add an operator's row to :data:`QUANTITIES` (at import of its module) and return it."""
+    QUANTITIES[quantity.name] = quantity
+    return quantity
 
 
-def _second_order_memory(s: Dims, direction: str, k: int) -> float:
-    w = s.widest
-    return 4.0 * k * w if direction == "forward" else 4.0 * s.m * w * w + 2.0 * s.m * s.d * w
-
-
-def _hessian_memory(s: Dims, direction: str, k: int) -> float:
-    """Forward: the larger of its two forms (the tangents of every layer are kept for forward-over-reverse)."""
-    m, d, w = s.m, s.d, s.widest
-    if direction == "forward":
-        live = max(3.0 * d * w + 2.0 * m * d * w, d * sum(s.widths[1:]) + 4.0 * m * d * w)
-    else:
-        live = 4.0 * m * w * w + 2.0 * m * d * w
-    return live + m * w * s.depth + m * d * d
-
-
-VALUE = Quantity("value", 0, lambda s, direction, k: 2.0 * s.widest)
-JACOBIAN = Quantity(
-    "jacobian",
-    1,
-    lambda s, direction, k: 3.0 * (k if direction == "forward" else s.m) * s.widest,
-    lambda s, k: (s.forward_rows(k), s.adjoints()),
-)
-LAPLACIAN = Quantity("laplacian", 2, _laplacian_memory, _laplacian_flops)
-DIAGONAL = Quantity(
-    "diagonal",
-    2,
-    _second_order_memory,
-    lambda s, k: (2.0 * s.forward_rows(s.d), s.theta() + s.first_theta(2.0 * s.d * s.w1 * s.w1)),
-)
-HESSIAN = Quantity("hessian", 2, _hessian_memory, _hessian_flops)
-HVP = Quantity("hvp", 2, lambda s, direction, k: s.widest * s.depth + 4.0 * s.m * s.widest * k)
-DIRECTIONAL = Quantity("directional", 2, lambda s, direction, k: 4.0 * k * s.widest)
-
-
-def taylor(order: int) -> Quantity:
-    r"""Taylor mode of order :math:`K` along ``k`` directions (:mod:`xderiv.engine.higher_sweeps`): one row per order.
-
-    Forward only.  Per point: the value sweep keeps :math:`\sigma', \dots, \sigma^{(K)}` of every layer
-    (:math:`K - 2` more than :meth:`Dims.kept` counts), and at the widest layer the sweep holds the
-    carried coefficients, their pre-activations and activations (``3 K`` rows of ``k``) and the
-    Bell table of Faà di Bruno's formula (:math:`K(K - 1)/2` more).
-    """
-
-    def memory(s: Dims, direction: str, k: int) -> float:
-        rows = 3.0 * order + order * (order - 1) / 2.0 + 1.0
-        return rows * k * s.widest + max(order - 2, 0) * s.widest * s.depth
-
-    return Quantity(f"taylor{order}", order, memory)
-
-
-TAYLOR = taylor(4)
-"""The fourth-order row; other orders build theirs with :func:`taylor` per call."""
-
-
-def _biharmonic_memory(s: Dims, direction: str, k: int) -> float:
-    # gradient, packed Hessian (with its pair products, gathers and one unpacked copy of d^2 rows), gradient
-    # of the Laplacian, Laplacian and bi-Laplacian, before and after the layer's product; the 3rd and 4th
-    # derivatives of the activations
-    d = s.d
-    return (6.0 * d * (d + 1) / 2.0 + d * d + 6.0 * d + 6.0) * s.widest + 2.0 * s.widest * s.depth
-
-
-BIHARMONIC = Quantity("biharmonic", 4, _biharmonic_memory)
-"""The forward biharmonic (:func:`xderiv.engine.higher_sweeps.forward_biharmonic`)."""
-
-QUANTITIES = {q.name: q for q in (VALUE, JACOBIAN, LAPLACIAN, DIAGONAL, HESSIAN, HVP, DIRECTIONAL, TAYLOR, BIHARMONIC)}
-"""Every quantity an operator computes, by name."""
+VALUE = register(Quantity("value", 0, lambda s, direction, k: 2.0 * s.widest))
+"""The value sweep's row (every network's call)."""
 
 
 def shape_of(layers: Sequence[Dense]) -> tuple[LayerShape, ...]:

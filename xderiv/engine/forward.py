@@ -219,9 +219,10 @@ def forward_laplacian(
     ----------
     seed : array (k, d) or (n, k, d), optional
         Directions as rows; all coordinates when None.
-    row_weights : array (k,), optional
-        :math:`\omega` (e.g. 0/1 to leave the time coordinate out of the sum
-        while keeping its first derivative).
+    row_weights : array (k,) or (n, k), optional
+        :math:`\omega`, shared or per point, of any sign (e.g. 0/1 to leave the time coordinate
+        out of the sum while keeping its first derivative, or the eigenvalues of an indefinite
+        coefficient matrix).
     per_row : bool
         Keep one second derivative per row instead of summing: the Hessian
         diagonal (no seed) or :math:`s_i^\top \nabla^2 y\, s_i` per direction.
@@ -239,13 +240,13 @@ def forward_laplacian(
         lap_a = None if lap_u is None else ops.matmul(lap_u, step.w, xp)  # Delta z
         if step.d1 is not None and step.d2 is not None:  # linear layers: Delta a = Delta z
             if per_row:
-                sq = jz * jz if row_weights is None else row_weights[:, None] * (jz * jz)
+                sq = jz * jz if row_weights is None else row_weights[..., None] * (jz * jz)
                 curv, d1 = step.d2[:, None, :] * sq, step.d1[:, None, :]
             else:
                 if row_weights is None:
                     colsq = ops.sum_squares(jz, -2, xp)
                 else:
-                    colsq = xp.sum(row_weights[:, None] * (jz * jz), axis=-2)
+                    colsq = xp.sum(row_weights[..., None] * (jz * jz), axis=-2)
                 curv, d1 = step.d2 * colsq, step.d1
             lap_a = curv if lap_a is None else ops.addcmul(curv, d1, lap_a)
         if step.skip and lap_u is not None:

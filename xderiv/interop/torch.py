@@ -702,7 +702,7 @@ class XDerivModule(nn.Module):
         return _d.laplacian(self.net, x, *args, **kwargs)
 
     def derivatives(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        """:func:`xderiv.operators.jacobian_hessian` of the network (the other arguments passed on)."""
+        """:func:`xderiv.derivatives` of the network (the other arguments passed on)."""
         return _d.derivatives(self.net, x, *args, **kwargs)
 
 

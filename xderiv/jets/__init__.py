@@ -7,7 +7,7 @@
   and every primitive built from them; :mod:`~xderiv.jets.linalg`: inverse and determinants;
 - :mod:`~xderiv.jets.namespace`: the namespace ``array_namespace(x)`` returns on a jet;
 - :mod:`~xderiv.jets.function`: :func:`function`, and any network evaluated on a jet;
-- :mod:`~xderiv.jets.call`: each public operator's seed and read-out on graphs.
+- :mod:`~xderiv.jets.call`: one operator call on a graph (the seed, the chunks, the terms read back).
 """
 
 from .array import JetArray

@@ -1,27 +1,17 @@
-r"""Every public operator on graphs: which jet it seeds, and how it reads the result.
+r"""One operator call on a graph: the jet it seeds, chunking under the memory budget, the terms read back.
 
 A graph (an :func:`xderiv.function`, a converted torch module that is not a chain, or a
 composite holding one) is differentiated by evaluating it once on a jet of ``x``
-(:mod:`xderiv.jets.array`).  Each operator picks the jet kind and the directions:
-
-- ``value``: a jet of the value alone;
-- ``jacobian``, ``gradient``, ``divergence``: ``Taylor(1)`` along :math:`e_1, \dots, e_d` (``d`` terms);
-- ``laplacian``, ``trace_hessian``, ``coords``, the estimators: ``Taylor(2)`` along the ``k``
-  directions, the top term collapsed with the weights (``k + 1`` terms, the forward Laplacian);
-- ``hessian``: ``Hessian`` along :math:`e_1, \dots, e_d` (``d + d^2`` terms);
-- ``hessian_diagonal``: ``Taylor(2)`` along :math:`e_i` (``2 d``); ``directional``: along ``v`` (2);
-  ``hvp``: along :math:`e_i`, :math:`e_i + v` and :math:`v` (``2 (2 d + 1)``);
-- ``taylor`` of order ``K``: ``Taylor(K)`` along the ``r`` directions (``K r``); ``partial`` and
-  ``biharmonic``: ``Taylor(K)`` along the directions of :mod:`xderiv.operators.directions`, the top collapsed.
-
-The polarisation in ``hvp``: with normalised terms :math:`y_2(v) = \tfrac12 v^\top H v`,
-:math:`(H v)_i = y_2(e_i + v) - y_2(e_i) - y_2(v)`.  Graphs have one mode, forward: a
-``mode="backward"`` request raises; ``"auto"`` takes it.
+(:mod:`xderiv.jets.array`).  :class:`Setup` resolves the call (namespace, dtype, the batch
+flattened to ``(n, d)``), seeds the jet of the kind and directions an operator asks for, runs the
+graph in chunks of points that fit :func:`xderiv.get_memory_budget`, and returns every term at
+full size.  Each operator's read-out of those terms lives in its module under
+:mod:`xderiv.operators`.  Graphs have one mode, forward: a ``mode="backward"`` request raises;
+``"auto"`` takes it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +28,6 @@ from ..backends.namespace import (
     resolve_call,
 )
 from ..engine.call import check_mode, coordinate_rows, get_memory_budget
-from ..operators.directions import biharmonic_directions, multi_index, partial_directions
 from .array import JetArray, Seed, metered
 from .function import evaluate
 from .kinds import Hessian, Kind, Taylor
@@ -194,6 +183,11 @@ class Setup:
             out.append(t)
         return out
 
+    def run_value(self, chunk_size: int | None = None) -> tuple[Array]:
+        """The graph's value alone, ``(n, m)``: a jet without derivative terms."""
+        (y,) = self.run(Taylor(0), self.eye()[:1, ...], chunk_size)
+        return (y[0, ...],)
+
     def shape(self, a: Array) -> Array:
         """``a`` of shape ``(n,) + rest`` as ``batch + rest``."""
         return self.xp.reshape(a, self.batch + tuple(a.shape[1:]))
@@ -207,96 +201,24 @@ def _lead_shape(kind: Kind, k: int, seeds: tuple[Any, ...]) -> tuple[int, ...]:
     return (1,) if kind.collapsed(k) else (int(first.shape[0]),)
 
 
-def _lead_last(a: Array, lead: int, xp: Any) -> Array:
+def lead_last(a: Array, lead: int, xp: Any) -> Array:
     """Move the ``lead`` first axes behind the others: ``(r, n, ...) -> (n, ..., r)``."""
     return xp.permute_dims(a, tuple(range(lead, a.ndim)) + tuple(range(lead)))
 
 
-# --------------------------------------------------------------------------- first and second order
-
-
-def value(net: Any, x: Any, chunk_size: int | None = None) -> Array:
-    s = Setup(net, x)
-    (y,) = s.run(Taylor(0), s.eye()[:1], chunk_size)
-    return s.shape(y[0])
-
-
-def derivatives(
-    net: Any,
-    x: Any,
-    *,
-    jacobian: bool,
-    hessian: bool,
-    laplacian: bool,
-    coords: Sequence[int] | None,
-    mode: str,
-    chunk_size: int | None,
-) -> tuple[Array, Array | None, Array | None, Array | None]:
-    """Value, Jacobian ``(..., m, d)``, Hessian ``(..., m, d, d)`` and Laplacian, as asked."""
-    s = Setup(net, x, mode)
-    xp = s.xp
-    jac = hess = lap = None
-    mask = None
-    if coords is not None:
-        rows = coordinate_rows(_CoordCall(s), coords)  # type: ignore[arg-type]
-        mask = xp.sum(rows, axis=0)
-    if hessian:
-        y, first, second = s.run(Hessian(), None, chunk_size)
-        jac = _lead_last(first[:, 0, ...], 1, xp)
-        hess = _lead_last(2.0 * second, 2, xp)
-        if laplacian:
-            diag = 2.0 * xp.sum(second * xp.reshape(s.eye(), (s.d, s.d) + (1,) * (second.ndim - 2)), axis=1)
-            diag = diag if mask is None else diag * xp.reshape(mask, (s.d,) + (1,) * (diag.ndim - 1))
-            lap = xp.sum(diag, axis=0)
-    elif laplacian:
-        weights = s.weights([1.0] * s.d) if mask is None else mask
-        y, first, top = s.run(Taylor(2, weights, unit=mask is None), s.eye(), chunk_size, axes=True)
-        jac = _lead_last(first, 1, xp)
-        lap = 2.0 * top[0, ...]
-    elif jacobian:
-        y, first = s.run(Taylor(1), s.eye(), chunk_size, axes=True)
-        jac = _lead_last(first, 1, xp)
-    else:
-        (y,) = s.run(Taylor(0), s.eye()[:1], chunk_size)
-    y0 = y[0, 0, ...] if hessian else y[0, ...]
-    return (
-        s.shape(y0),
-        None if jac is None or not jacobian else s.shape(jac),
-        None if hess is None else s.shape(hess),
-        None if lap is None else s.shape(lap),
-    )
-
-
-class _CoordCall:
-    """What :func:`xderiv.engine.call.coordinate_rows` reads of a call."""
+class CoordCall:
+    """What :func:`xderiv.engine.call.coordinate_rows` reads of a call: ``d`` and the context."""
 
     def __init__(self, s: Setup) -> None:
         self.d, self.ctx = s.d, s.ctx
 
 
-def trace_hessian(
-    net: Any,
-    x: Any,
-    directions: Any = None,
-    *,
-    coords: Sequence[int] | None = None,
-    mode: str = "auto",
-    chunk_size: int | None = None,
-) -> Array:
-    r""":math:`\sum_j s_j^\top \nabla^2 y\, s_j`: a Taylor jet of order 2 along the ``k`` directions, top collapsed."""
-    s = Setup(net, x, mode)
-    rows = _direction_rows(s, directions, coords, "trace_hessian")
-    k = int(rows.shape[-2])
-    _, _, top = s.run(Taylor(2, s.weights([1.0] * k), unit=True), rows, chunk_size)
-    return s.shape(2.0 * top[0, ...])
-
-
-def _direction_rows(s: Setup, directions: Any, coords: Sequence[int] | None, owner: str) -> Array:
+def direction_rows(s: Setup, directions: Any, coords: Sequence[int] | None, owner: str) -> Array:
     """``S^T``: ``(k, d)`` shared or ``(n, k, d)`` per point, from ``directions`` ``(..., d, k)`` or ``coords``."""
     if (directions is None) == (coords is None):
         raise TypeError(f"{owner} takes exactly one of directions= or coords=")
     if coords is not None:
-        return coordinate_rows(_CoordCall(s), coords)  # type: ignore[arg-type]
+        return coordinate_rows(CoordCall(s), coords)  # type: ignore[arg-type]
     xp = s.xp
     _, directions = resolve_call(directions, xp, s.ctx.device, s.ctx.dtype, name="directions")
     shape = tuple(directions.shape)
@@ -310,14 +232,7 @@ def _direction_rows(s: Setup, directions: Any, coords: Sequence[int] | None, own
     )
 
 
-def hessian_diagonal(net: Any, x: Any, mode: str = "auto", chunk_size: int | None = None) -> Array:
-    r""":math:`\partial_i^2 y`, ``(..., m, d)``: a Taylor jet of order 2 along the axes, not collapsed."""
-    s = Setup(net, x, mode)
-    _, _, second = s.run(Taylor(2), s.eye(), chunk_size, axes=True)
-    return s.shape(_lead_last(2.0 * second, 1, s.xp))
-
-
-def _one_direction(s: Setup, v: Any, name: str = "v") -> Array:
+def one_direction(s: Setup, v: Any, name: str = "v") -> Array:
     """``v`` of shape ``(d,)`` or ``x.shape`` as rows ``(1, d)`` or ``(n, 1, d)``."""
     xp = s.xp
     if not hasattr(v, "shape"):
@@ -331,105 +246,3 @@ def _one_direction(s: Setup, v: Any, name: str = "v") -> Array:
     raise ValueError(
         f"{name} has shape {shape}; expected ({s.d},) (shared by the batch) or {s.batch + (s.d,)} (one per point)"
     )
-
-
-def hvp(net: Any, x: Any, v: Any, chunk_size: int | None = None) -> Array:
-    r""":math:`\nabla^2 y\, v`, ``(..., m, d)``, by polarisation along :math:`e_i`, :math:`e_i + v` and :math:`v`."""
-    s = Setup(net, x)
-    xp = s.xp
-    rows = _one_direction(s, v)
-    eye = s.eye()
-    if rows.ndim == 2:
-        seeds = xp.concat([eye, eye + rows, rows], axis=0)
-    else:
-        eyes = xp.broadcast_to(eye, (s.n, s.d, s.d))
-        seeds = xp.concat([eyes, eyes + rows, rows], axis=1)
-    _, _, second = s.run(Taylor(2), seeds, chunk_size)
-    d = s.d
-    out = second[d : 2 * d, ...] - second[:d, ...] - second[2 * d :, ...]
-    return s.shape(_lead_last(out, 1, xp))
-
-
-def directional(net: Any, x: Any, v: Any, chunk_size: int | None = None) -> tuple[Array, Array]:
-    r""":math:`(\partial_v y, \partial_v^2 y)`: a Taylor jet of order 2 along ``v``."""
-    s = Setup(net, x)
-    _, first, second = s.run(Taylor(2), _one_direction(s, v), chunk_size)
-    return s.shape(first[0, ...]), s.shape(2.0 * second[0, ...])
-
-
-def divergence(net: Any, x: Any, mode: str = "auto", chunk_size: int | None = None) -> Array:
-    r""":math:`\sum_i \partial_i y_i` of a field with ``m = d`` outputs."""
-    s = Setup(net, x, mode)
-    _, first = s.run(Taylor(1), s.eye(), chunk_size, axes=True)
-    if first.ndim != 3 or first.shape[-1] != s.d:
-        raise ValueError(f"divergence needs a field with d = {s.d} outputs, got outputs of shape {first.shape[2:]}")
-    xp = s.xp
-    diag = xp.sum(first * xp.reshape(s.eye(), (s.d, 1, s.d)), axis=-1)
-    return s.shape(xp.sum(diag, axis=0))
-
-
-# --------------------------------------------------------------------------- beyond second order
-
-
-def taylor(
-    net: Any, x: Any, v: Any, order: int, weights: Sequence[float] | None = None, chunk_size: int | None = None
-) -> tuple[Array, ...]:
-    r""":math:`(y, \partial_v y, \dots, \partial_v^K y)` along one or ``r`` directions (see :func:`xderiv.taylor`)."""
-    order = check_int(order, "order", 0)
-    s = Setup(net, x)
-    xp = s.xp
-    if not hasattr(v, "shape"):
-        raise TypeError(f"v must be an array of shape (d,), x.shape, (d, r) or x.shape[:-1] + (d, r), got {v!r}")
-    vshape = tuple(v.shape)
-    if len(vshape) == 1 or vshape == s.batch + (s.d,):
-        rows, multi = _one_direction(s, v), False
-    else:
-        rows, multi = _direction_rows(s, v, None, "taylor"), True
-    r = int(rows.shape[-2])
-    summed = None
-    if weights is not None:
-        summed = [float(w) for w in weights]
-        if not multi or order < 1 or len(summed) != r:
-            raise ValueError(
-                f"weights sum the top derivative over r directions: give r = {r} numbers with v of shape (d, r) "
-                f"or x.shape[:-1] + (d, r) and order >= 1; got {len(summed)} weights, v of shape {vshape} and "
-                f"order {order}"
-            )
-    kind = Taylor(order, None if summed is None else s.weights(summed))
-    terms = s.run(kind, rows, chunk_size)
-    out = []
-    for k, t in enumerate(terms):
-        t = float(math.factorial(k)) * t if k >= 2 else t
-        if kind.collapsed(k):
-            out.append(s.shape(t[0, ...]))
-        elif multi:
-            t = xp.broadcast_to(t, (r,) + tuple(t.shape[1:])) if k == 0 else t
-            out.append(s.shape(_lead_last(t, 1, xp)))
-        else:
-            out.append(s.shape(t[0, ...]))
-    return tuple(out)
-
-
-def _combination(s: Setup, rows: Sequence[Sequence[float]], weights: Sequence[float], order: int, chunk: Any) -> Array:
-    r""":math:`\sum_\rho \omega_\rho\, y_{K,\rho}` (normalised) along ``rows``, the top term collapsed."""
-    directions = s.xp.asarray([[float(a) for a in row] for row in rows], dtype=s.ctx.dtype, device=s.ctx.device)
-    terms = s.run(Taylor(order, s.weights(weights)), directions, chunk)
-    return s.shape(terms[-1][0, ...])
-
-
-def partial(net: Any, x: Any, alpha: Sequence[int], chunk_size: int | None = None) -> Array:
-    r""":math:`\partial^\alpha y` from one Taylor jet of order :math:`|\alpha|` (:func:`xderiv.partial`)."""
-    s = Setup(net, x)
-    counts = multi_index(alpha, s.d)
-    order = sum(counts)
-    if order == 0:
-        return value(net, x, chunk_size)
-    rows, weights = partial_directions(counts)
-    return _combination(s, rows, weights, order, chunk_size)
-
-
-def biharmonic(net: Any, x: Any, chunk_size: int | None = None) -> Array:
-    r""":math:`\Delta^2 y` from one Taylor jet of order 4 along :mod:`~xderiv.operators.directions`."""
-    s = Setup(net, x)
-    rows, weights = biharmonic_directions(s.d)
-    return _combination(s, rows, weights, 4, chunk_size)

@@ -36,8 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..backends.namespace import Array, array_namespace_of, device_of
-from ..engine.series import add, cauchy, mul
+from ..backends.namespace import Array, array_namespace_of
+from ..engine.series import add
 
 
 def _is_number(c: Any) -> bool:
@@ -371,54 +371,6 @@ class Rule:
             fe, ge = _expand(fv, self.second_rank, xp), _expand(gv, self.second_rank, xp)
             second = fe * g[2] + ge * f[2] + self.cross(f[1], g[1])  # type: ignore[arg-type]
         return (fv * gv, first, second)
-
-
-@dataclass(frozen=True)
-class TaylorRule:
-    r"""Taylor mode: terms are the normalised coefficients :math:`y_0, \dots, y_K` along the directions.
-
-    A product is Leibniz's rule on normalised coefficients, the Cauchy product
-    :math:`(fg)_k = \sum_{j=0}^{k} f_j\, g_{k-j}` (:func:`xderiv.engine.series.cauchy`).
-
-    Attributes
-    ----------
-    leaf : callable ``(network, x) -> (y_0, ..., y_K)``
-    order : int
-        :math:`K`.
-    rank : int
-        Trailing axes of every coefficient after the output axis: 1 with a
-        direction axis ``r``, 0 for a single direction.
-    weights : tuple of float (one per direction), optional
-        The top coefficient is collapsed, :math:`\sum_\rho \omega_\rho y_{K,\rho}`
-        (direction axis of length 1, see :mod:`xderiv.engine.higher_sweeps`); the lower ones
-        carry the direction axis.  Their products stay exact because
-        :math:`y_0` is the same along every direction.
-    """
-
-    leaf: Leaf
-    order: int
-    rank: int = 0
-    weights: tuple[float, ...] | None = None
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        return (self.rank,) * (self.order + 1)
-
-    def multiply(self, f: Terms, g: Terms, xp: Any) -> Terms:
-        order = self.order
-        out = [cauchy(f, g, k) for k in range(order + (self.weights is None))]
-        if self.weights is not None:
-            mixed = None
-            for j in range(1, order):
-                mixed = add(mixed, mul(f[j], g[order - j]))
-            f0, g0 = f[0], g[0]
-            assert f0 is not None and g0 is not None
-            top = add(mul(f0[..., :1], g[order]), mul(g0[..., :1], f[order]))
-            if mixed is not None:
-                w = xp.asarray(self.weights, dtype=mixed.dtype, device=device_of(mixed))
-                top = add(top, xp.sum(w * mixed, axis=-1, keepdims=True))
-            out.append(top)
-        return tuple(out)
 
 
 VALUE_RULE = Rule(leaf=lambda net, x: (net(x), None, None))

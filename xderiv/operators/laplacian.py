@@ -1,39 +1,213 @@
-r"""Second-order operators PDE losses need: Laplacians, traces along directions, HVPs, diagonals, divergence.
+r"""The Laplacian and the trace of the Hessian along directions: ``laplacian``, ``trace_hessian``.
 
-All are exact and built from the same two recursions as the Hessian
-(:func:`xderiv.engine.forward.jacobian_sweep` with an input seed, and the backward
-adjoint sweeps); none forms a full Hessian unless asked to.
+=========================================  ===============  =========================================
+operator                                   result shape     cost (forward passes)
+=========================================  ===============  =========================================
+``laplacian(net, x)``                      ``y.shape``      ``d + 2`` (forward) or ``~w`` (backward)
+``trace_hessian(net, x, S)``               ``y.shape``      ``k + 2`` (forward) or ``~w`` (backward)
+``laplacian(net, x, coords=c)``            ``y.shape``      ``len(c) + 2``
+``laplacian(net, x, estimator=..., ...)``  ``y.shape``      ``samples + 2``
+=========================================  ===============  =========================================
 
-=========================================  ===============================  =================================
-operator                                    result shape                     cost (forward passes)
-=========================================  ===============================  =================================
-``laplacian(net, x)``                       ``y.shape``                      ``d + 2`` (forward) or ``~w`` (backward)
-``trace_hessian(net, x, S)``                ``y.shape``                      ``k + 2`` (forward) or ``~w`` (backward)
-``laplacian(net, x, coords=c)``             ``y.shape``                      ``len(c) + 2``
-``hessian_diagonal(net, x)``                ``y.shape + (d,)``               ``~2d``
-``hvp(net, x, v)``                          ``y.shape + (d,)``               ``~4``
-``directional(net, x, v)``                  ``(y.shape, y.shape)``           ``~3``
-``divergence(net, x)``  (``m = d``)         ``x.shape[:-1]``                 as the Jacobian
-=========================================  ===============================  =================================
+No Hessian is formed.  Cost row (:data:`LAPLACIAN`), multiply-adds per point with ``k`` rows
+(``d``, the directions or the coordinates): forward as the Jacobian plus
+:math:`3 k \sum_l w_l`; backward :math:`m \sum_l w_l w_{l-1} (w_l + w_{l-1})` after the first
+layer, whose Gram trace costs :math:`m w_1^2`.  A Potential adds :math:`\mathrm{tr}(S^\top A_s S)`
+(:func:`potential_trace`); a product of networks the cross term
+:math:`2 \sum_j (s_j \cdot \nabla f)(s_j \cdot \nabla g)` (:func:`trace_cross`).  On a graph the
+trace is a Taylor jet of order 2 along the ``k`` directions with its top term collapsed (the
+forward Laplacian, ``k + 1`` terms).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..backends.namespace import Array, array_namespace_of, device_of, diagonal, materialize
-from ..engine.backward import backward_second_order, hvp_sweep
+from ..backends.namespace import Array, array_namespace_of, device_of, trace
+from ..engine.backward import backward_second_order
 from ..engine.call import Call, coordinate_rows, per_point, run, value_kernel
-from ..engine.cost import DIAGONAL, DIRECTIONAL, HVP, JACOBIAN, LAPLACIAN
-from ..engine.forward import Tape, forward_laplacian, tangent_sweep
-from ..jets import call as graph
+from ..engine.cost import ELEMENTWISE, Dims, Quantity, register
+from ..engine.forward import Tape, forward_laplacian
+from ..engine.potential import PotentialTerms
 from ..jets import is_graph
+from ..jets.call import Setup, direction_rows, lead_last
+from ..jets.kinds import Taylor
 from ..models.composition import Composite, Rule, fold
 from ..models.networks import as_network
 from .estimators import ESTIMATORS, check_samples, check_seed, draw_directions, laplacian_estimator
-from .jacobian_hessian import derivatives, full_jacobian, jacobian, jacobian_kernel, resolved, trace_kernel, value
+from .first_order import JACOBIAN, full_jacobian, jacobian_kernel, like, resolved
+
+
+def _flops(s: Dims, k: int) -> tuple[float, float]:
+    dims = s.widths
+    # Delta u W at every layer but the first, where Delta u = 0 (counting it there would charge the
+    # forward mode a d x w product per point it never forms, and pick backward for k << d)
+    fwd = (
+        s.forward_rows(k)
+        + ELEMENTWISE * k * dims[1]
+        + sum(ELEMENTWISE * k * b + a * b for a, b in zip(dims[1:-1], dims[2:]))
+    )
+    # The Gram matrix of S^T W_0 is shared by the batch: no per-point cost beyond K * G.
+    return fwd, s.theta() + s.first_theta(ELEMENTWISE * s.w1 * s.w1)
+
+
+def _memory(s: Dims, direction: str, k: int) -> float:
+    """The trace's working floats: ``k`` rows forward; backward the second-order adjoint, closed by a Gram
+    matrix at a Dense first layer (no ``d x w`` array per point; a residual first layer carries ``d x d``)."""
+    w = s.widest
+    if direction == "forward":
+        return 4.0 * k * w
+    return 4.0 * s.m * w * w + 2.0 * s.m * s.d * (s.w1 if s.shape[0][2] else 1.0)
+
+
+LAPLACIAN = register(Quantity("laplacian", 2, _memory, _flops))
+
+
+def potential_trace(terms: PotentialTerms, out: Array, seed: Array | None, weights: Array | None = None) -> Array:
+    """``out`` (n, m) plus :math:`\\sum_j \\omega_j\\, s_j^\top A_s s_j` (:math:`\\mathrm{tr} A` when ``seed`` is None).
+
+    ``seed`` is :math:`S^\top`, shape (k, d) shared or (n, k, d) per point; ``weights``
+    :math:`\\omega`, (k,) or (n, k) (ones when None).
+    """
+    if terms.a is None:
+        return out
+    xp = terms.ctx.xp
+    if seed is None:
+        return out + (xp.sum(terms.a) if terms.diagonal_a else trace(terms.a, xp, terms.ctx))
+    quad = xp.sum(terms.times_a(seed) * seed, axis=-1)  # (k,) or (n, k)
+    extra = xp.sum(quad if weights is None else weights * quad, axis=-1)  # () or (n,)
+    return out + (extra if extra.ndim == 0 else extra[:, None])
+
+
+def trace_kernel(
+    call: Call,
+    tape: Tape,
+    seed: Array | None = None,
+    coord_rows: Array | None = None,
+    weights: Array | None = None,
+) -> tuple[Array, Array]:
+    r"""Jacobian and :math:`\sum_j \omega_j\, s_j^\top \nabla^2 y\, s_j`, the Potential's terms included.
+
+    ``seed`` is :math:`S^\top` ((k, d) or (n, k, d); all coordinates when
+    None), ``weights`` :math:`\omega` ((k,) or (n, k), any sign; ones when None).
+    ``coord_rows`` instead (rows of the identity, from
+    :func:`~xderiv.engine.call.coordinate_rows`) sums over those coordinates while the
+    forward mode still carries all ``d`` rows, so that the Jacobian is complete.
+
+    Returns
+    -------
+    J : array (n, m, d) or broadcastable (layers only, no Potential terms); along the rows
+        ``S^T`` instead, ``(n, m, k)``, in forward mode with a seed
+    trace : array (n, m)
+    """
+    rows = seed if coord_rows is None else coord_rows
+    if call.mode == "forward":
+        if coord_rows is not None:
+            weights = call.ctx.xp.sum(coord_rows, axis=0)
+        jac_km, out = forward_laplacian(tape, seed=seed, row_weights=weights)
+        jac = call.ctx.xp.matrix_transpose(jac_km)
+        return jac, potential_trace(call.terms, out, rows, None if coord_rows is not None else weights)
+    jac, first = backward_second_order(tape)
+    out = first.trace(rows, call.n, call.m, None if coord_rows is not None else weights)
+    return jac, potential_trace(call.terms, out, rows, None if coord_rows is not None else weights)
+
+
+def coordinate_mask(a: Array, coords: Sequence[int] | None) -> Array | float:
+    """1 on ``coords`` and 0 elsewhere along the last axis of ``a`` (1.0 for all coordinates)."""
+    if coords is None:
+        return 1.0
+    xp, d = array_namespace_of(a), a.shape[-1]
+    chosen = {int(i) % d for i in coords}
+    return xp.asarray([1.0 if i in chosen else 0.0 for i in range(d)], dtype=a.dtype, device=device_of(a))
+
+
+def trace_cross(directions: Any = None, coords: Sequence[int] | None = None) -> Callable[[Array, Array], Array]:
+    r"""The product's cross term :math:`2 \sum_j (S^\top a)_j (S^\top b)_j` for gradients ``a``, ``b`` (..., m, d).
+
+    :math:`S` is ``directions`` ((d, k) or (..., d, k)), the columns of the identity at ``coords``,
+    or the identity (the Laplacian's :math:`2\, a \cdot b`).
+    """
+
+    def cross(a: Array, b: Array) -> Array:
+        xp = array_namespace_of(a)
+        if directions is not None:
+            s = like(a, directions)
+            return 2.0 * xp.sum((a @ s) * (b @ s), axis=-1)
+        return 2.0 * xp.sum(a * b * coordinate_mask(a, coords), axis=-1)
+
+    return cross
+
+
+def _directions_seed(call: Call, directions: Any, coords: Sequence[int] | None) -> tuple[tuple[Array, bool]]:
+    """The seed :math:`S^\\top` (k, d) or per point (n, k, d), from ``directions`` (…, d, k) or ``coords``."""
+    if (directions is None) == (coords is None):
+        raise TypeError("trace_hessian takes exactly one of directions= or coords=")
+    rows = coordinate_rows(call, coords)
+    if rows is not None:
+        return ((rows, False),)
+    shape = tuple(getattr(directions, "shape", ()))
+    k = shape[-1] if len(shape) >= 2 else -1
+    s, pp = per_point(call, directions, "directions", (call.d, k))
+    return ((call.ctx.xp.matrix_transpose(s), pp),)
+
+
+def value_jacobian_trace(
+    network: Any,
+    x: Array,
+    directions: Any = None,
+    coords: Sequence[int] | None = None,
+    mode: str = "auto",
+    chunk_size: int | None = None,
+) -> list:
+    r"""Value, full Jacobian and :math:`\mathrm{tr}(S^\top \nabla^2 y\, S)` of a chain from one value sweep.
+
+    :math:`S` is ``directions``, the coordinates ``coords``, or (neither) the identity: the
+    Laplacian.  The trace runs in ``mode`` (forward: ``k`` rows; backward: the second-order
+    adjoint, which yields the Jacobian too).  Along ``directions`` a forward trace's rows are
+    :math:`S^\top J`, so the Jacobian takes the cheaper sweep for it (the adjoint sweep for few
+    outputs) instead of ``d`` more rows; with ``coords`` the forward mode carries all ``d`` rows.
+    """
+    jac_mode = network.plan.costs.mode(JACOBIAN, "auto")
+
+    def kernel(call: Call, tape: Tape, *seed: Array) -> tuple:
+        (y,) = value_kernel(call, tape)
+        if directions is None:
+            jac, out = trace_kernel(call, tape, coord_rows=coordinate_rows(call, coords))
+        else:
+            jac, out = trace_kernel(call, tape, seed[0])
+            if call.mode == "forward":  # the forward trace's rows are S^T J, not J
+                jac = jacobian_kernel(replace(call, mode=jac_mode), tape)
+        return y, call.terms.add_jacobian(full_jacobian(call, jac), call.x), out
+
+    along = directions is not None
+    return run(
+        network,
+        x,
+        LAPLACIAN,
+        kernel,
+        mode=mode,
+        trailing=[(), (network.in_features,), ()],
+        extras=(lambda call: _directions_seed(call, directions, None)) if along else None,
+        rows=(lambda seed: seed.shape[-2]) if along else None,
+        chunk_size=chunk_size,
+    )
+
+
+def graph_trace(s: Setup, rows: Array | None, weights: Array | None, chunk_size: int | None) -> list[Array]:
+    r"""A graph's value, first terms and :math:`\sum_j w_j\, s_j^\top \nabla^2 y\, s_j` (``(n, m)``).
+
+    One Taylor jet of order 2 along ``rows`` (:math:`S^\top`; the axes when None), its top term
+    collapsed with ``weights`` (ones when None).  The first terms are ``(n, m, k)``: the Jacobian
+    along the axes.
+    """
+    along = s.eye() if rows is None else rows
+    k = int(along.shape[-2])
+    unit = weights is None
+    kind = Taylor(2, s.weights([1.0] * k) if unit else weights, unit=unit)
+    y, first, top = s.run(kind, along, chunk_size, axes=rows is None)
+    return [y[0, ...], lead_last(first, 1, s.xp), 2.0 * top[0, ...]]
 
 
 def laplacian(
@@ -58,7 +232,7 @@ def laplacian(
 
     Parameters
     ----------
-    net : Sequential, Potential, layer or composite
+    net : Sequential, Potential, layer, composite or graph
     x : array (..., d)
     mode : {"auto", "forward", "backward"}
     coords : sequence of int, optional
@@ -110,11 +284,32 @@ def laplacian(
             "samples=, seed= and per_point= belong to a randomized estimate: pass estimator= "
             f"(one of {sorted(ESTIMATORS)}), or leave them out for the exact Laplacian"
         )
-    if coords is None:
-        out = derivatives(net, x, jacobian=False, laplacian=True, mode=mode, chunk_size=chunk_size).laplacian
-        assert out is not None
-        return out
-    return trace_hessian(net, x, coords=coords, mode=mode, chunk_size=chunk_size)
+    if coords is not None:
+        return trace_hessian(net, x, coords=coords, mode=mode, chunk_size=chunk_size)
+    if is_graph(net):
+        s = Setup(net, x, mode)
+        return s.shape(graph_trace(s, None, None, chunk_size)[2])
+    network = as_network(net)
+    if isinstance(network, Composite):
+        return _composite_trace(network, x, None, None, mode, chunk_size)
+
+    def kernel(call: Call, tape: Tape) -> tuple:
+        return (trace_kernel(call, tape)[1],)
+
+    return run(network, x, LAPLACIAN, kernel, mode=mode, trailing=[()], chunk_size=chunk_size)[0]
+
+
+def _composite_trace(
+    network: Composite, x: Any, directions: Any, coords: Sequence[int] | None, mode: str, chunk_size: int | None
+) -> Array:
+    """The trace of a composite by the product rule: one value sweep per leaf (value, Jacobian, trace)."""
+
+    def leaf(part: Any, x: Any) -> list:
+        return value_jacobian_trace(part, x, directions, coords, mode, chunk_size)
+
+    out = fold(network, x, Rule(leaf, first_rank=1, second_rank=0, cross=trace_cross(directions, coords))).second
+    assert out is not None
+    return out
 
 
 def _estimated_laplacian(
@@ -145,59 +340,13 @@ def _estimated_laplacian(
     def leaf(part: Any, x: Any) -> tuple:
         # A leaf without a nonlinear layer (a quadratic) has an exact Laplacian as cheap as its gradient.
         if all(layer.activation.linear for layer in part.layers):
-            r = derivatives(part, x, laplacian=True, mode=mode, chunk_size=chunk_size)
-            return r.value, r.jacobian, r.laplacian
-        y, jac, trace = _value_jacobian_trace(part, x, directions, mode, chunk_size)
-        return y, jac, factor * trace
+            return tuple(value_jacobian_trace(part, x, None, None, mode, chunk_size))
+        y, jac, out = value_jacobian_trace(part, x, directions, None, mode, chunk_size)
+        return y, jac, factor * out
 
-    def cross(a: Array, b: Array) -> Array:  # 2 grad f . grad g, exact
-        return 2.0 * ctx.xp.sum(a * b, axis=-1)
-
-    jet = fold(network, x, Rule(leaf, first_rank=1, second_rank=0, cross=cross))
+    jet = fold(network, x, Rule(leaf, first_rank=1, second_rank=0, cross=trace_cross()))
     assert jet.second is not None
     return jet.second
-
-
-def _value_jacobian_trace(network: Any, x: Array, directions: Array, mode: str, chunk_size: int | None) -> list:
-    r"""Value, full Jacobian and :math:`\mathrm{tr}(S^\top \nabla^2 y\, S)` of a network from one value sweep.
-
-    The trace runs in ``mode`` (forward: ``k`` rows; backward: the second-order adjoint, which
-    yields the Jacobian too); with a forward trace the Jacobian takes the cheaper sweep for
-    it (the adjoint sweep for few outputs), so that no ``d`` rows are carried for it.
-    """
-    jac_mode = network.plan.costs.mode(JACOBIAN, "auto")
-
-    def kernel(call: Call, tape: Tape, seed: Array) -> tuple:
-        (y,) = value_kernel(call, tape)
-        jac, trace = trace_kernel(call, tape, seed)
-        if call.mode == "forward":  # the forward trace's rows are S^T J, not J
-            jac = jacobian_kernel(replace(call, mode=jac_mode), tape)
-        return y, call.terms.add_jacobian(full_jacobian(call, jac), call.x), trace
-
-    return run(
-        network,
-        x,
-        LAPLACIAN,
-        kernel,
-        mode=mode,
-        trailing=[(), (network.in_features,), ()],
-        extras=lambda call: _directions_seed(call, directions, None),
-        rows=lambda seed: seed.shape[-2],
-        chunk_size=chunk_size,
-    )
-
-
-def _directions_seed(call: Call, directions: Any, coords: Sequence[int] | None) -> tuple[tuple[Array, bool]]:
-    """The seed :math:`S^\\top` (k, d) or per point (n, k, d), from ``directions`` (…, d, k) or ``coords``."""
-    if (directions is None) == (coords is None):
-        raise TypeError("trace_hessian takes exactly one of directions= or coords=")
-    rows = coordinate_rows(call, coords)
-    if rows is not None:
-        return ((rows, False),)
-    shape = tuple(getattr(directions, "shape", ()))
-    k = shape[-1] if len(shape) >= 2 else -1
-    s, pp = per_point(call, directions, "directions", (call.d, k))
-    return ((call.ctx.xp.matrix_transpose(s), pp),)
 
 
 def trace_hessian(
@@ -218,7 +367,7 @@ def trace_hessian(
 
     Parameters
     ----------
-    net : Sequential, Potential or layer
+    net : Sequential, Potential, layer, composite or graph
     x : array (..., d)
     directions : array (d, k) shared by the batch, or (..., d, k) one per point
     coords : sequence of int
@@ -231,23 +380,14 @@ def trace_hessian(
     chunk_size : int, optional
     """
     if is_graph(net):
-        return graph.trace_hessian(net, x, directions, coords=coords, mode=mode, chunk_size=chunk_size)
-
+        s = Setup(net, x, mode)
+        rows = direction_rows(s, directions, coords, "trace_hessian")
+        return s.shape(graph_trace(s, rows, None, chunk_size)[2])
     network = as_network(net)
     if isinstance(network, Composite):
-        if coords is not None and directions is None:
-            return derivatives(
-                network, x, jacobian=False, laplacian=True, coords=coords, mode=mode, chunk_size=chunk_size
-            ).laplacian
-        return _composite(
-            network,
-            x,
-            lambda leaf: trace_hessian(leaf, x, directions, coords=coords, mode=mode, chunk_size=chunk_size),
-            0,
-            lambda a, b: _trace_cross(a, b, directions),
-            mode,
-            chunk_size,
-        )
+        if (directions is None) == (coords is None):
+            raise TypeError("trace_hessian takes exactly one of directions= or coords=")
+        return _composite_trace(network, x, directions, coords, mode, chunk_size)
 
     def kernel(call: Call, tape: Tape, seed: Array) -> tuple:
         return (trace_kernel(call, tape, seed)[1],)
@@ -263,190 +403,3 @@ def trace_hessian(
         rows=lambda seed: seed.shape[-2],
         chunk_size=chunk_size,
     )[0]
-
-
-def hessian_diagonal(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
-    r"""Diagonal :math:`\partial^2 y_k / \partial x_i^2` of the Hessian, shape ``y.shape + (d,)``.
-
-    ``"forward"`` keeps one second derivative per coordinate in the forward
-    Laplacian recursion (``n d sum w_{l-1} w_l``, twice the Jacobian);
-    ``"backward"`` closes the second-order adjoint row by row (``d w^2`` at the
-    first layer instead of the Hessian's ``d^2 w``).
-    """
-    if is_graph(net):
-        return graph.hessian_diagonal(net, x, mode, chunk_size)
-
-    def kernel(call: Call, tape: Tape) -> tuple:
-        if call.mode == "forward":
-            diag = call.ctx.xp.matrix_transpose(forward_laplacian(tape, per_row=True)[1])  # (n, m, d)
-        else:
-            diag = backward_second_order(tape)[1].diagonal(call.n, call.m, call.d)
-        return (call.terms.add_diagonal(diag),)
-
-    network = as_network(net)
-    if isinstance(network, Composite):
-        return _composite(
-            network,
-            x,
-            lambda leaf: hessian_diagonal(leaf, x, mode, chunk_size=chunk_size),
-            1,
-            lambda a, b: 2.0 * a * b,
-            mode,
-            chunk_size,
-        )
-    return run(network, x, DIAGONAL, kernel, mode=mode, trailing=[(network.in_features,)], chunk_size=chunk_size)[0]
-
-
-def _direction(call: Call, v: Any, name: str) -> tuple[tuple[Array, bool]]:
-    a, pp = per_point(call, v, name, (call.d,))
-    return ((a[..., None, :], pp),)  # seed rows: (1, d) or (n, 1, d)
-
-
-def hvp(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) -> Array:
-    r"""Hessian-vector product :math:`\nabla^2 y_k\, v`, shape ``y.shape + (d,)``.
-
-    Forward-over-reverse: a tangent sweep along ``v``, then the adjoint sweep
-    and its derivative along ``v`` (:func:`xderiv.engine.backward.hvp_sweep`): about
-    four forward passes, whatever ``d``.
-
-    Parameters
-    ----------
-    v : array (d,) shared by the batch, or (..., d) one per point
-    """
-    if is_graph(net):
-        return graph.hvp(net, x, v, chunk_size)
-
-    def kernel(call: Call, tape: Tape, seed: Array) -> tuple:
-        n, m, d = call.n, call.m, call.d
-        _, dot = hvp_sweep(tape, tangent_sweep(tape, seed))
-        if dot is None:
-            out = call.ctx.xp.zeros((n, m, d), dtype=call.ctx.dtype, device=call.ctx.device)
-        else:
-            out = call.ctx.xp.reshape(materialize(dot, (n, m, 1, d), call.ctx.xp), (n, m, d))
-        return (call.terms.add_hvp(out, seed),)
-
-    network = as_network(net)
-    if isinstance(network, Composite):
-        return _composite(
-            network,
-            x,
-            lambda leaf: hvp(leaf, x, v, chunk_size=chunk_size),
-            1,
-            lambda a, b: _hvp_cross(a, b, v),
-            "auto",
-            chunk_size,
-        )
-    return run(
-        network,
-        x,
-        HVP,
-        kernel,
-        trailing=[(network.in_features,)],
-        extras=lambda call: _direction(call, v, "v"),
-        rows=lambda seed: 1,
-        chunk_size=chunk_size,
-    )[0]
-
-
-def directional(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) -> tuple[Array, Array]:
-    r"""First and second directional derivatives :math:`(\partial_v y, \partial^2_{vv} y)`, each ``y.shape``.
-
-    :math:`\partial_v y = \nabla y \cdot v` and :math:`\partial^2_{vv} y = v^\top \nabla^2 y\, v`,
-    from one forward sweep carrying a single Jacobian row (about three forward passes).
-
-    Parameters
-    ----------
-    v : array (d,) shared by the batch, or (..., d) one per point
-    """
-    if is_graph(net):
-        return graph.directional(net, x, v, chunk_size)
-
-    def kernel(call: Call, tape: Tape, seed: Array) -> tuple:
-        jac, second = forward_laplacian(tape, seed=seed)
-        first = call.ctx.xp.reshape(materialize(jac, (call.n, 1, call.m), call.ctx.xp), (call.n, call.m))
-        return call.terms.add_directional(first, call.x, seed), call.terms.add_trace(second, seed)
-
-    network = as_network(net)
-    if isinstance(network, Composite):
-
-        def leaf(part: Any, x: Any) -> tuple:
-            return (value(part, x, chunk_size=chunk_size), *directional(part, x, v, chunk_size=chunk_size))
-
-        jet = fold(network, x, Rule(leaf, first_rank=0, second_rank=0, cross=lambda a, b: 2.0 * a * b))
-        assert jet.first is not None and jet.second is not None
-        return jet.first, jet.second
-    dv, dvv = run(
-        network,
-        x,
-        DIRECTIONAL,
-        kernel,
-        trailing=[(), ()],
-        extras=lambda call: _direction(call, v, "v"),
-        rows=lambda seed: 1,
-        chunk_size=chunk_size,
-    )
-    assert dv is not None and dvv is not None
-    return dv, dvv
-
-
-def divergence(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
-    r"""Divergence :math:`\sum_i \partial y_i / \partial x_i` of a vector field (``m = d``), shape ``x.shape[:-1]``."""
-    if is_graph(net):
-        return graph.divergence(net, x, mode, chunk_size)
-    network = as_network(net)
-    if network.out_features != network.in_features or network.scalar:
-        raise ValueError(
-            f"divergence needs as many outputs as inputs (m = d); this network maps "
-            f"d={network.in_features} to m={1 if network.scalar else network.out_features}"
-        )
-    jac = jacobian(network, x, mode, chunk_size=chunk_size)
-    return network.xp.sum(diagonal(jac, network.xp, network.device), axis=-1)
-
-
-# --------------------------------------------------------------------------- composites
-
-
-def _composite(
-    network: Composite,
-    x: Any,
-    operator: Any,
-    rank: int,
-    cross: Any,
-    mode: str,
-    chunk_size: int | None,
-) -> Array:
-    """``operator`` of a composite by the product rule; each leaf gives its value and Jacobian, then the operator.
-
-    ``rank`` is the number of trailing axes of the operator's result after the
-    output axis; ``cross(grad_f, grad_g)`` its product cross term.
-    """
-
-    def leaf(part: Any, x: Any) -> tuple:
-        r = derivatives(part, x, mode=mode, chunk_size=chunk_size)
-        return r.value, r.jacobian, operator(part)
-
-    jet = fold(network, x, Rule(leaf, first_rank=1, second_rank=rank, cross=cross))
-    assert jet.second is not None
-    return jet.second
-
-
-def _like(a: Array, b: Any) -> Array:
-    """``b`` as an array of ``a``'s namespace, dtype and device (already validated by the leaf calls)."""
-    xp = array_namespace_of(a)
-    b = xp.asarray(b, device=device_of(a))
-    return b if b.dtype == a.dtype else xp.astype(b, a.dtype)
-
-
-def _trace_cross(a: Array, b: Array, directions: Any) -> Array:
-    r""":math:`2 \sum_j (S^\top a)_j (S^\top b)_j` for gradients (..., m, d) and :math:`S` (d, k) or (..., d, k)."""
-    xp = array_namespace_of(a)
-    s = _like(a, directions)
-    return 2.0 * xp.sum((a @ s) * (b @ s), axis=-1)
-
-
-def _hvp_cross(a: Array, b: Array, v: Any) -> Array:
-    r""":math:`a\,(b \cdot v) + b\,(a \cdot v)` for gradients (..., m, d) and ``v`` (d,) or (..., d)."""
-    xp = array_namespace_of(a)
-    v = _like(a, v)
-    v = xp.reshape(v, tuple(v.shape[:-1]) + (1, v.shape[-1]))
-    return a * xp.sum(b * v, axis=-1)[..., None] + b * xp.sum(a * v, axis=-1)[..., None]

@@ -1,12 +1,12 @@
-r"""Beyond second order: Taylor mode, and the exact higher-order operators built on it.
+r"""Beyond second order: Taylor mode (``taylor``) and any mixed partial derivative (``partial``).
 
 :func:`taylor` carries the truncated Taylor series of :math:`t \mapsto y(x + t v)`
 through the network in one forward sweep (:mod:`xderiv.engine.higher_sweeps`), giving the exact
 directional derivatives :math:`\partial_v^k y = \frac{d^k}{dt^k} y(x + tv)\big|_{t=0}`
 for :math:`k = 0, \dots, K`.  Mixed partial derivatives are exact linear
 combinations of such univariate derivatives along a few directions (the
-interpolation of Griewank, Utke and Walther), so :func:`biharmonic` and
-:func:`partial` are one multi-direction sweep each.
+interpolation of Griewank, Utke and Walther), so :func:`partial` (and
+:func:`~xderiv.operators.biharmonic.biharmonic_by_directions`) is one multi-direction sweep.
 
 ======================================  ============================  =======================================
 operator                                result shape                  cost (rows carried per layer)
@@ -14,17 +14,16 @@ operator                                result shape                  cost (rows
 ``taylor(net, x, v, order=K)``          ``K + 1`` arrays, ``y.shape``  ``K`` per direction (+ the value sweep)
                                         (``+ (r,)`` for ``r``
                                         directions)
-``biharmonic(net, x)``                  ``y.shape``                   ``3 d^2 + 1`` (``3 d(d-1) + 1`` at d = 4)
 ``partial(net, x, alpha)``              ``y.shape``                   ``(|alpha| - 1) p + 1`` for ``p`` lines
                                                                       (``p < prod(alpha_i + 1)``)
-``biharmonic(net, x,``                  ``y.shape``                   ``3 k + 1`` (Gaussian estimate, unbiased)
-``estimator="gaussian", samples=k)``
 ======================================  ============================  =======================================
 
 Every activation needs :math:`\sigma', \dots, \sigma^{(K)}`; all built-ins supply
 them to any order (:mod:`xderiv.activations`), a registered one through
 ``nth_derivative``.  Composites (``f + g``, ``f * g``, ``c * f``) follow Leibniz's
-rule on the Taylor coefficients (:class:`xderiv.models.composition.TaylorRule`).
+rule on the Taylor coefficients (:class:`TaylorRule`).  Cost row: :func:`taylor_quantity`; a
+Potential adds :func:`potential_taylor`; on a graph, a Taylor jet of order ``K`` along the directions
+(the top term collapsed for ``partial``).
 """
 
 from __future__ import annotations
@@ -35,21 +34,119 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..activations import order_error
-from ..backends.namespace import Array, array_namespace_of, check_int, materialize
+from ..backends.namespace import Array, check_int, device_of, materialize
 from ..engine.call import Call, per_point, run
-from ..engine.cost import BIHARMONIC, TAYLOR
-from ..engine.cost import taylor as taylor_quantity
+from ..engine.cost import Dims, Quantity, register
 from ..engine.forward import Tape
-from ..engine.higher_sweeps import forward_biharmonic, taylor_sweep
-from ..jets import JetArray, is_graph
-from ..jets import call as graph
-from ..jets.function import register_chain_path
-from ..jets.kinds import Hessian
-from ..models.composition import Composite, TaylorRule, fold
+from ..engine.higher_sweeps import taylor_sweep
+from ..engine.potential import PotentialTerms
+from ..engine.series import add, cauchy, mul
+from ..jets import is_graph
+from ..jets.call import Setup, direction_rows, lead_last, one_direction
+from ..jets.kinds import Taylor
+from ..models.composition import Composite, Leaf, Terms, fold
 from ..models.networks import as_network
-from .directions import biharmonic_directions, multi_index, partial_directions
-from .estimators import ESTIMATORS, check_samples, check_seed, draw_directions
-from .jacobian_hessian import derivatives, resolved, value
+from .directions import multi_index, partial_directions
+from .first_order import value
+
+
+def taylor_quantity(order: int) -> Quantity:
+    r"""Taylor mode of order :math:`K` along ``k`` directions (:mod:`xderiv.engine.higher_sweeps`): one row per order.
+
+    Forward only.  Per point: the value sweep keeps :math:`\sigma', \dots, \sigma^{(K)}` of every layer
+    (:math:`K - 2` more than :meth:`~xderiv.engine.cost.Dims.kept` counts), and at the widest layer the
+    sweep holds the carried coefficients, their pre-activations and activations (``3 K`` rows of ``k``)
+    and the Bell table of Faà di Bruno's formula (:math:`K(K - 1)/2` more).
+    """
+
+    def memory(s: Dims, direction: str, k: int) -> float:
+        rows = 3.0 * order + order * (order - 1) / 2.0 + 1.0
+        return rows * k * s.widest + max(order - 2, 0) * s.widest * s.depth
+
+    return Quantity(f"taylor{order}", order, memory)
+
+
+TAYLOR = register(taylor_quantity(4))
+"""The fourth-order row; other orders build theirs with :func:`taylor_quantity` per call."""
+
+
+def potential_taylor(
+    terms: PotentialTerms, coeffs: list[Array], x: Array, seed: Array, weights: Array | None = None
+) -> list[Array]:
+    r"""Normalised Taylor coefficients ``[y_0, ..., y_K]`` (each (n, m, r)) plus those of :math:`q(x + tv)`.
+
+    :math:`q(x + tv) = q(x) + t\,\nabla q(x) \cdot v + t^2\, \tfrac12 v^\top A v` exactly, so only
+    :math:`y_1` and :math:`y_2` change (the value, :math:`y_0`, takes :meth:`~.PotentialTerms.add_value` before the
+    direction axis is added).  ``seed`` holds the directions as rows, (r, d) or (n, r, d).  With
+    ``weights`` the top coefficient is the collapsed :math:`\sum_\rho \omega_\rho y_{K,\rho}`
+    (direction axis of length 1).
+    """
+    xp, order = terms.ctx.xp, len(coeffs) - 1
+    out = list(coeffs)
+    extra: list[Array | None] = [None, None, None]
+    grad = terms.gradient(x)
+    if grad is not None and order >= 1:
+        first = grad @ xp.matrix_transpose(seed) if seed.ndim == 2 else xp.sum(grad[:, None, :] * seed, axis=-1)
+        extra[1] = first[:, None, :]  # (n, 1, r)
+    if terms.a is not None and order >= 2:
+        second = 0.5 * xp.sum(terms.times_a(seed) * seed, axis=-1)  # v^T A v = v^T A_s v: (r,) or (n, r)
+        extra[2] = second if second.ndim == 1 else second[:, None, :]
+    for k in (1, 2):
+        e = extra[k]
+        if e is None:
+            continue
+        if k == order and weights is not None:
+            e = xp.sum(weights * e, axis=-1, keepdims=True)
+        out[k] = out[k] + e
+    return out
+
+
+@dataclass(frozen=True)
+class TaylorRule:
+    r"""Taylor mode: terms are the normalised coefficients :math:`y_0, \dots, y_K` along the directions.
+
+    A product is Leibniz's rule on normalised coefficients, the Cauchy product
+    :math:`(fg)_k = \sum_{j=0}^{k} f_j\, g_{k-j}` (:func:`xderiv.engine.series.cauchy`).
+
+    Attributes
+    ----------
+    leaf : callable ``(network, x) -> (y_0, ..., y_K)``
+    order : int
+        :math:`K`.
+    rank : int
+        Trailing axes of every coefficient after the output axis: 1 with a
+        direction axis ``r``, 0 for a single direction.
+    weights : tuple of float (one per direction), optional
+        The top coefficient is collapsed, :math:`\sum_\rho \omega_\rho y_{K,\rho}`
+        (direction axis of length 1, see :mod:`xderiv.engine.higher_sweeps`); the lower ones
+        carry the direction axis.  Their products stay exact because
+        :math:`y_0` is the same along every direction.
+    """
+
+    leaf: Leaf
+    order: int
+    rank: int = 0
+    weights: tuple[float, ...] | None = None
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return (self.rank,) * (self.order + 1)
+
+    def multiply(self, f: Terms, g: Terms, xp: Any) -> Terms:
+        order = self.order
+        out = [cauchy(f, g, k) for k in range(order + (self.weights is None))]
+        if self.weights is not None:
+            mixed = None
+            for j in range(1, order):
+                mixed = add(mixed, mul(f[j], g[order - j]))
+            f0, g0 = f[0], g[0]
+            assert f0 is not None and g0 is not None
+            top = add(mul(f0[..., :1], g[order]), mul(g0[..., :1], f[order]))
+            if mixed is not None:
+                w = xp.asarray(self.weights, dtype=mixed.dtype, device=device_of(mixed))
+                top = add(top, xp.sum(w * mixed, axis=-1, keepdims=True))
+            out.append(top)
+        return tuple(out)
 
 
 def _check_activations(network: Any, order: int) -> None:
@@ -123,7 +220,7 @@ def _coefficients(
                 out.append(xp.zeros((n, m, rk), dtype=ctx.dtype, device=ctx.device))
             else:
                 out.append(xp.matrix_transpose(materialize(c, (n, rk, m), xp, ctx.device)))
-        return call.terms.add_taylor(out, call.x, seed, w)
+        return potential_taylor(call.terms, out, call.x, seed, w)
 
     tail = (r,) if multi else ()
     trailing: list[tuple[int, ...] | None] = [tail] * (order + 1)
@@ -213,7 +310,7 @@ def taylor(
     (5, 1)
     """
     if is_graph(net):
-        return graph.taylor(net, x, v, order, weights, chunk_size)
+        return _graph_taylor(net, x, v, order, weights, chunk_size)
     network = as_network(net)
     order = check_int(order, "order", 0)
     multi, r = _layout(network, x, v)
@@ -241,205 +338,6 @@ def _combination(
     columns = xp.asarray([[row[i] for row in rows] for i in range(d)], dtype=network.dtype, device=network.device)
     top = _coefficients(network, x, columns, order, True, len(rows), chunk_size, tuple(weights))[-1]
     return top[..., 0]
-
-
-def _rows(a: Array | None, call: Call, k: int) -> Array:
-    """A carried ``(n, k, m)`` (or shared ``(k, m)``) array as ``(n, m, k)``; zeros for None."""
-    xp, ctx = call.ctx.xp, call.ctx
-    if a is None:
-        return xp.zeros((call.n, call.m, k), dtype=ctx.dtype, device=ctx.device)
-    return xp.matrix_transpose(materialize(a, (call.n, k, call.m), xp, ctx.device))
-
-
-def _fourth_order(network: Any, x: Any, full: bool, chunk_size: int | None) -> tuple[Array, ...]:
-    """``(bilap,)``, or with ``full`` ``(value, grad, hess, grad_lap, lap, bilap)``, of a leaf network."""
-    _check_activations(network, 4)
-    d = network.in_features
-
-    def kernel(call: Call, tape: Tape) -> tuple:
-        jet = forward_biharmonic(tape)
-        bilap = _rows(jet.bilap, call, 1)[..., 0]
-        if not full:
-            return (bilap,)
-        xp = call.ctx.xp
-        packed = _rows(jet.hess, call, d * (d + 1) // 2)
-        hess = xp.reshape(xp.take(packed, jet.pairs.full, axis=-1), (call.n, call.m, d, d))
-        return (
-            call.terms.add_value(tape.y, call.x),
-            call.terms.add_jacobian(_rows(jet.grad, call, d), call.x),
-            call.terms.add_hessian(hess),
-            _rows(jet.grad_lap, call, d),
-            call.terms.add_trace(_rows(jet.lap, call, 1)[..., 0], None),
-            bilap,
-        )
-
-    trailing: list[tuple[int, ...] | None] = [(), (d,), (d, d), (d,), (), ()] if full else [()]
-    return tuple(run(network, x, BIHARMONIC, kernel, trailing=trailing, chunk_size=chunk_size))  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class BiharmonicRule:
-    r"""Products for :func:`biharmonic`: terms :math:`(f, \nabla f, \nabla^2 f, \nabla\Delta f, \Delta f, \Delta^2 f)`.
-
-    .. math::
-
-        \Delta^2 (fg) &= f\,\Delta^2 g + g\,\Delta^2 f
-            + 4 (\nabla f \cdot \nabla\Delta g + \nabla\Delta f \cdot \nabla g) + 2\,\Delta f\, \Delta g
-            + 4\, \langle \nabla^2 f, \nabla^2 g \rangle_F, \\
-        \nabla\Delta (fg) &= f\,\nabla\Delta g + g\,\nabla\Delta f + \Delta g\, \nabla f + \Delta f\, \nabla g
-            + 2 (\nabla^2 f\, \nabla g + \nabla^2 g\, \nabla f),
-
-    and the product rules of the gradient, Hessian and Laplacian.
-    """
-
-    leaf: Any
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        return (0, 1, 2, 1, 0, 0)
-
-    def multiply(self, f: tuple, g: tuple, xp: Any) -> tuple:
-        fv, fg, fh, fgl, fl, fb = f
-        gv, gg, gh, ggl, gl, gb = g
-
-        def vec(a: Array) -> Array:
-            return a[..., None]
-
-        def mat(a: Array) -> Array:
-            return a[..., None, None]
-
-        def dot(a: Array, b: Array) -> Array:
-            return xp.sum(a * b, axis=-1)
-
-        def matvec(h: Array, v: Array) -> Array:
-            return xp.sum(h * v[..., None, :], axis=-1)
-
-        outer = fg[..., :, None] * gg[..., None, :]
-        return (
-            fv * gv,
-            vec(fv) * gg + vec(gv) * fg,
-            mat(fv) * gh + mat(gv) * fh + outer + xp.matrix_transpose(outer),
-            vec(fv) * ggl + vec(gv) * fgl + vec(gl) * fg + vec(fl) * gg + 2.0 * (matvec(fh, gg) + matvec(gh, fg)),
-            fv * gl + gv * fl + 2.0 * dot(fg, gg),
-            fv * gb
-            + gv * fb
-            + 4.0 * (dot(fg, ggl) + dot(fgl, gg))
-            + 2.0 * fl * gl
-            + 4.0 * xp.sum(xp.sum(fh * gh, axis=-1), axis=-1),
-        )
-
-
-def biharmonic(
-    net: Any,
-    x: Array,
-    *,
-    chunk_size: int | None = None,
-    estimator: str | None = None,
-    samples: int | None = None,
-    seed: Any = None,
-    per_point: bool | None = None,
-) -> Array:
-    r"""Biharmonic :math:`\Delta^2 y_k = \sum_{i,j} \partial_i^2 \partial_j^2 y_k`, exact or estimated, ``y.shape``.
-
-    One fourth-order forward sweep (:func:`xderiv.engine.higher_sweeps.forward_biharmonic`): every unit carries
-    its gradient, its Hessian (packed, :math:`d(d+1)/2` rows), the gradient of its Laplacian, its
-    Laplacian and its bi-Laplacian; an activation combines them by the fourth-order Faà di Bruno
-    formula contracted over :math:`(i, i, j, j)`,
-
-    .. math:: \Delta^2 \sigma(z) = \sigma'''' G^2 + \sigma''' (2 L G + 4\, g^\top H g)
-              + \sigma'' (2 \lVert H \rVert_F^2 + 4\, g \cdot \nabla L + L^2) + \sigma' \Delta^2 z
-
-    (:math:`g, H, L` the gradient, Hessian and Laplacian of :math:`z`, :math:`G = \lVert g\rVert^2`).
-    Cost: per layer :math:`d(d+1)/2 + 2d + 2` rows through each matrix product (170 at
-    :math:`d = 16`), and a few elementwise passes over the packed Hessians.
-
-    The same number from univariate Taylor coefficients (:func:`biharmonic_directions`: the axes
-    and :math:`e_i \pm e_j`, :math:`d^2` directions of order 4, the fourth coefficient collapsed)
-    carries :math:`3d^2 + 1` rows: exact too (the tests check one against the other), and 2 to 3
-    times slower.  No formula from directions needs fewer than :math:`d(d+1)/2` of them (the rank
-    of :math:`\lVert x\rVert^4` as a sum of fourth powers of linear forms), each carrying three
-    coefficients; the Hessian carried here is what any exact method carries, since
-    :math:`\Delta^2\sigma(z)` contains :math:`2\sigma''\lVert\nabla^2 z\rVert_F^2`.
-
-    A Potential's :math:`\tfrac12 x^\top A x + c^\top x` adds nothing; composites follow the
-    product rule (:class:`BiharmonicRule`).
-
-    ``estimator="gaussian"`` estimates it instead from ``samples = k`` fourth directional
-    derivatives along Gaussian directions :math:`v_j \sim N(0, I_d)` (one Taylor sweep of
-    order 4, :math:`4k` rows, the top coefficient collapsed to one):
-
-    .. math:: \widehat{\Delta^2 y} = \frac{1}{3k} \sum_{j=1}^k \partial_{v_j}^4 y, \qquad
-              E\big[\partial_v^4 y\big] = \sum_{ijkl} T_{ijkl}\, E[v_i v_j v_k v_l] = 3\,\Delta^2 y,
-
-    with :math:`T = \nabla^4 y` (Isserlis: the three pairings of four indices).  Unbiased, with
-    variance (eight-index Isserlis: 9 + 72 + 24 of the 105 pairings)
-
-    .. math:: \mathrm{Var}\,\widehat{\Delta^2 y} = \frac{1}{k}\Big(8\,\lVert \nabla^2 \Delta y \rVert_F^2
-              + \frac83\, \lVert \nabla^4 y \rVert_F^2\Big),
-
-    at cost :math:`4k` rows per layer instead of :math:`d(d+1)/2 + 2d + 2`.  Only Gaussian
-    directions give :math:`E[v_i^4] = 3 = 3 E[v_i^2 v_j^2]`, the weights :math:`\Delta^2`
-    needs.  The directions are those of ``laplacian(..., estimator="gaussian")`` for the same
-    seed (:mod:`xderiv.operators.estimators`); a composite is estimated whole, along the same
-    directions for all its parts.
-
-    Parameters
-    ----------
-    net : Sequential, Potential, layer or composite
-    x : array (..., d)
-    chunk_size : int, optional
-    estimator : {None, "gaussian"}
-        None (default): exact.
-    samples : int
-        ``k`` directions (with an estimator).
-    seed : int, 0-d integer array or numpy.random.Generator
-        As in :func:`xderiv.laplacian`: the same seed, the same directions, on every backend.
-    per_point : bool, optional
-        Directions per point (default) or shared by the batch.
-    """
-    if is_graph(net) and estimator is None and samples is None and seed is None and per_point is None:
-        return graph.biharmonic(net, x, chunk_size)
-    if estimator is not None:
-        return _estimated_biharmonic(net, x, chunk_size, estimator, samples, seed, per_point)
-    if samples is not None or seed is not None or per_point is not None:
-        raise TypeError(
-            "samples=, seed= and per_point= belong to a randomized estimate: pass estimator='gaussian', "
-            "or leave them out for the exact biharmonic"
-        )
-    network = as_network(net)
-    if isinstance(network, Composite):
-        rule = BiharmonicRule(lambda part, x: _fourth_order(part, x, True, chunk_size))
-        out = fold(network, x, rule).terms[-1]
-        assert out is not None
-        return out
-    return _fourth_order(network, x, False, chunk_size)[0]
-
-
-def _estimated_biharmonic(
-    net: Any, x: Array, chunk_size: int | None, estimator: Any, samples: Any, seed: Any, per_point: bool | None
-) -> Array:
-    r""":math:`\frac{1}{3k}\sum_j \partial^4_{v_j} y` along Gaussian directions, by one weighted Taylor sweep."""
-    if estimator != "gaussian":
-        raise ValueError(
-            f"biharmonic's estimator must be None (exact) or 'gaussian', got {estimator!r}: "
-            "E[d^4 y / dt^4 (x + t v)] = 3 biharmonic(y) holds for Gaussian directions v"
-        )
-    k = check_samples(samples)
-    check_seed(seed)
-    network, ctx, x, d = resolved(net, x)
-    v, _ = draw_directions(ESTIMATORS["gaussian"], k, seed, per_point, ctx, tuple(x.shape[:-1]), d)
-    if v.ndim == 2 and tuple(v.shape) == tuple(x.shape):  # (d, k) shared would read as one direction per point
-        v = ctx.xp.broadcast_to(v, tuple(x.shape[:-1]) + (d, k))
-    return taylor(network, x, v, 4, weights=[1.0 / (3.0 * k)] * k, chunk_size=chunk_size)[-1]
-
-
-def biharmonic_by_directions(net: Any, x: Array, *, chunk_size: int | None = None) -> Array:
-    r""":math:`\Delta^2 y` from one order-4 Taylor sweep along :func:`biharmonic_directions` (:func:`biharmonic`)."""
-    if is_graph(net):
-        return graph.biharmonic(net, x, chunk_size)
-    network = as_network(net)
-    rows, weights = biharmonic_directions(network.in_features)
-    return _combination(network, x, rows, weights, 4, chunk_size)
 
 
 def partial(net: Any, x: Array, alpha: Sequence[int], *, chunk_size: int | None = None) -> Array:
@@ -471,7 +369,7 @@ def partial(net: Any, x: Array, alpha: Sequence[int], *, chunk_size: int | None 
     array of shape ``y.shape``
     """
     if is_graph(net):
-        return graph.partial(net, x, alpha, chunk_size)
+        return _graph_partial(net, x, alpha, chunk_size)
     network = as_network(net)
     counts = multi_index(alpha, network.in_features)
     order = sum(counts)
@@ -481,62 +379,60 @@ def partial(net: Any, x: Array, alpha: Sequence[int], *, chunk_size: int | None 
     return _combination(network, x, [[float(a) for a in row] for row in rows], weights, order, chunk_size)
 
 
-def _chain_jet(network: Any, x: JetArray) -> JetArray | None:
-    r"""A chain's output jet at an operator's input jet ``x``, from the chain's own recursions.
-
-    A chain of layers inside a graph (a network in a composite with functions, or ``net(x)`` called
-    by a function on its input) keeps its fast paths: the Hessian jet from
-    :func:`~xderiv.operators.jacobian_hessian` (sum of layers or backward sweeps, the cheaper by the cost model), a
-    Laplacian jet along the axes from the chain's forward or backward Laplacian, and any other Taylor
-    jet from the Taylor sweep; terms normalised (:math:`y_k = \partial_v^k y / k!`), lead axes first.
-    None (the rules take it) for a value alone and for weights other than ones.
-    """
-    seed, kind = x.seed, x.kind
-    assert seed is not None
-    pts = seed.x
-    xp = array_namespace_of(pts)
-    n, d = int(pts.shape[0]), int(pts.shape[1])
-
-    def out_axis(a: Array, rank: int) -> Array:  # a scalar network's results get an output axis of 1
-        return xp.reshape(a, (n, 1) + tuple(a.shape[1:])) if network.scalar else a
-
-    def lead_first(a: Array, lead: int) -> Array:  # (n, m, *lead) -> (*lead, n, m)
-        k = a.ndim - lead
-        return xp.permute_dims(a, tuple(range(k, a.ndim)) + tuple(range(k)))
-
-    def done(terms: list[Array]) -> JetArray:
-        if network.scalar:
-            terms = [xp.reshape(t, tuple(t.shape[: t.ndim - 2]) + (n,)) for t in terms]
-        return JetArray(tuple(terms), kind)
-
-    if isinstance(kind, Hessian):
-        r = derivatives(network, pts, hessian=True)
-        y, jac, hess = out_axis(r.value, 0), out_axis(r.jacobian, 1), out_axis(r.hessian, 2)
-        first = xp.expand_dims(lead_first(jac, 1), axis=1)
-        return done([xp.reshape(y, (1, 1, n, -1)), first, 0.5 * lead_first(hess, 2)])
-    order = kind.order
-    if order == 0 or (kind.weights is not None and not getattr(kind, "unit", False)):
-        return None
-    if seed.axes and order == 2 and kind.collapsed(2):
-        r = derivatives(network, pts, laplacian=True)
-        y, jac, lap = out_axis(r.value, 0), out_axis(r.jacobian, 1), out_axis(r.laplacian, 0)
-        return done([xp.reshape(y, (1, n, -1)), lead_first(jac, 1), xp.reshape(0.5 * lap, (1, n, -1))])
-    if seed.axes and order == 1:
-        r = derivatives(network, pts)
-        y, jac = out_axis(r.value, 0), out_axis(r.jacobian, 1)
-        return done([xp.reshape(y, (1, n, -1)), lead_first(jac, 1)])
-    rows = seed.directions
-    assert rows is not None
-    rows = xp.broadcast_to(rows, (n,) + tuple(rows.shape[-2:])) if rows.ndim == 2 else rows
-    count = int(rows.shape[1])
-    weights = [1.0] * count if kind.weights is not None else None
-    coefficients = taylor(network, pts, xp.matrix_transpose(rows), order, weights=weights)
-    terms = [xp.reshape(out_axis(coefficients[0][..., 0], 0), (1, n, -1))]
-    for k in range(1, order + 1):
-        c = out_axis(coefficients[k], 0 if kind.collapsed(k) else 1) / float(math.factorial(k))
-        terms.append(xp.reshape(c, (1, n, -1)) if kind.collapsed(k) else lead_first(c, 1))
-    del d
-    return done(terms)
+def _graph_taylor(
+    net: Any, x: Any, v: Any, order: int, weights: Sequence[float] | None = None, chunk_size: int | None = None
+) -> tuple[Array, ...]:
+    r""":math:`(y, \partial_v y, \dots, \partial_v^K y)` along one or ``r`` directions (see :func:`xderiv.taylor`)."""
+    order = check_int(order, "order", 0)
+    s = Setup(net, x)
+    xp = s.xp
+    if not hasattr(v, "shape"):
+        raise TypeError(f"v must be an array of shape (d,), x.shape, (d, r) or x.shape[:-1] + (d, r), got {v!r}")
+    vshape = tuple(v.shape)
+    if len(vshape) == 1 or vshape == s.batch + (s.d,):
+        rows, multi = one_direction(s, v), False
+    else:
+        rows, multi = direction_rows(s, v, None, "taylor"), True
+    r = int(rows.shape[-2])
+    summed = None
+    if weights is not None:
+        summed = [float(w) for w in weights]
+        if not multi or order < 1 or len(summed) != r:
+            raise ValueError(
+                f"weights sum the top derivative over r directions: give r = {r} numbers with v of shape (d, r) "
+                f"or x.shape[:-1] + (d, r) and order >= 1; got {len(summed)} weights, v of shape {vshape} and "
+                f"order {order}"
+            )
+    kind = Taylor(order, None if summed is None else s.weights(summed))
+    terms = s.run(kind, rows, chunk_size)
+    out = []
+    for k, t in enumerate(terms):
+        t = float(math.factorial(k)) * t if k >= 2 else t
+        if kind.collapsed(k):
+            out.append(s.shape(t[0, ...]))
+        elif multi:
+            t = xp.broadcast_to(t, (r,) + tuple(t.shape[1:])) if k == 0 else t
+            out.append(s.shape(lead_last(t, 1, xp)))
+        else:
+            out.append(s.shape(t[0, ...]))
+    return tuple(out)
 
 
-register_chain_path(_chain_jet)
+def graph_combination(
+    s: Setup, rows: Sequence[Sequence[float]], weights: Sequence[float], order: int, chunk: Any
+) -> Array:
+    r""":math:`\sum_\rho \omega_\rho\, y_{K,\rho}` (normalised) along ``rows``, the top term collapsed."""
+    directions = s.xp.asarray([[float(a) for a in row] for row in rows], dtype=s.ctx.dtype, device=s.ctx.device)
+    terms = s.run(Taylor(order, s.weights(weights)), directions, chunk)
+    return s.shape(terms[-1][0, ...])
+
+
+def _graph_partial(net: Any, x: Any, alpha: Sequence[int], chunk_size: int | None = None) -> Array:
+    r""":math:`\partial^\alpha y` from one Taylor jet of order :math:`|\alpha|` (:func:`xderiv.partial`)."""
+    s = Setup(net, x)
+    counts = multi_index(alpha, s.d)
+    order = sum(counts)
+    if order == 0:
+        return value(net, x, chunk_size=chunk_size)
+    rows, weights = partial_directions(counts)
+    return graph_combination(s, rows, weights, order, chunk_size)
