@@ -262,6 +262,7 @@ def test_dask_example_matches_numpy(backend, capsys):
         ("high_dim", "torch"),
         ("modified_mlp", "torch"),
         ("wavefunction", "torch"),
+        ("ddp_poisson", "torch"),
         ("dask_laplacian", "dask.distributed"),
     ],
 )
