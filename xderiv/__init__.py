@@ -10,6 +10,7 @@ from .activations import Activation, available_activations, get_activation, regi
 from .backends.compile import compile
 from .backends.host_memory import tune_host_allocator
 from .engine.call import get_memory_budget, set_memory_budget
+from .engine.explain import Explanation, explain
 from .jets import function
 from .models.composition import Product, Scaled, Sum
 from .models.layers import Dense, InputScale, Residual, fourier_features
@@ -51,6 +52,7 @@ __all__ = [
     "Activation",
     "Dense",
     "Derivatives",
+    "Explanation",
     "InputScale",
     "Product",
     "Scaled",
@@ -64,6 +66,7 @@ __all__ = [
     "derivatives",
     "directional",
     "divergence",
+    "explain",
     "get_memory_budget",
     "hessian_diagonal",
     "hvp",

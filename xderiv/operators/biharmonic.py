@@ -22,6 +22,7 @@ from typing import Any
 from ..backends.namespace import Array, materialize
 from ..engine.call import Call, run
 from ..engine.cost import Dims, Quantity, register
+from ..engine.explain import Need, register_plan
 from ..engine.forward import Tape
 from ..engine.higher_sweeps import forward_biharmonic
 from ..jets import is_graph
@@ -33,7 +34,7 @@ from .estimators import ESTIMATORS, check_samples, check_seed, draw_directions
 from .first_order import resolved
 from .hessian import potential_hessian
 from .laplacian import potential_trace
-from .taylor import _check_activations, _combination, graph_combination, taylor
+from .taylor import _check_activations, _combination, graph_combination, taylor, taylor_quantity
 
 
 def _memory(s: Dims, direction: str, k: int) -> float:
@@ -252,3 +253,25 @@ def _graph_biharmonic(net: Any, x: Any, chunk_size: int | None = None) -> Array:
     s = Setup(net, x)
     rows, weights = biharmonic_directions(s.d)
     return graph_combination(s, rows, weights, 4, chunk_size)
+
+
+def _plan(d: int, a: dict) -> Need:
+    if a.get("estimator") is not None:
+        k = check_samples(a.get("samples"))
+        chain = {"forward": f"Taylor mode of order 4 along {k} Gaussian directions, the top one collapsed"}
+        return Need(taylor_quantity(4), k, chain, f"a Taylor jet of order 4 along {k} directions")
+    rows = len(biharmonic_directions(d)[0])
+    chain = {
+        "forward": "the forward biharmonic: gradient, packed Hessian, grad of the Laplacian, Laplacian, bi-Laplacian"
+    }
+    return Need(BIHARMONIC, None, chain, f"a Taylor jet of order 4 along {rows} directions, the top term collapsed")
+
+
+def _plan_by_directions(d: int, a: dict) -> Need:
+    rows = len(biharmonic_directions(d)[0])
+    chain = {"forward": f"Taylor mode of order 4 along {rows} directions, the top one collapsed"}
+    return Need(taylor_quantity(4), rows, chain, f"a Taylor jet of order 4 along {rows} directions")
+
+
+register_plan(biharmonic, _plan)
+register_plan(biharmonic_by_directions, _plan_by_directions)

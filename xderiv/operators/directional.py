@@ -15,6 +15,7 @@ from typing import Any
 from ..backends.namespace import Array, materialize
 from ..engine.call import Call, run
 from ..engine.cost import Quantity, register
+from ..engine.explain import Need, register_plan
 from ..engine.forward import Tape, forward_laplacian
 from ..engine.potential import PotentialTerms
 from ..jets import is_graph
@@ -76,3 +77,12 @@ def directional(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) 
     )
     assert dv is not None and dvv is not None
     return dv, dvv
+
+
+def _plan(d: int, a: dict) -> Need:
+    return Need(
+        DIRECTIONAL, 1, {"forward": "the forward Laplacian along v (one row)"}, "a Taylor jet of order 2 along v"
+    )
+
+
+register_plan(directional, _plan)

@@ -30,6 +30,7 @@ from ..backends.namespace import Array, Context, array_namespace_of, device_of, 
 from ..engine.backward import adjoint_sweep
 from ..engine.call import Call, run, value_kernel
 from ..engine.cost import VALUE, Quantity, register
+from ..engine.explain import Need, register_plan
 from ..engine.forward import Tape, jacobian_sweep
 from ..jets import is_graph
 from ..jets.call import Setup, lead_last, resolve_points
@@ -194,3 +195,22 @@ def resolved(net: Any, x: Any) -> tuple[Any, Context, Array, int]:
     network = as_network(net)
     ctx, x = resolve_call(x, network.xp, network.device, network.dtype)
     return network, ctx, x, network.in_features
+
+
+JACOBIAN_RECURSIONS = {
+    "forward": "Jacobian rows carried from the input (jacobian_sweep)",
+    "backward": "adjoints carried from the outputs (adjoint_sweep)",
+}
+
+
+def _plan_value(d: int, a: dict) -> Need:
+    return Need(VALUE, 1, {"forward": "the value sweep"}, "a jet of the value alone")
+
+
+def _plan_jacobian(d: int, a: dict) -> Need:
+    return Need(JACOBIAN, None, JACOBIAN_RECURSIONS, "a Taylor jet of order 1 along the d axes (d terms)")
+
+
+register_plan(value, _plan_value)
+for _op in (jacobian, gradient, divergence):
+    register_plan(_op, _plan_jacobian)

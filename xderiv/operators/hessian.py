@@ -23,6 +23,7 @@ from ..backends.namespace import Array, array_namespace_of
 from ..engine.backward import adjoint_sweep, backward_second_order, hessian_over_reverse
 from ..engine.call import Call, run, value_kernel
 from ..engine.cost import ELEMENTWISE, Dims, Quantity, hessian_forward_forms, register
+from ..engine.explain import Need, register_plan
 from ..engine.forward import Tape, forward_hessian
 from ..engine.potential import PotentialTerms
 from ..jets import is_graph
@@ -122,3 +123,15 @@ def hessian(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = 
         out = value_jacobian_hessian(network, x, mode, chunk_size)[2]
     assert out is not None
     return out
+
+
+def hessian_need() -> Need:
+    """The Hessian's plan (:func:`xderiv.explain`)."""
+    recursions = {
+        "forward": "Jacobian rows and adjoints, then the sum of layers or forward-over-reverse, the cheaper",
+        "backward": "the second-order adjoint, closed at the first layer",
+    }
+    return Need(HESSIAN, None, recursions, "a Hessian jet along the d axes (d + d^2 terms)")
+
+
+register_plan(hessian, lambda d, a: hessian_need())

@@ -16,6 +16,7 @@ from ..backends.namespace import Array, diagonal
 from ..engine.backward import backward_second_order
 from ..engine.call import Call, run
 from ..engine.cost import Dims, Quantity, register
+from ..engine.explain import Need, register_plan
 from ..engine.forward import Tape, forward_laplacian
 from ..engine.potential import PotentialTerms
 from ..jets import is_graph
@@ -80,3 +81,14 @@ def hessian_diagonal(net: Any, x: Array, mode: str = "auto", *, chunk_size: int 
             chunk_size,
         )
     return run(network, x, DIAGONAL, kernel, mode=mode, trailing=[(network.in_features,)], chunk_size=chunk_size)[0]
+
+
+def _plan(d: int, a: dict) -> Need:
+    recursions = {
+        "forward": "the forward Laplacian keeping one second derivative per coordinate",
+        "backward": "the second-order adjoint, closed row by row",
+    }
+    return Need(DIAGONAL, None, recursions, "a Taylor jet of order 2 along the d axes (2 d terms)")
+
+
+register_plan(hessian_diagonal, _plan)

@@ -17,6 +17,7 @@ from ..backends.namespace import Array, array_namespace_of, materialize
 from ..engine.backward import hvp_sweep
 from ..engine.call import Call, per_point, run
 from ..engine.cost import Quantity, register
+from ..engine.explain import Need, register_plan
 from ..engine.forward import Tape, tangent_sweep
 from ..engine.potential import PotentialTerms
 from ..jets import is_graph
@@ -103,3 +104,11 @@ def hvp(net: Any, x: Array, v: Array, *, chunk_size: int | None = None) -> Array
         rows=lambda seed: 1,
         chunk_size=chunk_size,
     )[0]
+
+
+def _plan(d: int, a: dict) -> Need:
+    chain = {"forward": "a tangent sweep along v, then the adjoints and their derivative along v"}
+    return Need(HVP, 1, chain, "Taylor jets of order 2 along e_i, e_i + v and v (polarisation, 2 (2 d + 1) terms)")
+
+
+register_plan(hvp, _plan)

@@ -29,6 +29,7 @@ from ..backends.namespace import Array, array_namespace_of, device_of, trace
 from ..engine.backward import backward_second_order
 from ..engine.call import Call, coordinate_rows, per_point, run, value_kernel
 from ..engine.cost import ELEMENTWISE, Dims, Quantity, register
+from ..engine.explain import Need, register_plan
 from ..engine.forward import Tape, forward_laplacian
 from ..engine.potential import PotentialTerms
 from ..jets import is_graph
@@ -403,3 +404,33 @@ def trace_hessian(
         rows=lambda seed: seed.shape[-2],
         chunk_size=chunk_size,
     )[0]
+
+
+TRACE_RECURSIONS = {
+    "forward": "the forward Laplacian: k Jacobian rows and their collapsed second-order term",
+    "backward": "the second-order adjoint, closed by the Gram matrix of S^T W_0",
+}
+
+
+def trace_need(k: int | None) -> Need:
+    """The plan of a trace along ``k`` rows (``d`` when None), for :func:`xderiv.explain`."""
+    jet = f"a Taylor jet of order 2 along {'d' if k is None else k} directions, its top term collapsed"
+    return Need(LAPLACIAN, k, TRACE_RECURSIONS, jet)
+
+
+def _plan_laplacian(d: int, a: dict) -> Need:
+    if a.get("estimator") is not None:
+        return trace_need(check_samples(a.get("samples")))
+    coords = a.get("coords")
+    return trace_need(None if coords is None else len(list(coords)))
+
+
+def _plan_trace(d: int, a: dict) -> Need:
+    directions, coords = a.get("directions"), a.get("coords")
+    if (directions is None) == (coords is None):
+        raise TypeError("trace_hessian takes exactly one of directions= or coords=")
+    return trace_need(len(list(coords)) if coords is not None else int(directions.shape[-1]))
+
+
+register_plan(laplacian, _plan_laplacian)
+register_plan(trace_hessian, _plan_trace)

@@ -29,14 +29,15 @@ from typing import Any
 from ..backends.namespace import Array, array_namespace_of, device_of, diagonal
 from ..engine.call import Call, coordinate_rows, run, value_kernel
 from ..engine.cost import VALUE
+from ..engine.explain import Need, register_plan
 from ..engine.forward import Tape
 from ..jets import is_graph
 from ..jets.call import CoordCall, Setup
 from ..models.composition import Composite, Rule, fold
 from ..models.networks import as_network
-from .first_order import JACOBIAN, full_jacobian, graph_jacobian, jacobian_kernel
-from .hessian import HESSIAN, graph_hessian, hessian_kernel, outer_cross
-from .laplacian import LAPLACIAN, coordinate_mask, graph_trace, trace_cross, trace_kernel
+from .first_order import JACOBIAN, JACOBIAN_RECURSIONS, full_jacobian, graph_jacobian, jacobian_kernel
+from .hessian import HESSIAN, graph_hessian, hessian_kernel, hessian_need, outer_cross
+from .laplacian import LAPLACIAN, coordinate_mask, graph_trace, trace_cross, trace_kernel, trace_need
 
 
 @dataclass(frozen=True)
@@ -205,3 +206,16 @@ def _graph_derivatives(
         None if hess is None else s.shape(hess),
         None if lap is None else s.shape(lap),
     )
+
+
+def _plan(d: int, a: dict) -> Need:
+    if a.get("hessian"):
+        return hessian_need()
+    if a.get("laplacian"):
+        return trace_need(None)
+    if a.get("jacobian", True):
+        return Need(JACOBIAN, None, JACOBIAN_RECURSIONS, "a Taylor jet of order 1 along the d axes")
+    return Need(VALUE, 1, {"forward": "the value sweep"}, "a jet of the value alone")
+
+
+register_plan(derivatives, _plan)

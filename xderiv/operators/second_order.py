@@ -33,6 +33,7 @@ from typing import Any
 from ..backends.namespace import Array, Context, _concrete_bool, array_namespace_of, is_array, resolve_call
 from ..engine.call import Call, run, value_kernel
 from ..engine.cost import Quantity, register
+from ..engine.explain import Need, register_plan
 from ..engine.forward import Tape
 from ..jets import is_graph
 from ..jets.call import Setup
@@ -380,3 +381,28 @@ def _graph(s: Setup, terms: _Terms, chunk_size: int | None) -> Array:
     c = terms.c
     c = xp.reshape(c, tuple(c.shape) + (1,) * (value.ndim - 1)) if c.ndim == 1 else c
     return trace + first[-1, ...] + c * value
+
+
+def _plan(d: int, a: dict) -> Need:
+    factor, coefficient = a.get("factor"), a.get("A")
+    if factor is not None and not callable(factor):
+        k = int(factor.shape[-1])
+    elif coefficient is not None or factor is not None:
+        k = 2 * d if coefficient is not None and _needs_fallback(coefficient) else d  # at most: rank rows
+    else:
+        k = 0
+    chain = {
+        "forward": "the forward Laplacian along the directions of A with signed weights, and b's row",
+        "backward": "the second-order adjoint, closed by W_0^T A W_0",
+    }
+    return Need(SECOND_ORDER, k + 1, chain, f"a Taylor jet of order 2 along {k + 1} directions (A's and b)")
+
+
+def _needs_fallback(a: Any) -> bool:
+    if callable(a) or not is_array(a) or a.ndim < 2:
+        return False
+    xp = array_namespace_of(a)
+    return getattr(getattr(xp, "linalg", None), "eigh", None) is None
+
+
+register_plan(second_order, _plan)

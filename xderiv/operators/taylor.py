@@ -37,6 +37,7 @@ from ..activations import order_error
 from ..backends.namespace import Array, check_int, device_of, materialize
 from ..engine.call import Call, per_point, run
 from ..engine.cost import Dims, Quantity, register
+from ..engine.explain import Need, register_plan
 from ..engine.forward import Tape
 from ..engine.higher_sweeps import taylor_sweep
 from ..engine.potential import PotentialTerms
@@ -436,3 +437,24 @@ def _graph_partial(net: Any, x: Any, alpha: Sequence[int], chunk_size: int | Non
         return value(net, x, chunk_size=chunk_size)
     rows, weights = partial_directions(counts)
     return graph_combination(s, rows, weights, order, chunk_size)
+
+
+def _plan_taylor(d: int, a: dict) -> Need:
+    order, v, x = check_int(a["order"], "order", 0), a["v"], a["x"]
+    vshape = tuple(getattr(v, "shape", ()))
+    r = 1 if len(vshape) <= 1 or vshape == tuple(getattr(x, "shape", ())) else int(vshape[-1])
+    chain = {"forward": f"Taylor mode of order {order} along {r} direction(s) (taylor_sweep)"}
+    return Need(taylor_quantity(order), r, chain, f"a Taylor jet of order {order} along {r} direction(s)")
+
+
+def _plan_partial(d: int, a: dict) -> Need:
+    counts = multi_index(a["alpha"], d)
+    order = sum(counts)
+    rows, _ = partial_directions(counts) if order else ([[0.0] * d], None)
+    p = len(rows)
+    chain = {"forward": f"Taylor mode of order {order} along {p} directions, the top one collapsed"}
+    return Need(taylor_quantity(order), p, chain, f"a Taylor jet of order {order} along {p} directions")
+
+
+register_plan(taylor, _plan_taylor)
+register_plan(partial, _plan_partial)
