@@ -7,6 +7,7 @@
 """
 
 from ._call import get_memory_budget, set_memory_budget
+from ._check import CheckError, CheckReport, check
 from ._host_memory import tune_host_allocator
 from .activations import Activation, available_activations, get_activation, register_activation
 from .composition import Product, Scaled, Sum
@@ -41,6 +42,8 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Activation",
+    "CheckError",
+    "CheckReport",
     "Dense",
     "Derivatives",
     "InputScale",
@@ -52,6 +55,7 @@ __all__ = [
     "Sequential",
     "available_activations",
     "biharmonic",
+    "check",
     "compile",
     "derivatives",
     "directional",
