@@ -392,6 +392,9 @@ SUBSET_RULES: dict[str, dict[str, frozenset[Any]]] = {
     # test_autodiff: every operator x mode, with its weight gradient, on the OT-Flow-style
     # potential (Dense opening, Residual trunk, quadratic and linear head terms).
     "test_operator_and_weight_gradient_match_autodiff": {"name": frozenset({"potential"})},
+    # test_check: the reference (jax's nested autodiff, or differences of lazy arrays) on one operator; the
+    # check itself is the same code on every namespace (numpy, torch and strict run every case)
+    "test_every_operator_passes_and_catches_a_perturbation": {"case": frozenset({"hessian"})},
     # test_second_order: products and graphs on one of them
     "test_composites_potentials_and_graphs": {"name": frozenset({"composite"})},
     # test_derivatives
@@ -444,11 +447,18 @@ SUBSET_DROP = {
 }
 
 # Per backend, further test functions the subset leaves out.
+CHECK_EXTRAS = (  # test_check beyond one operator: the report, every(), composites, seeds (numpy, torch, strict)
+    "test_report_is_a_small_frozen_record",
+    "test_every_checks_one_call_in_n",
+    "test_graphs_and_composites",
+    "test_generator_seed_draws_what_the_call_drew",
+)
+
 SUBSET_DROP_BY_BACKEND = {
     # Every dask compute already runs on dask's own thread pool; six caller threads times every
     # operator and mode times dask's pool take minutes.  Threads still call xderiv concurrently in
     # test_concurrent_construction_and_evaluation and test_one_network_shared_by_threads_with_...
-    "dask": {"test_concurrent_evaluation_matches_sequential"},
+    "dask": {"test_concurrent_evaluation_matches_sequential", *CHECK_EXTRAS},
     # JAX compiles a kernel per operation and shape on first use, and its dispatch holds no
     # xderiv state: the numpy, torch and strict sessions run this test in full.
     # test_composition's shapes and test_threads' dtype mix are argument handling and locking, the same
@@ -457,6 +467,7 @@ SUBSET_DROP_BY_BACKEND = {
         "test_concurrent_evaluation_matches_sequential",
         "test_one_network_shared_by_threads_with_different_input_dtypes",
         "test_shapes_follow_the_parts",
+        *CHECK_EXTRAS,
     },
 }
 

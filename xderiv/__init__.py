@@ -15,7 +15,6 @@ from .jets import function
 from .models.composition import Product, Scaled, Sum
 from .models.layers import Dense, InputScale, Residual, fourier_features
 from .models.networks import Potential, Sequential, mlp, potential, quadratic, resnet
-from .operators import chain_path  # noqa: F401  (registers the chains' fast paths inside graphs)
 from .operators.biharmonic import biharmonic
 from .operators.directional import directional
 from .operators.first_order import divergence, gradient, jacobian, value
@@ -26,6 +25,7 @@ from .operators.laplacian import laplacian, trace_hessian
 from .operators.one_pass import Derivatives, derivatives
 from .operators.second_order import second_order
 from .operators.taylor import partial, taylor
+from .verification.check import CheckError, CheckReport, check
 
 __version__ = "0.2.0"
 
@@ -50,6 +50,8 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Activation",
+    "CheckError",
+    "CheckReport",
     "Dense",
     "Derivatives",
     "Explanation",
@@ -62,6 +64,7 @@ __all__ = [
     "Sequential",
     "available_activations",
     "biharmonic",
+    "check",
     "compile",
     "derivatives",
     "directional",

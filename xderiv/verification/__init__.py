@@ -1,0 +1,1 @@
+"""Verifying a derivative before training on it: ``xd.check`` against nested autodiff or finite differences."""
