@@ -24,8 +24,12 @@ OPS = {
     "taylor": lambda net, x, s, v, mode: xd.taylor(net, x, s, order=4)[4],
     "biharmonic": lambda net, x, s, v, mode: xd.biharmonic(net, x),
     "partial": lambda net, x, s, v, mode: xd.partial(net, x, (2, 1, 0)),
+    # A = s_1 s_1^T - s_0 s_0^T: indefinite, rank 2; its eigendecomposition and checks traced with the call
+    "second_order": lambda net, x, s, v, mode: xd.second_order(
+        net, x, s[:, 1:] @ s[:, 1:].T - s[:, :1] @ s[:, :1].T, v, 0.5
+    ),
 }
-ONE_MODE = {"value", "hvp", "directional", "taylor", "biharmonic", "partial"}
+ONE_MODE = {"value", "hvp", "directional", "taylor", "biharmonic", "partial", "second_order"}
 CASES = [(op, mode) for op in OPS for mode in (["auto"] if op in ONE_MODE else ["forward", "backward"])]
 
 

@@ -69,6 +69,8 @@ def test_diagonal_low_rank_factor_and_callables(backend):
     x = points(net, backend, n=N)
     y, j, h = _parts(backend, net, x)
     zero_b = np.zeros(3)
+    assert rel_err(_np(backend, xd.second_order(net, x, c=2.0)), 2.0 * y) < TOL  # no A, no b: c y
+    assert rel_err(_np(backend, xd.second_order(net, x, b=backend.asarray(np.ones(3)))), j.sum(-1)) < TOL
     diag = np.array([2.0, -1.0, 0.5])  # anisotropic: A = diag(...), given as (d,)
     got = xd.second_order(net, x, backend.asarray(diag))
     assert rel_err(_np(backend, got), _reference(y, j, h, np.diag(diag), zero_b, 0.0)) < TOL

@@ -277,12 +277,17 @@ def check_real_floating(xp: Any, a: Array, name: str) -> None:
 def _concrete_bool(flag: Any) -> bool | None:
     """``bool(flag)`` for a concrete 0-d array, or None when it has no value yet.
 
-    A JAX tracer, a torch meta/fake tensor or a lazy (dask-like) array cannot
-    be read without tracing errors or forced computation; those return None.
+    A JAX tracer, a torch meta/fake tensor, a tensor under ``torch.compile`` or a lazy
+    (dask-like) array cannot be read without tracing errors or forced computation; those
+    return None.
     """
     # array-api-compat calls every JAX array lazy; a concrete one has a value, a tracer raises below.
-    if is_lazy(flag):
+    kind = _KINDS.get(type(flag)) or _kind(flag)  # the learnt table first: traceable
+    if kind.lazy:
         return None  # dask & co.: bool() would compute the whole graph
+    compiling = getattr(getattr(kind.xp, "compiler", None), "is_compiling", None)
+    if compiling is not None and compiling():
+        return None  # torch.compile: a tensor's value is data-dependent while tracing
     try:
         return bool(flag)
     except Exception:  # tracer / meta tensor / data-dependent value: unknowable here

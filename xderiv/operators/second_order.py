@@ -12,9 +12,10 @@ eigenvalues, and at a shared, concrete :math:`A` the null directions dropped, so
 :math:`A` carries ``r`` rows), its diagonal for a diagonal :math:`A` given as ``(d,)`` (the
 axes, no factorisation), a factor :math:`A = S \operatorname{diag}(s) S^\top` given directly, or
 elsewhere a shifted Cholesky factor, :math:`A = L L^\top - \lambda I` with :math:`\lambda` from
-Gershgorin's bound (``2 d`` rows).  Then one trace sweep carries the rows :math:`s_j` and
-:math:`b` (weight 0) and collapses :math:`\sum_j \omega_j\, s_j^\top \nabla^2 y\, s_j`: forward
-``rank + 2`` passes (cost row :data:`SECOND_ORDER`, the Laplacian's with ``k = rank + 1`` rows),
+Gershgorin's bound (``2 d`` rows).  Then one trace sweep carries the rows :math:`s_j` (and
+:math:`b`, weight 0, when given) and collapses :math:`\sum_j \omega_j\, s_j^\top \nabla^2 y\, s_j`:
+forward ``k + 2`` passes for ``k = rank`` rows (``rank + 1`` with a drift; cost row
+:data:`SECOND_ORDER`, the Laplacian's),
 or backward the second-order adjoint closed by the weighted Gram matrix
 :math:`(S^\top W_0)^\top \operatorname{diag}(\omega) (S^\top W_0) = W_0^\top A W_0`.
 
@@ -30,7 +31,15 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from ..backends.namespace import Array, Context, _concrete_bool, array_namespace_of, is_array, resolve_call
+from ..backends.namespace import (
+    Array,
+    Context,
+    _concrete_bool,
+    array_namespace_of,
+    is_array,
+    known_array_type,
+    resolve_call,
+)
 from ..engine.call import Call, run, value_kernel
 from ..engine.cost import Quantity, register
 from ..engine.explain import Need, register_plan
@@ -43,8 +52,16 @@ from ..models.networks import as_network
 from .first_order import JACOBIAN, full_jacobian, jacobian_kernel, resolved
 from .laplacian import LAPLACIAN, trace_kernel
 
+
+def _array(a: Any) -> bool:
+    """Whether ``a`` is an array: a type learnt from the weights (traceable), else array-api-compat's test."""
+    if a is None or isinstance(a, (int, float, bool, list, tuple)):
+        return False
+    return known_array_type(a) or is_array(a)
+
+
 SECOND_ORDER = register(Quantity("second_order", 2, LAPLACIAN.memory, LAPLACIAN.flops))
-"""The trace's row with ``k = rank + 1`` rows (the directions and ``b``)."""
+"""The trace's row with ``k`` rows: the rank of ``A``, plus one for ``b`` when given."""
 
 Coefficient = Any
 """An array, a number (``c``), or a callable of the points ``(..., d)`` returning one."""
@@ -119,7 +136,7 @@ def second_order(
         return terms.extras()
 
     def kernel(call: Call, tape: Tape, rows: Array, weights: Array, bvec: Array, cvec: Array) -> tuple:
-        return (_chain_kernel(call, tape, rows, weights, bvec, cvec),)
+        return (_chain_kernel(call, tape, rows, weights, bvec, cvec, box["terms"].drift),)
 
     return run(
         network,
@@ -141,12 +158,14 @@ class _Terms:
     r"""The coefficients of one call at the points: rows :math:`S^\top` with ``b`` last, weights, ``b``, ``c``.
 
     ``rows`` ``(k + 1, d)`` shared or ``(n, k + 1, d)`` per point; ``weights`` ``(k + 1,)`` or
-    ``(n, k + 1)`` (the last 0: the drift's row carries only its first derivative); ``b`` ``(d,)``
-    or ``(n, d)``; ``c`` ``()`` or ``(n,)``.  Per point when any coefficient is.
+    ``(n, k + 1)`` (the last 0: the drift's row carries only its first derivative; without ``b``,
+    ``k`` rows); ``b`` ``(d,)`` or ``(n, d)`` (zeros without one); ``c`` ``()`` or ``(n,)``.  Per
+    point when any coefficient is.
     """
 
-    def __init__(self, rows: Array, weights: Array, b: Array, c: Array, per_point: bool) -> None:
+    def __init__(self, rows: Array, weights: Array, b: Array, c: Array, per_point: bool, drift: bool) -> None:
         self.rows, self.weights, self.b, self.c, self.per_point = rows, weights, b, c, per_point
+        self.drift = drift  # whether the last row is b
 
     def extras(self) -> tuple:
         pp = self.per_point
@@ -170,7 +189,7 @@ class _Terms:
 
         def value(a: Coefficient, name: str) -> Any:
             a = a(points) if callable(a) else a
-            if a is None or not is_array(a):
+            if a is None or not _array(a):
                 return a
             return resolve_call(a, xp, ctx.device, ctx.dtype, name=name)[1]
 
@@ -184,7 +203,7 @@ class _Terms:
 
         if factor is not None:
             f = value(factor, "factor")
-            if not is_array(f) or f.ndim < 2 or f.shape[-2] != d:
+            if not _array(f) or f.ndim < 2 or f.shape[-2] != d:
                 got = getattr(f, "shape", type(f).__name__)
                 raise ValueError(f"factor has shape {got}; expected ({d}, r) or {batch + (d, 'r')}")
             r = int(f.shape[-1])
@@ -193,7 +212,7 @@ class _Terms:
             w = xp.ones((r,), dtype=ctx.dtype, device=ctx.device) if signs is None else _signs(signs, r, ctx)
         elif A is not None:
             a = value(A, "A")
-            if not is_array(a):
+            if not _array(a):
                 raise TypeError(f"A must be an array (d, d), x.shape[:-1] + (d, d) or (d,), got {type(a).__name__}")
             if tuple(a.shape) == (d,):
                 rows, w, pp_a = xp.eye(d, dtype=ctx.dtype, device=ctx.device), a, False
@@ -210,7 +229,7 @@ class _Terms:
         else:
             bv, pp_b = flat(bv, (d,), "b", f"({d},) or {batch + (d,)}")
         cv = value(c, "c")
-        if cv is None or not is_array(cv):
+        if cv is None or not _array(cv):
             cv, pp_c = xp.asarray(0.0 if cv is None else float(cv), dtype=ctx.dtype, device=ctx.device), False
         else:
             cv, pp_c = flat(cv, (), "c", f"a number, () or {batch}")
@@ -221,14 +240,15 @@ class _Terms:
             w = xp.broadcast_to(w, (n, k)) if w.ndim == 1 else w
             bv = xp.broadcast_to(bv, (n, d)) if bv.ndim == 1 else bv
             cv = xp.broadcast_to(cv, (n,)) if cv.ndim == 0 else cv
-        rows = xp.concat([rows, bv[..., None, :]], axis=-2)
-        w = xp.concat([w, xp.zeros(tuple(w.shape[:-1]) + (1,), dtype=ctx.dtype, device=ctx.device)], axis=-1)
-        return cls(rows, w, bv, cv, per)
+        if b is not None:  # the drift's row, weight 0: its first derivative only
+            rows = xp.concat([rows, bv[..., None, :]], axis=-2)
+            w = xp.concat([w, xp.zeros(tuple(w.shape[:-1]) + (1,), dtype=ctx.dtype, device=ctx.device)], axis=-1)
+        return cls(rows, w, bv, cv, per, b is not None)
 
 
 def _signs(signs: Any, r: int, ctx: Context) -> Array:
     xp = ctx.xp
-    s = signs if is_array(signs) else xp.asarray([float(v) for v in signs], dtype=ctx.dtype, device=ctx.device)
+    s = signs if _array(signs) else xp.asarray([float(v) for v in signs], dtype=ctx.dtype, device=ctx.device)
     s = resolve_call(s, xp, ctx.device, ctx.dtype, name="signs")[1]
     if tuple(s.shape) != (r,):
         raise ValueError(f"signs has shape {tuple(s.shape)}; expected ({r},), one per column of factor")
@@ -307,11 +327,19 @@ def _shifted_cholesky(a: Array, ctx: Context) -> tuple[Array, Array]:
 # --------------------------------------------------------------------------- chains, composites, graphs
 
 
-def _chain_kernel(call: Call, tape: Tape, rows: Array, weights: Array, bvec: Array, cvec: Array) -> Array:
-    """``L y`` of a chain from one value sweep: the weighted trace, the drift's row, the value."""
+def _chain_kernel(
+    call: Call, tape: Tape, rows: Array, weights: Array, bvec: Array, cvec: Array, with_drift: bool
+) -> Array:
+    """``L y`` of a chain from one value sweep: the weighted trace, the drift's row (last, if any), the value."""
     xp = call.ctx.xp
     (y,) = value_kernel(call, tape)
-    jac, out = trace_kernel(call, tape, rows, weights=weights)
+    out = (cvec[:, None] if cvec.ndim == 1 else cvec) * y
+    if int(rows.shape[-2]) == 0:  # no A and no b: c y alone
+        return out
+    jac, trace = trace_kernel(call, tape, rows, weights=weights)
+    out = out + trace
+    if not with_drift:
+        return out
     if call.mode == "forward":  # the last row is b: its column is the drift term of the layers
         drift = full_jacobian(replace(call, d=int(rows.shape[-2])), jac)[..., -1]
     else:
@@ -319,7 +347,7 @@ def _chain_kernel(call: Call, tape: Tape, rows: Array, weights: Array, bvec: Arr
     grad = call.terms.gradient(call.x)
     if grad is not None:
         drift = drift + xp.sum(grad * bvec, axis=-1)[:, None]
-    return out + drift + (cvec[:, None] if cvec.ndim == 1 else cvec) * y
+    return out + drift
 
 
 def _composite(network: Composite, x: Array, terms: _Terms, mode: str, chunk_size: int | None) -> Array:
@@ -369,6 +397,11 @@ def _composite(network: Composite, x: Array, terms: _Terms, mode: str, chunk_siz
 def _graph(s: Setup, terms: _Terms, chunk_size: int | None) -> Array:
     """``L`` of a graph, ``(n, m)``: one Taylor jet of order 2 along the rows (collapsed with shared weights)."""
     xp = s.xp
+    c = terms.c
+    if int(terms.rows.shape[-2]) == 0:  # no A and no b: c y alone
+        (value,) = s.run_value(chunk_size)
+        c = xp.reshape(c, tuple(c.shape) + (1,) * (value.ndim - 1)) if c.ndim == 1 else c
+        return c * value
     if terms.per_point:
         y, first, second = s.run(Taylor(2), terms.rows, chunk_size)
         w = xp.permute_dims(terms.weights, (1, 0))  # (k + 1, n)
@@ -378,9 +411,8 @@ def _graph(s: Setup, terms: _Terms, chunk_size: int | None) -> Array:
         y, first, top = s.run(Taylor(2, terms.weights), terms.rows, chunk_size)
         trace = 2.0 * top[0, ...]
     value = y[0, ...]
-    c = terms.c
     c = xp.reshape(c, tuple(c.shape) + (1,) * (value.ndim - 1)) if c.ndim == 1 else c
-    return trace + first[-1, ...] + c * value
+    return trace + c * value + (first[-1, ...] if terms.drift else 0.0)
 
 
 def _plan(d: int, a: dict) -> Need:
@@ -395,7 +427,8 @@ def _plan(d: int, a: dict) -> Need:
         "forward": "the forward Laplacian along the directions of A with signed weights, and b's row",
         "backward": "the second-order adjoint, closed by W_0^T A W_0",
     }
-    return Need(SECOND_ORDER, k + 1, chain, f"a Taylor jet of order 2 along {k + 1} directions (A's and b)")
+    k += a.get("b") is not None
+    return Need(SECOND_ORDER, k, chain, f"a Taylor jet of order 2 along {k} directions (A's, and b if given)")
 
 
 def _needs_fallback(a: Any) -> bool:
