@@ -312,8 +312,9 @@ def build(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Side-by-side timings against torch.func, hessQuik, jax and folx (pytest-benchmark; peers installed here only).
 
-    ``nox -s bench`` rewrites benchmarks/results/ (JSON, results.md, PNGs); with arguments
-    (``-- --quick``, ``-- --dtype float32 -k P4``) they go to pytest and the output to a temporary folder.
+    ``nox -s bench`` rewrites benchmarks/results/ (JSON of the CPU problems and of the second_order rows,
+    results.md, PNGs); with arguments (``-- --quick``, ``-- --dtype float32 -k P4``) they go to pytest, the
+    CPU problems only, and the output to a temporary folder.
     """
     session.install(TORCH)
     session.install("-r", "benchmarks/requirements.txt", "-e", ".")
@@ -330,7 +331,21 @@ def bench(session: nox.Session) -> None:
         *session.posargs,
         success_codes=[0, 1],  # a failed check is listed in results.md; still write the report
     )
-    session.run("python", "benchmarks/report.py", js, "--out", out)
+    runs = [js]
+    if not session.posargs:  # the full rewrite: the second_order rows (family SO) too
+        runs.append(os.path.join(out, "bench_second_order_float64.json"))
+        session.run(
+            "pytest",
+            "benchmarks/test_bench.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-disable-gc",
+            "--problems=second_order",
+            f"--benchmark-json={runs[-1]}",
+            success_codes=[0, 1],
+        )
+    session.run("python", "benchmarks/report.py", *runs, "--out", out)
     session.run(
         "pytest",
         "benchmarks/test_training.py",

@@ -13,7 +13,12 @@ def pytest_addoption(parser):
     g = parser.getgroup("xderiv benchmarks")
     g.addoption("--quick", action="store_true", help="the same networks at few points, few rounds (smoke test)")
     g.addoption("--dtype", default="float64", choices=("float64", "float32"))
-    g.addoption("--problems", default="cpu", choices=("cpu", "gpu"), help="the CPU problem set or the GPU comparison")
+    g.addoption(
+        "--problems",
+        default="cpu",
+        choices=("cpu", "gpu", "second_order"),
+        help="the CPU problem set, the GPU comparison or the second_order rows",
+    )
     g.addoption("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: xderiv on CuPy and torch-CUDA")
     g.addoption("--threads", default="1", help="numpy/torch/XLA threads (default 1; 0: the libraries' own)")
     g.addoption("--mem-budget-gb", type=float, default=6.0, help="skip a method whose estimated memory exceeds this")

@@ -30,6 +30,12 @@ FAMILIES = {
     "OP": "P4's network at d ∈ {64, 256}: `trace_hessian` along k directions, the Laplacian over coordinates 1..d−1",
     "T4": "P4's network: ∂ᵥ⁴y along one direction (`xd.taylor(..., order=4)`)",
     "BH": "P4's network at d = 16: Δ²y (`xd.biharmonic`; `[directions]`: the d²-direction Taylor formula)",
+    "SO": (
+        "tanh MLP d→64→64→1, n = 1000, d ∈ {5, 20, 100}: `xd.second_order(net, x, A)` with a dense, symmetric, "
+        "indefinite A of rank r = d and r = 2, against the Hessian (torch.func, jax) contracted with A and "
+        "against `trace_hessian(S+) - trace_hessian(S-)` on A's positive and negative parts; `value`: one "
+        "forward pass (`--problems second_order`)"
+    ),
     "graphs": (
         "Networks that are not chains, differentiated by the jet engine (`xd.function`, and "
         "`graph_function(module)` of the same network written as a torch module): the modified MLP, a "
@@ -359,10 +365,12 @@ def main() -> None:
     lines = [INTRO.format()]
     runs = [(p.name, json.loads(p.read_text())) for p in sorted(args.results.glob("bench_*.json"))]
     for name, run in runs:
-        o = run["options"]
+        o, rows = run["options"], headline(run)
+        if len(rows) == 2:  # no headline row in this run (a family of its own): its section only
+            continue
         lines += [f"## Headline: {o['dtype']} on {o['device']}", "", _run_line(run, name), ""]
         lines += ["The `xd.compile` column is the faster of torch (`torch.compile`) and jax (`jax.jit`).", ""]
-        lines += [*headline(run), ""]
+        lines += [*rows, ""]
     for name, run in runs:
         o = run["options"]
         recs = _records(run)
@@ -372,6 +380,8 @@ def main() -> None:
             if not args.check:
                 plot_family(fam, fr, run, png)
             lines += [f"## {fam} ({o['dtype']}, {o['device']})", "", FAMILIES.get(fam, ""), ""]
+            if len(headline(run)) == 2:
+                lines += [_run_line(run, name), ""]
             lines += [f"![{fam}: xderiv against its peers]({png.relative_to(args.docs).as_posix()})", ""]
             lines += [*family_table(fr), ""]
         if run.get("not_timed"):

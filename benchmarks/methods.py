@@ -52,6 +52,9 @@ def backends(device: str):
 CUPY_PLAIN = "xderiv-cupy[plain]"
 """CuPy eager, mode auto, with the plain Array API expressions instead of CuPy's fused kernels (their baseline)."""
 
+SPLIT = "trace_hessian(S+) - trace_hessian(S-)"
+"""``second_order`` as a user writes it by hand: A = S+ S+^T - S- S-^T by ``eigh`` (once, untimed), two traces."""
+
 COMPILED = ("xderiv-torch xd.compile", "xderiv-jax xd.compile")
 """xderiv traced by a compiler (torch.compile, plus CUDA graphs on a GPU; jax.jit): mode auto, Laplacian and Hessian."""
 
@@ -64,6 +67,8 @@ def names(quantity: str, device: str = "cpu") -> list[str]:
         xs = [f"xderiv-{b}{m}" for b in backends(device) for m in ("", "[directions]")]
     else:
         xs = [f"xderiv-{b}[{m}]" for b in backends(device) for m in MODES]
+    if quantity == "second_order":
+        xs += [f"xderiv-{b} {SPLIT}" for b in backends(device)]
     if quantity in ("laplacian", "hessian"):
         xs += list(COMPILED)
         if device == "cuda":
@@ -76,7 +81,7 @@ def reference_name(quantity: str) -> str:
     return "xderiv-numpy" if quantity in ("value", "taylor4", "biharmonic") else "xderiv-numpy[auto]"
 
 
-def _contract(q, H, S, diag, einsum):
+def _contract(q, H, S, diag, einsum, A=None):
     """The operator applied to a full Hessian (..., d, d)."""
     if q == "hessian":
         return H
@@ -84,6 +89,8 @@ def _contract(q, H, S, diag, einsum):
         return diag(H).sum(-1)
     if q == "partial_laplacian":
         return diag(H)[..., 1:].sum(-1)
+    if q == "second_order":
+        return einsum("...ij,ij->...", H, A)
     return einsum("...ij,ik,jk->...", H, S, S)  # trace_hessian
 
 
@@ -144,6 +151,7 @@ def _xderiv(p: Problem, dtype: str, backend: str, device: str, est_hess: float):
         net = xd.Potential(net, arr(q["w"]), arr(q["A"]), arr(q["c"]), arr(np.asarray(q["b0"])))
     x = arr(p.x)
     S = None if p.S is None else arr(p.S)
+    A = None if p.A is None else arr(p.A)
     coords = list(range(1, p.d))
     ops = {
         "gradient": lambda m: xd.gradient(net, x, mode=m),
@@ -151,6 +159,7 @@ def _xderiv(p: Problem, dtype: str, backend: str, device: str, est_hess: float):
         "laplacian": lambda m: xd.laplacian(net, x, mode=m),
         "trace_hessian": lambda m: xd.trace_hessian(net, x, S, mode=m),
         "partial_laplacian": lambda m: xd.laplacian(net, x, mode=m, coords=coords),
+        "second_order": lambda m: xd.second_order(net, x, A, mode=m),
     }
 
     def timed(f):
@@ -166,6 +175,12 @@ def _xderiv(p: Problem, dtype: str, backend: str, device: str, est_hess: float):
 
     tag = f"xderiv-{backend}"
     out = {("value", tag): Method(timed(lambda: net(x)), conv)}
+    if p.A is not None:
+        w, q = np.linalg.eigh(p.A)
+        tol = p.d * np.finfo(float).eps * np.abs(w).max()  # the null directions of a low-rank A dropped
+        pos, neg = arr(q[:, w > tol] * np.sqrt(w[w > tol])), arr(q[:, w < -tol] * np.sqrt(-w[w < -tol]))
+        split = lambda: xd.trace_hessian(net, x, pos) - xd.trace_hessian(net, x, neg)  # noqa: E731
+        out[("second_order", f"{tag} {SPLIT}")] = Method(timed(split), conv)
     if p.v is not None:
         v = arr(p.v)
         out[("taylor4", tag)] = Method(timed(lambda: xd.taylor(net, x, v, order=4)[4]), conv)
@@ -292,6 +307,7 @@ def _torch(p: Problem, dtype: str, device: str, est_nested: float):
 
     f, x, t = _torch_function(p, dtype, device)
     S = None if p.S is None else t(p.S)
+    A = None if p.A is None else t(p.A)
     pot = p.potential is not None
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -346,9 +362,10 @@ def _torch(p: Problem, dtype: str, device: str, est_nested: float):
     out[("biharmonic", "torch.func vmap(hessian(laplacian))")] = Method(
         timed(lambda: bih(x).reshape(p.n, p.m)), conv, p.d * p.d * est_nested
     )
-    for q in ("hessian", "laplacian", "trace_hessian", "partial_laplacian"):
+    for q in ("hessian", "laplacian", "trace_hessian", "partial_laplacian", "second_order"):
         name = "torch.func " + HESS_NAMES["torch.func"].get(q, "vmap(hessian) + contraction")
-        fn = timed(lambda q=q: _contract(q, vh(x), S, lambda H: torch.diagonal(H, dim1=-2, dim2=-1), torch.einsum))
+        diag = lambda H: torch.diagonal(H, dim1=-2, dim2=-1)  # noqa: E731
+        fn = timed(lambda q=q: _contract(q, vh(x), S, diag, torch.einsum, A))
         out[(q, name)] = Method(fn, conv, est_nested)
     return out
 
@@ -427,6 +444,8 @@ def _jax(p: Problem, dtype: str, est_nested: float):
         params["pot"] = {k: jnp.asarray(v, dtype=jdt) for k, v in p.potential.items()}
     if p.S is not None:
         params["S"] = jnp.asarray(p.S, dtype=jdt)
+    if p.A is not None:
+        params["A"] = jnp.asarray(p.A, dtype=jdt)
     meta = [(L.kind, _act(L.activation, jnp), L.step) for L in p.layers]
     x = jnp.asarray(p.x, dtype=jdt)
 
@@ -471,8 +490,8 @@ def _jax(p: Problem, dtype: str, est_nested: float):
         timed(jax.jit(lambda prm, x: bih(prm, x).reshape(p.n, p.m))), conv, p.d * p.d * est_nested
     )
     diag = lambda H: jnp.diagonal(H, axis1=-2, axis2=-1)  # noqa: E731
-    for q in ("hessian", "laplacian", "trace_hessian", "partial_laplacian"):
-        g = jax.jit(lambda prm, x, q=q: _contract(q, vhess(prm, x), prm.get("S"), diag, jnp.einsum))
+    for q in ("hessian", "laplacian", "trace_hessian", "partial_laplacian", "second_order"):
+        g = jax.jit(lambda prm, x, q=q: _contract(q, vhess(prm, x), prm.get("S"), diag, jnp.einsum, prm.get("A")))
         out[(q, HESS_NAMES["jax"].get(q, "jax.hessian jit + contraction"))] = Method(timed(g), conv, est_nested)
     try:
         from folx import forward_laplacian

@@ -32,6 +32,7 @@ class Problem:
     potential: dict | None = None  # {"w": (width,), "A": (d, d), "c": (d,), "b0": float}
     S: np.ndarray | None = None  # (d, k) directions of trace_hessian
     v: np.ndarray | None = None  # (d,) the direction of the Taylor rows
+    A: np.ndarray | None = None  # (d, d) symmetric, indefinite: the coefficients of second_order
 
     @property
     def n(self) -> int:
@@ -57,7 +58,8 @@ class Problem:
     @property
     def label(self) -> str:
         k = "" if self.S is None else f" k={self.S.shape[1]}"
-        return f"{self.family} d={self.d}{k} n={self.n}"
+        r = "" if self.A is None else f" r={np.linalg.matrix_rank(self.A)}"
+        return f"{self.family} d={self.d}{k}{r} n={self.n}"
 
 
 def _dense(rng, fan_in, fan_out, act, kind="dense", step=1.0):
@@ -125,6 +127,23 @@ def biharmonic(d=16, n=200):
     return p4(n=n, d=d, family="BH", quantities=("biharmonic",))
 
 
+def second_order(d, rank, n=1000, seed=0, width=64):
+    """Second-order rows: tanh MLP d->64->64->1, ``xd.second_order`` with a dense symmetric A of the given
+    rank, eigenvalues of alternating sign (indefinite), in a random orthonormal basis."""
+    rng = np.random.default_rng(seed)
+    layers = [_dense(rng, d, width, "tanh"), _dense(rng, width, width, "tanh"), _dense(rng, width, 1, "identity")]
+    p = Problem("SO", layers, rng.standard_normal((n, d)), ("value", "second_order"))
+    basis = np.linalg.qr(rng.standard_normal((d, d)))[0][:, :rank]
+    eig = np.linspace(1.0, 2.0, rank) * (-1.0) ** np.arange(rank)
+    p.A = (basis * eig) @ basis.T
+    return p
+
+
+def second_order_problems(quick=False):
+    """``--problems second_order``: d = 5, 20, 100 (quick: 5, 20), A of full rank and of rank 2; n = 1000 (quick 16)."""
+    return [second_order(d, r, n=16 if quick else 1000) for d in ((5, 20) if quick else (5, 20, 100)) for r in (d, 2)]
+
+
 GPU_QUANTITIES = ("laplacian", "hessian")
 
 
@@ -143,9 +162,12 @@ def gpu_problems(quick=False):
 
 
 def make_problems(quick=False, which="cpu"):
-    """The fixed problem set (quick: the same networks at fewer points); ``which="gpu"``: :func:`gpu_problems`."""
+    """The fixed problem set (quick: the same networks at fewer points); ``which="gpu"``: :func:`gpu_problems`,
+    ``which="second_order"``: :func:`second_order_problems`."""
     if which == "gpu":
         return gpu_problems(quick)
+    if which == "second_order":
+        return second_order_problems(quick)
     if quick:
         return [p1(2, 10), p1(128, 10), p2(n=4), p3(63, n=32), p4(n=10), op(64, 4, n=16), taylor(n=10)] + [
             biharmonic(d=4, n=10)

@@ -31,7 +31,7 @@ def _torch_cpu_session(backend):
         pytest.skip(f"the PINN examples draw their points with CPU torch.Generators: CPU only, not {backend.device}")
 
 
-@pytest.mark.parametrize("name", ["poisson", "heat"])
+@pytest.mark.parametrize("name", ["poisson", "heat", "wave", "black_scholes"])
 def test_example_trains_and_plots(backend, name, tmp_path, capsys):
     _torch_cpu_session(backend)
     pytest.importorskip("matplotlib")
@@ -51,6 +51,42 @@ def test_example_trains_and_plots(backend, name, tmp_path, capsys):
     assert "l-bfgs stopped after" in printed
     assert out.stat().st_size > 10_000  # a real PNG with two panels
     assert err < 0.5 * err0
+
+
+def test_second_order_examples_solve_their_equations(backend):
+    """``wave.py``, ``black_scholes.py``: the exact solutions make ``xd.second_order`` vanish; the operators match
+    torch.func Hessians contracted with A (indefinite for the wave, σ(x)σ(x)ᵀ/2 per point for Black–Scholes)."""
+    _torch_cpu_session(backend)
+    import torch
+    from torch.func import hessian, jacrev, vmap
+
+    wave, bs = _load("wave"), _load("black_scholes")
+    with backend.default_device():
+        gen = torch.Generator().manual_seed(0)
+        xt, _, _ = wave.sample(16, gen)
+        for c in (1.0, 2.0):
+            residual = xd.second_order(xd.function(lambda p, c=c: wave.exact(p, c)), xt, A=wave.wave_operator(c))
+            assert residual.abs().max() < 1e-12 * c**2 * np.pi**2
+        net = xd.mlp([2, 8, 8, 1], activation="tanh", xp=torch, seed=1)
+        h = vmap(hessian(lambda p: net(p[None])[0, 0]))(xt)
+        want = h[:, 1, 1] - 4.0 * h[:, 0, 0]  # u_tt - 4 u_xx
+        got = xd.second_order(net, xt, A=wave.wave_operator(2.0))[:, 0]
+        assert (got - want).abs().max() < 1e-12 * want.abs().max()
+
+        xt, final, boundary = bs.sample(16, gen)
+        on_face = (boundary[:, :-1] == bs.LOW) | (boundary[:, :-1] == bs.HIGH)
+        assert (final[:, -1] == bs.T).all() and on_face.any(dim=1).all()
+        assert bs.operator(xd.function(bs.exact), xt).abs().max() < 1e-13 * bs.exact(xt).abs().max()
+        net = xd.mlp([bs.D + 1, 8, 8, 1], activation="tanh", xp=torch, seed=1)
+
+        def lhs(p):  # V_t + tr(A H) + r x . grad V - r V, A = sigma sigma^T / 2
+            f = lambda q: net(q[None])[0, 0]  # noqa: E731
+            s = bs.sigma(p)
+            return (0.5 * (s @ s.T) * hessian(f)(p)).sum() + jacrev(f)(p) @ bs.drift(p) - bs.R * f(p)
+
+        want = vmap(lhs)(xt)
+        got = bs.operator(net, xt)[:, 0]
+        assert (got - want).abs().max() < 1e-12 * want.abs().max()
 
 
 def test_hard_constraint_poisson_keeps_the_boundary_exact_and_trains(backend, tmp_path, capsys):
@@ -258,6 +294,8 @@ def test_dask_example_matches_numpy(backend, capsys):
     [
         ("poisson", "torch"),
         ("heat", "torch"),
+        ("wave", "torch"),
+        ("black_scholes", "torch"),
         ("biharmonic", "torch"),
         ("high_dim", "torch"),
         ("modified_mlp", "torch"),
