@@ -49,6 +49,8 @@ def _networks(backend: Any) -> dict[str, Any]:
     }
 
 
+_INDEFINITE = np.array([[1.0, 0.5, 0.0], [0.5, -1.0, 0.2], [0.0, 0.2, 2.0]])
+
 # (id, operator, network, args builder, kwargs, derivative order)
 CASES = [
     ("value", xd.value, "chain", lambda b: (), {}, 0),
@@ -76,6 +78,7 @@ CASES = [
     ("partial", xd.partial, "chain", lambda b: ((2, 1, 0),), {}, 3),
     ("partial-4", xd.partial, "scalar", lambda b: ((2, 1, 1),), {}, 4),
     ("biharmonic", xd.biharmonic, "chain", lambda b: (), {}, 4),
+    ("second_order", xd.second_order, "chain", lambda b: (b.asarray(_INDEFINITE), _x(b, (3,), 5), 0.5), {}, 2),
 ]
 
 

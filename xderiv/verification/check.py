@@ -115,7 +115,7 @@ class CheckReport:
     def __str__(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
         return (
-            f"ops.check {verdict}: {self.operator} on {self.points} points, largest relative error "
+            f"xd.check {verdict}: {self.operator} on {self.points} points, largest relative error "
             f"{self.error:.2e} ({self.part}) against {self.reference}, tolerance {self.rtol:.1e}"
         )
 
@@ -262,6 +262,7 @@ def _operator_table() -> dict[Any, str]:
         "taylor",
         "partial",
         "biharmonic",
+        "second_order",
     ]
     return {getattr(ops, name): name for name in names}
 
@@ -272,23 +273,23 @@ def _identify(op: Callable[..., Any]) -> tuple[Callable[..., Any], str]:
     base = inspect.unwrap(op)
     if base in table:
         return base, table[base]
-    names = ", ".join(f"ops.{n}" for n in table.values())
+    names = ", ".join(f"xd.{n}" for n in table.values())
     raise TypeError(
-        f"ops.check: {getattr(op, '__name__', op)!r} is not an xderiv operator (or a functools.wraps wrapper "
-        f"of one); ops.check knows {names}"
+        f"xd.check: {getattr(op, '__name__', op)!r} is not an xderiv operator (or a functools.wraps wrapper "
+        f"of one); xd.check knows {names}"
     )
 
 
 def _reference(net: Any, xp: Any, x: Array, kind: str | None) -> Reference:
     if kind not in (None, "autodiff", "differences"):
-        raise ValueError(f"ops.check: reference must be None, 'autodiff' or 'differences', got {kind!r}")
+        raise ValueError(f"xd.check: reference must be None, 'autodiff' or 'differences', got {kind!r}")
     if kind != "differences" and (array_api_compat.is_torch_array(x) or array_api_compat.is_jax_array(x)):
         from . import autodiff
 
         return autodiff.reference(net, x)
     if kind == "autodiff":
         raise ValueError(
-            f"ops.check: no autodiff reference for {type(x).__module__}.{type(x).__name__} arrays "
+            f"xd.check: no autodiff reference for {type(x).__module__}.{type(x).__name__} arrays "
             "(torch and JAX have one): leave reference= out for finite differences"
         )
     return Differences(net, xp)
@@ -378,6 +379,8 @@ def _references(
         return [ref.partial(P, [int(a) for a in bound["alpha"]])]
     if name == "biharmonic":
         return [ref.biharmonic(P)]
+    if name == "second_order":
+        return [_second_order_reference(ref, x, P, bound, xp, total, batch)]
     if name == "derivatives":
         refs: list[Estimate] = [ref.value(P)]
         refs.append(ref.jacobian(P) if bound.get("jacobian", True) else (None, None))
@@ -392,6 +395,70 @@ def _references(
             refs.append((None, None))
         return refs
     raise AssertionError(name)  # pragma: no cover - _identify admits only the names above
+
+
+def _second_order_reference(
+    ref: Reference, x: Array, P: Array, bound: dict[str, Any], xp: Any, total: int, batch: tuple[int, ...]
+) -> Estimate:
+    r""":math:`\sum_{ij} a_{ij} H_{ij} + b \cdot J + c\, y` from the reference's Hessian, Jacobian and value.
+
+    The coefficients are evaluated as the call does (callables of the points), then read at the
+    checked points; ``factor`` and ``signs`` give :math:`A = S \operatorname{diag}(s) S^\top`.
+    """
+    n, d = P.shape[0], P.shape[1]
+    dtype = P.dtype
+
+    def at_points(a: Any, trailing: int) -> Array | None:
+        a = a(x) if callable(a) else a
+        if a is None:
+            return None
+        if not hasattr(a, "shape"):
+            return xp.full((n,) + (1,) * 0, float(a), dtype=dtype, device=array_api_compat.device(P))
+        return xp.astype(_rows(xp, xp.asarray(a), total, n, batch, trailing), dtype)
+
+    A, factor = bound.get("A"), bound.get("factor")
+    if factor is not None:
+        S = at_points(factor, 2)  # (n, d, r)
+        r = int(S.shape[-1])
+        signs = bound.get("signs")
+        sv = xp.ones((r,), dtype=dtype) if signs is None else xp.asarray([float(v) for v in signs], dtype=dtype)
+        a = (S * sv) @ xp.matrix_transpose(S)
+    elif A is not None:
+        a0 = A(x) if callable(A) else A
+        a = at_points(a0, 1) if a0.ndim == 1 else at_points(a0, 2)
+        if a.ndim == 2:  # a diagonal, (n, d)
+            a = a[:, :, None] * _eye(xp, d, dtype, array_api_compat.device(P))
+    else:
+        a = None
+    y, ey = ref.value(P)
+    out = 0.0 * y
+    err = None
+    extra = y.ndim - 1  # output axes
+
+    def expand(c: Array, tail: int) -> Array:  # (n, *tail dims) -> (n, 1.., *tail dims)
+        return xp.reshape(c, (n,) + (1,) * extra + tuple(c.shape[1:]))
+
+    if a is not None:
+        H, eH = ref.hessian(P)
+        aa = expand(a, 2)
+        out = out + xp.sum(xp.sum(aa * H, axis=-1), axis=-1)
+        if eH is not None:
+            err = xp.sum(xp.sum(xp.abs(aa) * eH, axis=-1), axis=-1)
+    b = at_points(bound.get("b"), 1)
+    if b is not None:
+        J, eJ = ref.jacobian(P)
+        bb = expand(b, 1)
+        out = out + xp.sum(bb * J, axis=-1)
+        if eJ is not None:
+            e = xp.sum(xp.abs(bb) * eJ, axis=-1)
+            err = e if err is None else err + e
+    c = bound.get("c")
+    if c is not None:
+        cv = c(x) if callable(c) else c
+        if hasattr(cv, "shape") and cv.ndim > 0:
+            cv = expand(xp.astype(_rows(xp, cv, total, n, batch, 0), dtype), 0)
+        out = out + cv * y
+    return out, err
 
 
 def _taylor_references(ref: Reference, x: Array, P: Array, bound: dict[str, Any], xp: Any) -> list[Estimate]:
@@ -519,7 +586,7 @@ def check(
         An xderiv operator (``xd.value``, ``xd.jacobian``, ``xd.gradient``, ``xd.hessian``,
         ``xd.laplacian``, ``xd.derivatives``, ``xd.trace_hessian``, ``xd.hessian_diagonal``,
         ``xd.hvp``, ``xd.directional``, ``xd.divergence``, ``xd.taylor``, ``xd.partial``,
-        ``xd.biharmonic``), or a wrapper of one made with ``functools.wraps``: the wrapper's
+        ``xd.biharmonic``, ``xd.second_order``), or a wrapper of one made with ``functools.wraps``: the wrapper's
         result is checked against the wrapped operator's reference.
     net : network
         Any network the operator takes (Sequential, Potential, composite, ``xd.function``,
@@ -561,9 +628,9 @@ def check(
     base, name = _identify(op)
     count = int(points)
     if count < 1:
-        raise ValueError(f"ops.check: points must be at least 1, got {points}")
+        raise ValueError(f"xd.check: points must be at least 1, got {points}")
     if not array_api_compat.is_array_api_obj(x):
-        raise TypeError(f"ops.check: x must be an array, got {type(x).__name__}")
+        raise TypeError(f"xd.check: x must be an array, got {type(x).__name__}")
     bound = inspect.signature(base).bind(net, x, *args, **kwargs)
     arguments = dict(bound.arguments)
     _refuse(name, arguments)
@@ -575,7 +642,7 @@ def check(
     total = math.prod(tuple(x.shape[:-1]))
     n = min(count, total)
     if n == 0:
-        raise ValueError("ops.check: x holds no points")
+        raise ValueError("xd.check: x holds no points")
     P = xp.astype(xp.reshape(x, (total, d))[:n, ...], xp.float64)
     ref = _reference(net, xp, x, reference)
     results = _parts(name, result)
@@ -620,13 +687,13 @@ def _refuse(name: str, arguments: dict[str, Any]) -> None:
         return
     if name == "biharmonic":
         raise ValueError(
-            "ops.check: biharmonic(..., estimator='gaussian') is not checked: its reference would need the "
-            "drawn directions' fourth derivatives; check the exact ops.biharmonic, or ops.taylor(..., order=4) "
+            "xd.check: biharmonic(..., estimator='gaussian') is not checked: its reference would need the "
+            "drawn directions' fourth derivatives; check the exact xd.biharmonic, or xd.taylor(..., order=4) "
             "along your own directions"
         )
     if name == "laplacian" and isinstance(arguments["net"], (Sum, Product, Scaled)):
         raise ValueError(
-            "ops.check: an estimated Laplacian of a composite is not checked: a composite randomizes only its "
+            "xd.check: an estimated Laplacian of a composite is not checked: a composite randomizes only its "
             "networks' second derivatives (values, gradients and cross terms enter exactly); check each "
             "network's estimate, or the composite's exact Laplacian"
         )
@@ -642,7 +709,7 @@ class Every:
 
     def __init__(self, n: int, **options: Any) -> None:
         if int(n) < 1:
-            raise ValueError(f"ops.check.every: n must be at least 1, got {n}")
+            raise ValueError(f"xd.check.every: n must be at least 1, got {n}")
         self.n, self.options, self.calls = int(n), options, 0
 
     def __call__(self, op: Callable[..., Any], net: Any, x: Array, *args: Any, **kwargs: Any) -> CheckReport | None:

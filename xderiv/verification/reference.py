@@ -36,7 +36,7 @@ def _rows(xp: Any, a: Array, n: int, p: int, batch: tuple[int, ...], trailing: i
     if a.ndim == len(batch) + trailing and tuple(a.shape[: len(batch)]) == batch and batch:
         return xp.reshape(a, (n, *tail))[:p, ...]
     if a.ndim != trailing:
-        raise ValueError(f"ops.check: an argument of shape {tuple(a.shape)} is neither shared nor one per point")
+        raise ValueError(f"xd.check: an argument of shape {tuple(a.shape)} is neither shared nor one per point")
     return xp.broadcast_to(a[None, ...], (p, *tail))
 
 
