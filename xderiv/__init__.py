@@ -9,7 +9,7 @@
 from .activations import Activation, available_activations, get_activation, register_activation
 from .backends.compile import compile
 from .backends.host_memory import tune_host_allocator
-from .engine.call import get_memory_budget, set_memory_budget
+from .engine.call import get_memory_budget, memory_budget, set_memory_budget
 from .engine.explain import Explanation, explain
 from .jets import function
 from .models.composition import Product, Scaled, Sum
@@ -73,6 +73,7 @@ __all__ = [
     "get_memory_budget",
     "hessian_diagonal",
     "hvp",
+    "memory_budget",
     "set_memory_budget",
     "trace_hessian",
     "get_activation",

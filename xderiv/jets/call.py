@@ -17,6 +17,7 @@ from typing import Any
 
 import array_api_compat
 
+from ..backends.checkpoint import recomputing
 from ..backends.namespace import (
     Array,
     Context,
@@ -27,7 +28,7 @@ from ..backends.namespace import (
     learn_array_types,
     resolve_call,
 )
-from ..engine.call import check_mode, coordinate_rows, get_memory_budget
+from ..engine.call import RECOMPUTED, check_mode, checkpointing, coordinate_rows, get_memory_budget
 from .array import JetArray, Seed, metered
 from .function import evaluate
 from .kinds import Hessian, Kind, Taylor
@@ -105,33 +106,44 @@ class Setup:
 
         ``directions``: ``(r, d)`` shared or ``(n, r, d)`` per point (Taylor), None for a Hessian
         jet along the axes.  Every term is returned as ``lead + (n,) + out`` (zeros where the
-        jet had none), lead axes first.
+        jet had none), lead axes first.  With :func:`xderiv.set_memory_budget`'s ``checkpoint`` on,
+        chunks are checkpointed whenever autodiff may record the call
+        (:func:`~xderiv.backends.checkpoint.recomputing`, ``opaque``: the graph's weights are
+        closed over, unseen).
         """
         xp, n = self.xp, self.n
+        # a function of x closes over weights the call cannot see: whenever autodiff may record
+        wrap = recomputing(xp, [self.x, directions], opaque=True) if checkpointing() else None
         if chunk_size is None:
-            size = self._fitting(kind, directions, axes)
+            size = self._fitting(kind, directions, axes, wrap is not None)
         else:
             size = check_int(chunk_size, "chunk_size", 1)
         if n <= size:
             return self._terms(kind, self.x, directions, axes)
+
+        def chunk(x: Array, sub: Array | None) -> list[Array]:
+            return self._terms(kind, x, sub, axes)
+
+        step = chunk if wrap is None else wrap(chunk)
         pieces = []
         for start in range(0, n, size):
             stop = min(n, start + size)
             sub = directions
             if directions is not None and directions.ndim == 3:
                 sub = directions[start:stop, ...]
-            pieces.append(self._terms(kind, self.x[start:stop, ...], sub, axes))
+            pieces.append(step(self.x[start:stop, ...], sub))
         lead = kind.lead
         return [xp.concat([p[k] for p in pieces], axis=lead) for k in range(len(pieces[0]))]
 
-    def _fitting(self, kind: Kind, directions: Array | None, axes: bool) -> int:
+    def _fitting(self, kind: Kind, directions: Array | None, axes: bool, recompute: bool = False) -> int:
         """Points per chunk under the memory budget, from the largest jet array of one point.
 
         The graph runs once on the first point, measuring its largest jet array (all terms); a chunk
         holds :data:`LIVE` such arrays per point within :func:`xderiv.get_memory_budget`.  The
         measurement is kept per network, jet kind, number of directions, ``d`` and dtype
         (:data:`_PEAKS`), so a training loop measures once.  Lazy arrays (dask) are not chunked
-        here: their own chunks bound the memory.
+        here: their own chunks bound the memory.  Checkpointed chunks (``recompute``) are
+        :data:`~xderiv.engine.call.RECOMPUTED` times smaller, sized for their backward pass.
         """
         n = self.n
         if n <= 1 or self.ctx.lazy:
@@ -146,6 +158,7 @@ class Setup:
                 _PEAKS.pop(next(iter(_PEAKS)))
             _PEAKS[key] = peak
         budget = get_memory_budget()
+        per_point = LIVE * max(peak, 1.0) * (RECOMPUTED if recompute else 1.0)
         if LIVE * peak > budget:
             raise MemoryError(
                 f"xderiv: one point of {self.net!r} needs about {LIVE * peak / 2**20:.1f} MiB of working memory "
@@ -153,7 +166,7 @@ class Setup:
                 "with xderiv.set_memory_budget or ask for a cheaper operator (laplacian/trace_hessian instead "
                 "of hessian)"
             )
-        return max(1, int(budget // (LIVE * max(peak, 1.0))))
+        return max(1, int(budget // per_point))
 
     def _terms(self, kind: Kind, x: Array, directions: Array | None, axes: bool) -> list[Array]:
         xp, lead = self.xp, kind.lead
