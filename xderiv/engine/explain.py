@@ -23,7 +23,7 @@ from ..backends.namespace import array_namespace_of, device_of, resolve_call
 from ..jets import is_graph
 from ..models.composition import Composite
 from ..models.networks import as_network
-from .call import MODES, get_memory_budget
+from .call import MODES, RECOMPUTED, checkpointing, get_memory_budget
 from .cost import Dims, Quantity
 
 
@@ -113,6 +113,7 @@ class Explanation:
     parts: tuple[Part, ...] = ()
     combined: str = ""
     refusals: tuple[str, ...] = field(default=())
+    checkpoint: bool = False
 
     @property
     def mode(self) -> str | None:
@@ -138,6 +139,11 @@ class Explanation:
     def __str__(self) -> str:
         lines = [f"{self.operator} at {self.points} points, d = {self.d}, {self.backend} {self.dtype}"]
         lines.append(f"memory budget {_size(self.budget)}")
+        if self.checkpoint:
+            lines.append(
+                f"checkpointing: a call autodiff records runs chunks {RECOMPUTED:g}x smaller than below, "
+                "each recomputed in the backward pass"
+            )
         for p in self.parts:
             lines.append(f"- {p.network} ({p.kind}): {p.recursion}")
             lines.append(f"    mode {p.mode}: {p.reason}")
@@ -265,6 +271,7 @@ def explain(op: Callable[..., Any], net: Any, x: Any, *args: Any, **kwargs: Any)
         "backend": getattr(ctx.xp, "__name__", str(ctx.xp)),
         "dtype": str(ctx.dtype),
         "budget": get_memory_budget(),
+        "checkpoint": checkpointing(),
     }
     if mode not in MODES:
         return Explanation(**head, refusals=(f"ValueError: mode must be one of {MODES}, got {mode!r}",))
