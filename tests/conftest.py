@@ -30,6 +30,14 @@ Representative subset
     :data:`SUBSET_RULES`).  ``--full`` or ``XDERIV_FULL=1`` runs everything;
     ``--subset`` or ``XDERIV_SUBSET=1`` asks for the subset on any backend.
     Dropped parametrizations are *deselected* (reported as such), not skipped.
+
+Exhaustive sweeps
+    A few sweeps repeat, case after case, a check whose every kind already
+    runs on representative cases (and whose other cases are checked another
+    way): they run only with ``--exhaustive`` or ``XDERIV_EXHAUSTIVE=1``
+    (which implies ``--full``).  :data:`EXHAUSTIVE_RULES` deselects their
+    extra parametrizations; tests that keep every case but do the costly part
+    on a few take the ``exhaustive`` fixture.
 """
 
 from __future__ import annotations
@@ -253,6 +261,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xderiv")
     group.addoption("--subset", action="store_true", help="run the representative subset (default on jax and dask)")
     group.addoption("--full", action="store_true", help="run every parametrization, also on jax and dask")
+    group.addoption(
+        "--exhaustive",
+        action="store_true",
+        help="also the opt-in exhaustive sweeps (EXHAUSTIVE_RULES, the exhaustive fixture); implies --full",
+    )
 
 
 def _torch_device_check(device: str) -> Any:
@@ -344,8 +357,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config._xderiv_device_check.__enter__()  # type: ignore[attr-defined]
 
 
+def exhaustive_enabled(config: pytest.Config) -> bool:
+    return bool(config.getoption("--exhaustive") or _flag("XDERIV_EXHAUSTIVE"))
+
+
+@pytest.fixture(scope="session")
+def exhaustive(request: pytest.FixtureRequest) -> bool:
+    """Whether the opt-in exhaustive sweeps run (``--exhaustive`` or ``XDERIV_EXHAUSTIVE=1``)."""
+    return exhaustive_enabled(request.config)
+
+
 def subset_enabled(config: pytest.Config) -> bool:
-    if config.getoption("--full") or _flag("XDERIV_FULL"):
+    if config.getoption("--full") or _flag("XDERIV_FULL") or exhaustive_enabled(config):
         return False
     if config.getoption("--subset"):
         return True
@@ -355,7 +378,9 @@ def subset_enabled(config: pytest.Config) -> bool:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     device = os.environ.get("XDERIV_DEVICE", "default")
-    lines = [f"xderiv: backend={BACKEND} device={device} subset={'on' if subset_enabled(config) else 'off (full)'}"]
+    subset = "on" if subset_enabled(config) else "off (full)"
+    sweeps = "on" if exhaustive_enabled(config) else "off"
+    lines = [f"xderiv: backend={BACKEND} device={device} subset={subset} exhaustive sweeps={sweeps}"]
     if TORCH_DEFAULT_DEVICE:
         lines.append(f"xderiv: tensors built without device= go to {TORCH_DEFAULT_DEVICE} (device-cleanliness check)")
     if HYPOTHESIS_DESCRIPTION:
@@ -431,8 +456,18 @@ SUBSET_RULES: dict[str, dict[str, frozenset[Any]]] = {
         "case": frozenset({"act-tanh", "act-gelu", "act-mish", "layers-point", "layers-multi-shared"}),
     },
     "test_composites_by_leibniz_rule": {"name": frozenset({"hard-bc", "nested"})},
+    # test_compile: Dynamo traces each activation's formulas through array-api-compat (the floors session);
+    # these call every namespace function the activations call (where, clip, sign, trunc, minimum/maximum, abs,
+    # exp, expm1, log1p, tanh, sinh, sin/cos, astype, the *_like), and one parametric rescaling
+    "test_torch_compile_traces_every_activation_with_dynamic_shapes": {
+        "spec": frozenset(
+            {"sigmoid", "softplus", "sin", "gelu", "elu", "mish", "relu2", "gaussian", "logcosh", "softplus(beta=2)"}
+        )
+    },
     "test_weighted_top_derivative_is_the_weighted_sum": {"order": frozenset({4})},
-    "test_biharmonic_and_partials_match_nested_hessians": {"name": frozenset({"hard-bc"})},
+    # against nested Hessians (torch, jax): the smallest network, as the reference's fourth derivatives compile whole
+    # on JAX; composites' biharmonic and partials are checked on every backend by the next test ("scalar")
+    "test_biharmonic_and_partials_match_nested_hessians": {"name": frozenset({"mlp-tanh"})},
     "test_biharmonic_and_partials_agree_with_each_other_and_the_hessian": {"name": frozenset({"layers", "scalar"})},
 }
 
@@ -471,6 +506,28 @@ SUBSET_DROP_BY_BACKEND = {
     },
 }
 
+# --------------------------------------------------------------------------- exhaustive sweeps
+
+
+# Test function -> {parameter: values kept}, on every backend, unless --exhaustive (or XDERIV_EXHAUSTIVE=1).
+# Each entry says why the values kept exercise every kind of what the whole sweep checks.
+def _compiled_activations() -> frozenset[str]:
+    """test_compile's activation sweep less the activations that trace the very code of one kept.
+
+    ``celu`` and ``selu`` are ``elu``'s function with other constants, and so are ``elu(0.5)`` and
+    ``celu(0.5)``; ``sine(3)`` and ``gaussian(0.5)`` are ``softplus(beta=2)``'s rescaling around a
+    built-in traced on its own.  Dynamo bakes the constants in: the same graph, other numbers.
+    """
+    import xderiv as xd
+
+    same_code = {"celu", "selu", "elu(0.5)", "celu(0.5)", "sine(3)", "gaussian(0.5)"}
+    return frozenset({*xd.available_activations(), "softplus(beta=2)"} - same_code)
+
+
+EXHAUSTIVE_RULES: dict[str, dict[str, frozenset[Any]]] = {
+    "test_torch_compile_traces_every_activation_with_dynamic_shapes": {"spec": _compiled_activations()},
+}
+
 # Hypothesis examples per property under the subset (unless XDERIV_HYPOTHESIS_EXAMPLES is set).
 SUBSET_HYPOTHESIS_EXAMPLES = 3
 
@@ -503,13 +560,22 @@ def _kept(item: pytest.Item, nets: frozenset[str]) -> bool:
     return True
 
 
+def _in_rules(item: pytest.Item, rules: dict[str, dict[str, frozenset[Any]]]) -> bool:
+    """Whether every parameter of ``item`` that ``rules`` names for its test function has a kept value."""
+    callspec = getattr(item, "callspec", None)
+    kept = rules.get(getattr(item, "originalname", item.name), {})
+    return callspec is None or all(value in kept[p] for p, value in callspec.params.items() if p in kept)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not subset_enabled(config):
+    subset, sweeps = subset_enabled(config), exhaustive_enabled(config)
+    if not subset and sweeps:
         return
-    nets = _network_names()
+    nets = _network_names() if subset else frozenset()
     keep, drop = [], []
     for item in items:
-        (keep if _kept(item, nets) else drop).append(item)
+        kept = (sweeps or _in_rules(item, EXHAUSTIVE_RULES)) and (not subset or _kept(item, nets))
+        (keep if kept else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
