@@ -282,7 +282,12 @@ def _concrete_bool(flag: Any) -> bool | None:
     return None.
     """
     # array-api-compat calls every JAX array lazy; a concrete one has a value, a tracer raises below.
-    kind = _KINDS.get(type(flag)) or _kind(flag)  # the learnt table first: traceable
+    kind = _KINDS.get(type(flag))  # the learnt table first: traceable
+    if kind is None:
+        try:
+            kind = _kind(flag)
+        except Exception:  # a tracer without a device, or another array of no readable value
+            return None
     if kind.lazy:
         return None  # dask & co.: bool() would compute the whole graph
     compiling = getattr(getattr(kind.xp, "compiler", None), "is_compiling", None)

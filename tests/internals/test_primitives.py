@@ -14,7 +14,7 @@ import array_api_compat.numpy as npx
 import numpy as np
 import pytest
 
-from xderiv.activations import get_activation
+from xderiv import get_activation
 from xderiv.backends.primitives import NUMPY, PLAIN, Primitives, _cupy_primitives, primitives
 
 TOL = {"float64": 1e-14, "float32": 1e-5}
