@@ -26,7 +26,9 @@ Methods, all in this one process on the same weights:
 Each method's first call is checked against an independent reference (torch.func's Hessian; for
 training, torch autograd's loss and gradients) and not timed if it disagrees (1e-8 relative).
 Then the methods of one case are timed round-robin (one call of each per round, so load drifts
-hit all of them alike) for about ``--seconds`` per case; the JSON keeps every round.
+hit all of them alike) for about ``--seconds`` per case; the JSON keeps every round, wall-clock
+(``median``, ``data``: what the page shows) and the process's CPU time (``cpu_median``,
+``cpu_data``: on a shared machine, the time the process was not descheduled).
 """
 
 from __future__ import annotations
@@ -332,20 +334,22 @@ def time_case(methods, q, seconds, max_rounds, not_timed, case):
                 continue
         ok.append((m, err))
     if not ok:
-        return {}, {}, {}
+        return {}, {}, {}, {}
     for m, _ in ok:  # second call: warm (a jit's compile was the first)
         m.fn()
     times = {m.name: [] for m, _ in ok}
+    cpu = {m.name: [] for m, _ in ok}
     t_start = time.perf_counter()
     while True:
         for m, _ in ok:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             m.fn()
             times[m.name].append(time.perf_counter() - t0)
+            cpu[m.name].append(time.process_time() - c0)
         r = len(times[ok[0][0].name])
         if r >= max_rounds or (r >= 3 and time.perf_counter() - t_start > seconds):
             break
-    return times, firsts, {m.name: err for m, err in ok}
+    return times, firsts, {m.name: err for m, err in ok}, cpu
 
 
 def _versions():
@@ -418,7 +422,7 @@ def main():
             for q in qs:
                 case = {"label": label, "quantity": q}
                 t0, load = time.perf_counter(), os.getloadavg()[0]
-                times, firsts, errs = time_case(ms[q], q, seconds, max_rounds, not_timed, case)
+                times, firsts, errs, cpu = time_case(ms[q], q, seconds, max_rounds, not_timed, case)
                 line = []
                 for m in ms[q]:
                     if m.name not in times:
@@ -433,7 +437,8 @@ def main():
                             "forward_flops": G.flops(name, d) * n,
                                 "load_average": load,
                         },
-                        "stats": {"median": statistics.median(ts), "min": min(ts), "rounds": len(ts), "data": ts},
+                        "stats": {"median": statistics.median(ts), "min": min(ts), "rounds": len(ts), "data": ts,
+                                  "cpu_median": statistics.median(cpu[m.name]), "cpu_data": cpu[m.name]},
                     })  # fmt: skip
                     line.append(f"{m.name} {statistics.median(ts) * 1e3:.3g}")
                 print(f"{label:24s} {q:9s} ({time.perf_counter() - t0:5.1f} s): " + "; ".join(line), flush=True)

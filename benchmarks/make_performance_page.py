@@ -68,7 +68,10 @@ def _ms(s: float | None) -> str:
 
 
 def _records(run: dict) -> list[dict]:
-    return [{**b["extra_info"], **{k: b["stats"][k] for k in ("median", "rounds")}} for b in run["benchmarks"]]
+    return [
+        {**b["extra_info"], **{k: b["stats"][k] for k in ("median", "rounds")}, "cpu": b["stats"].get("cpu_median")}
+        for b in run["benchmarks"]
+    ]
 
 
 def _groups(recs: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -190,10 +193,10 @@ def plot_family(fam: str, recs: list[dict], run: dict, png: Path) -> None:
 GRAPH_QUANTITIES = ("laplacian", "hessian", "training")
 
 
-def _median(recs: list[dict], label: str, q: str, method: str) -> float | None:
+def _median(recs: list[dict], label: str, q: str, method: str, key: str = "median") -> float | None:
     for r in recs:
         if r["label"] == label and r["quantity"] == q and r["method"] == method:
-            return r["median"]
+            return r.get(key)
     return None
 
 
@@ -253,6 +256,27 @@ def graphs_tables(recs: list[dict]) -> list[str]:
             f"| {net} | {d} | {n} | {_ms(h[xf])} | {_ratio(h[xf], h['torch.func vmap(hessian)'])} "
             f"| {_ratio(h[xj], h['jax vmap(hessian) jit'])} | {_ms(t[xf])} | {_ratio(t[xf], t[ag])} "
             f"| {_ratio(t[xf], t[tf])} | {_ratio(t[xj], t[folx])} |"
+        )
+    if not any(r.get("cpu") is not None for r in recs):
+        return lines
+    lines += [
+        "",
+        "**CPU time.** The same ratios from the process's CPU time in each round (on a machine shared "
+        "with other work, the wall clock also counts the time the process waited for its core).",
+        "",
+        "| network | d | n | Laplacian xd.function | ÷ torch.func | ÷ jet-for-pytorch | ÷ autograd "
+        "| training xd.function | ÷ torch autograd | ÷ torch.func |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label in labels:
+        lap = {m: _median(recs, label, "laplacian", m, "cpu") for m in (xf, tf, jet, ag)}
+        t = {m: _median(recs, label, "training", m, "cpu") for m in (xf, ag, tf)}
+        if lap[xf] is None:
+            continue
+        net, d, n = next((r["network"], r["d"], r["n"]) for r in recs if r["label"] == label)
+        lines.append(
+            f"| {net} | {d} | {n} | {_ms(lap[xf])} | {_ratio(lap[xf], lap[tf])} | {_ratio(lap[xf], lap[jet])} "
+            f"| {_ratio(lap[xf], lap[ag])} | {_ms(t[xf])} | {_ratio(t[xf], t[ag])} | {_ratio(t[xf], t[tf])} |"
         )
     return lines
 

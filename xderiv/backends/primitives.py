@@ -86,6 +86,30 @@ def _einsum_sum_squares(a: Array, axis: int, xp: Any) -> Array:
     return _plain_sum_squares(a, axis, xp)
 
 
+def _plain_lead_dot(a: Array, b: Array, w: Array | None, xp: Any) -> Array:
+    out = a * b
+    if w is not None:
+        out = xp.reshape(w, (w.shape[0],) + (1,) * (out.ndim - 1)) * out
+    return xp.sum(out, axis=0, keepdims=True)
+
+
+def _same_lead(a: Array, b: Array) -> bool:
+    return a.ndim == b.ndim and a.ndim > 0 and a.shape[0] == b.shape[0] and a.dtype == b.dtype
+
+
+def _einsum_lead_dot(a: Array, b: Array, w: Array | None, xp: Any) -> Array:
+    """NumPy's ``einsum`` contracts the first axis in one pass, without the ``(r, ...)`` product."""
+    if not _same_lead(a, b):
+        return _plain_lead_dot(a, b, w, xp)
+    if w is None:
+        return xp.einsum("i...,i...->...", a, b)[None, ...]
+    return xp.einsum("i,i...,i...->...", xp.astype(w, a.dtype), a, b)[None, ...]
+
+
+LEAD_DOT_ROW = 2048
+"""Elements per row from which torch's :attr:`Primitives.lead_dot` accumulates row by row."""
+
+
 @dataclass(frozen=True)
 class Primitives:
     """Fused forms of the expressions every layer evaluates, chosen once per namespace.
@@ -129,6 +153,14 @@ class Primitives:
     matmul : callable ``(a, w, xp) -> a @ w``
         ``a`` of shape (..., k) contracted with ``w`` (k, j): :func:`matmul_last` (one 2-D
         product), or on NumPy one small product per point where that is faster.
+    lead_dot : callable ``(a, b, w, xp) -> sum(w * a * b, axis=0, keepdims=True)``
+        :math:`\\sum_\\rho \\omega_\\rho a_\\rho b_\\rho` over the first axis of ``a`` and ``b``
+        (shapes ``(r, ...)``, broadcasting; ``w`` of shape ``(r,)``, or None for weights of one):
+        the collapsed top term of a jet (:mod:`xderiv.jets.kinds`).  The plain form writes the
+        ``(r, ...)`` product and reads it again; NumPy contracts in one pass (``einsum``); torch,
+        outside autograd, accumulates row by row with ``addcmul`` (the accumulator stays in cache),
+        and where autograd records takes the plain form, whose reverse pass stacks no rows'
+        gradients.  ``r`` multiply-adds per element either way.
     """
 
     affine: Callable[[Array, Array, Array], Array] = _plain_affine
@@ -140,6 +172,7 @@ class Primitives:
     stacked_products: float = 1.0
     in_place: bool = False
     matmul: Callable[[Array, Array, Any], Array] = matmul_last
+    lead_dot: Callable[[Array, Array, Array | None, Any], Array] = _plain_lead_dot
 
     def times(self, owned: Array, a: Array) -> Array:
         """``owned * a``, where ``owned`` is a temporary of the caller's, read no more: with
@@ -178,10 +211,17 @@ def _fits(owned: Array, a: Array) -> bool:
 PLAIN = Primitives()
 """The standard's expressions, for every namespace without fused kernels."""
 
-NUMPY = Primitives(matmul_add=_numpy_matmul_add, matmul=_numpy_matmul, sum_squares=_einsum_sum_squares, in_place=True)
+NUMPY = Primitives(
+    matmul_add=_numpy_matmul_add,
+    matmul=_numpy_matmul,
+    sum_squares=_einsum_sum_squares,
+    in_place=True,
+    lead_dot=_einsum_lead_dot,
+)
 """NumPy: the plain expressions, per-point products where OpenBLAS runs them faster
 (:func:`_numpy_matmul`), ``einsum`` for the sums of squares, and products and sums written into
-the temporaries the recursions hand over (:attr:`Primitives.in_place`)."""
+the temporaries the recursions hand over (:attr:`Primitives.in_place`), the jets' collapsed
+terms contracted by ``einsum`` (:attr:`Primitives.lead_dot`)."""
 
 XLA = Primitives(stacked_products=1.8)
 """JAX: the plain expressions (``jit`` fuses them); stacked per-point products weighed 1.8x
@@ -229,7 +269,21 @@ def primitives(xp: Any) -> Primitives:
         out = addmm(xp.reshape(y, (rows, w.shape[-1])), xp.reshape(a, (rows, a.shape[-1])), w)
         return xp.reshape(out, out_shape)
 
-    return Primitives(affine, axpy, both, matmul_add, _torch_activation(xp))
+    unbind = xp.unstack
+
+    def lead_dot(a: Array, b: Array, w: Array | None, xp_: Any) -> Array:
+        row = max(math.prod(a.shape[1:]), math.prod(b.shape[1:]))
+        plain = w is not None or not _same_lead(a, b) or a.shape[0] < 2 or row < LEAD_DOT_ROW
+        if plain or a.requires_grad or b.requires_grad:  # reversed, the rows' gradients would be stacked again
+            return _plain_lead_dot(a, b, w, xp_)
+        rows_a = unbind(a, axis=0)
+        rows_b = rows_a if b is a else unbind(b, axis=0)
+        acc = rows_a[0] * rows_b[0]
+        for x, y in zip(rows_a[1:], rows_b[1:]):
+            acc = addcmul(acc, x, y)
+        return acc[None, ...]
+
+    return Primitives(affine, axpy, both, matmul_add, _torch_activation(xp), lead_dot=lead_dot)
 
 
 def _torch_activation(xp: Any) -> Callable[[Any, Array, Any, int], tuple[Array, ...]]:

@@ -66,18 +66,21 @@ class JetArray:
         with lead axes of length one.
     kind : Taylor or Hessian
         What the terms mean and how two of them multiply.
+    shape : tuple of int
+        Shape of the value (the value term's shape after its lead axes), read once at construction.
     seed : Seed or None
         For the jet of an operator's input ``x`` itself, what it was seeded with, so that a chain of
         layers called on it runs its own recursions (:func:`xderiv.jets.function.evaluate`).  None
         for every jet computed from it.
     """
 
-    __slots__ = ("terms", "kind", "seed")
+    __slots__ = ("terms", "kind", "seed", "shape")
 
     def __init__(self, terms: tuple[Array | None, ...], kind: Kind, seed: Seed | None = None) -> None:
         self.terms = tuple(terms)
         self.kind = kind
         self.seed = seed
+        self.shape: tuple[int, ...] = tuple(self.terms[0].shape[kind.lead :])  # type: ignore[union-attr]
         if _METER:
             _meter(self.terms)
 
@@ -91,11 +94,6 @@ class JetArray:
     def lead(self) -> int:
         """Number of lead axes in front of every term."""
         return self.kind.lead
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the value."""
-        return tuple(self.terms[0].shape[self.kind.lead :])  # type: ignore[union-attr]
 
     @property
     def ndim(self) -> int:

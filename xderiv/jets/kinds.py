@@ -36,8 +36,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backends.namespace import Array, array_namespace_of
+from ..backends.primitives import Primitives, primitives
 
 Op = Callable[[Array, Array], Array]
+
+_OPS: dict[int, tuple[Any, Primitives]] = {}
+"""Each backend namespace's fused primitives, chosen once (:func:`ops_of`)."""
+
+
+def ops_of(xp: Any) -> Primitives:
+    """The fused primitives of the namespace ``xp`` (:func:`~xderiv.backends.primitives.primitives`), once each."""
+    hit = _OPS.get(id(xp))
+    if hit is None or hit[0] is not xp:
+        hit = _OPS[id(xp)] = (xp, primitives(xp))
+    return hit[1]
 
 
 def swap_lead(a: Array, xp: Any) -> Array:
@@ -70,15 +82,23 @@ class Taylor:
         return self.weights is not None and k == self.order
 
     def pair(self, a: Array, b: Array, k: int, op: Op = operator.mul) -> Array:
-        """``op(a, b)`` per direction for terms of orders >= 1 summing to ``k`` (weighted and summed at the top)."""
-        out = op(a, b)
+        """``op(a, b)`` per direction for terms of orders >= 1 summing to ``k`` (weighted and summed at the top).
+
+        An elementwise product landing in the collapsed top term is contracted over the
+        directions in one primitive (:attr:`~xderiv.backends.primitives.Primitives.lead_dot`,
+        :math:`\\sum_\\rho \\omega_\\rho a_\\rho b_\\rho`: no ``(r, ...)`` temporary where the
+        namespace has a fused form).
+        """
         if not self.collapsed(k):
-            return out
-        w = self.weights
-        assert w is not None
-        xp = array_namespace_of(out)
+            return op(a, b)
+        xp = array_namespace_of(a)
+        if op is operator.mul:
+            return ops_of(xp).lead_dot(a, b, None if self.unit else self.weights, xp)
+        out = op(a, b)
         if self.unit:
             return xp.sum(out, axis=0, keepdims=True)
+        w = self.weights
+        assert w is not None
         w = xp.reshape(w, (w.shape[0],) + (1,) * (out.ndim - 1))
         return xp.sum(w * out, axis=0, keepdims=True)
 

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..backends.namespace import Array, array_namespace_of, device_of
+from ..backends.primitives import Primitives
 from ..engine.series import add as series_add
 from ..engine.series import cauchy
 from ..engine.series import compose as series_compose
 from .array import JetArray
-from .kinds import Kind
+from .kinds import Kind, ops_of
 
 Terms = tuple[Array | None, ...]
 Derivatives = Callable[[Array, int], Sequence[Any]]
@@ -64,7 +66,10 @@ def kind_of(*args: Any) -> Kind:
 
 def primal_ndim(a: Any) -> int:
     """Number of axes of the value ``a`` stands for (0 for a Python number)."""
-    return len(a.shape) if hasattr(a, "shape") else 0
+    if isinstance(a, JetArray):
+        return len(a.shape)
+    shape = getattr(a, "shape", None)
+    return 0 if shape is None else len(shape)
 
 
 def _normalise(axis: int, ndim: int, name: str = "axis") -> int:
@@ -95,6 +100,8 @@ def _pad(t: Array | None, lead: int, want: int, xp: Any) -> Array | None:
 
 def padded(a: JetArray, want: int) -> Terms:
     """``a``'s terms with ``want`` primal axes (leading ones of length one)."""
+    if want <= a.ndim:
+        return a.terms
     xp = a.xp
     return tuple(_pad(t, a.lead, want, xp) for t in a.terms)
 
@@ -133,24 +140,43 @@ def scale(a: JetArray, c: float) -> JetArray:
 
 
 def add(a: Any, b: Any) -> Any:
-    """:math:`a + b`: linear in each operand."""
-    if not is_jet(a):
+    """:math:`a + b`: linear in each operand (one addition per term present in both)."""
+    if not isinstance(a, JetArray):
         return add(b, a)
-    if not is_jet(b):
+    if not isinstance(b, JetArray):
         terms = padded(a, primal_ndim(b))
         return JetArray((terms[0] + b,) + terms[1:], a.kind)
-    kind_of(a, b)
+    if b.kind is not a.kind:
+        kind_of(a, b)
     want = max(a.ndim, b.ndim)
-    return JetArray(tuple(series_add(x, y) for x, y in zip(padded(a, want), padded(b, want))), a.kind)
+    return JetArray(tuple(map(series_add, padded(a, want), padded(b, want))), a.kind)
+
+
+def _minus(x: Array | None, y: Array | None) -> Array | None:
+    """``x - y`` with None as zero."""
+    if y is None:
+        return x
+    return -y if x is None else x - y
 
 
 def subtract(a: Any, b: Any) -> Any:
-    """:math:`a - b`."""
-    return add(a, negative(b))
+    """:math:`a - b`: one subtraction per term (a negation where only ``b`` has the term)."""
+    if isinstance(a, JetArray) and isinstance(b, JetArray):
+        if b.kind is not a.kind:
+            kind_of(a, b)
+        want = max(a.ndim, b.ndim)
+        return JetArray(tuple(map(_minus, padded(a, want), padded(b, want))), a.kind)
+    if isinstance(a, JetArray):
+        terms = padded(a, primal_ndim(b))
+        return JetArray((terms[0] - b,) + terms[1:], a.kind)
+    if isinstance(b, JetArray):
+        terms = padded(b, primal_ndim(a))
+        return JetArray((a - terms[0],) + tuple(None if t is None else -t for t in terms[1:]), b.kind)
+    return a - b
 
 
 def negative(a: Any) -> Any:
-    return scale(a, -1.0) if is_jet(a) else -a
+    return JetArray(tuple(None if t is None else -t for t in a.terms), a.kind) if is_jet(a) else -a
 
 
 def _constant_product(a: JetArray, c: Any, op: Callable[[Array, Array], Array], left: bool) -> JetArray:
@@ -178,13 +204,61 @@ def bilinear(a: Any, b: Any, op: Callable[[Array, Array], Array], want: int | No
     return JetArray(terms, kind)
 
 
+def _fma(acc: Array | None, x: Array, y: Array, ops: Primitives) -> Array:
+    """``acc + x * y`` where ``acc`` is a fresh array of this rule's (or None): one fused pass."""
+    if acc is None:
+        return x * y
+    if ops.in_place:
+        return ops.plus(acc, x * y)
+    return ops.addcmul(acc, x, y)
+
+
+def _elementwise_product(a: JetArray, b: JetArray) -> JetArray:
+    r"""Leibniz's rule for :math:`a \odot b`: :math:`(ab)_k = \sum_j a_j b_{k-j}`.
+
+    The inner products (:math:`0 < j < k`) are the kind's pairing (contracted over the
+    directions in a collapsed top term); the two outer ones are accumulated into them by
+    fused multiply-adds, so term ``k`` costs one pass per product and no extra additions.
+    """
+    kind = a.kind
+    want = max(a.ndim, b.ndim)
+    ta, tb = padded(a, want), padded(b, want)
+    ops = ops_of(a.xp)
+    pair = kind.pair
+    terms: list[Array | None] = []
+    for k in range(kind.order + 1):
+        acc: Array | None = None
+        for j in range(1, k):
+            x, y = ta[j], tb[k - j]
+            if x is not None and y is not None:
+                p = pair(x, y, k)
+                acc = p if acc is None else acc + p
+        x, y = ta[0], tb[k]
+        if y is not None:
+            acc = _fma(acc, x, y, ops)
+        if k:
+            x, y = ta[k], tb[0]
+            if x is not None:
+                acc = _fma(acc, x, y, ops)
+        terms.append(acc)
+    return JetArray(tuple(terms), kind)
+
+
 def multiply(a: Any, b: Any) -> Any:
     """:math:`a b` elementwise."""
-    if isinstance(a, numbers.Number) and is_jet(b):
-        return scale(b, a)  # type: ignore[arg-type]
-    if isinstance(b, numbers.Number) and is_jet(a):
-        return scale(a, b)  # type: ignore[arg-type]
-    return bilinear(a, b, lambda x, y: x * y)
+    if isinstance(a, JetArray):
+        if isinstance(b, JetArray):
+            if b.kind is not a.kind:
+                kind_of(a, b)
+            return _elementwise_product(a, b)
+        if isinstance(b, numbers.Number):
+            return scale(a, b)  # type: ignore[arg-type]
+        return _constant_product(a, b, operator.mul, left=True)
+    if isinstance(b, JetArray):
+        if isinstance(a, numbers.Number):
+            return scale(b, a)  # type: ignore[arg-type]
+        return _constant_product(b, a, operator.mul, left=False)
+    return a * b
 
 
 def divide(a: Any, b: Any) -> Any:
@@ -203,6 +277,8 @@ def _matmul_2d(a: Any, b: Any) -> Any:
 
 def matmul(a: Any, b: Any) -> Any:
     """:math:`a\\,b` (matrix product with the Array API's broadcasting of batch axes)."""
+    if isinstance(a, JetArray) and not isinstance(b, JetArray) and len(a.shape) >= 2 and primal_ndim(b) == 2:
+        return JetArray(tuple(None if t is None else t @ b for t in a.terms), a.kind)  # by a weight matrix
     if primal_ndim(a) == 0 or primal_ndim(b) == 0:
         raise ValueError("matmul needs operands of at least one dimension")
     vec_a, vec_b = primal_ndim(a) == 1, primal_ndim(b) == 1
@@ -241,27 +317,54 @@ def vecdot(a: Any, b: Any, axis: int = -1) -> Any:
 # --------------------------------------------------------------------------- functions of one variable
 
 
-def compose(a: JetArray, derivatives: Derivatives) -> JetArray:
+def _coefficient(p: Any, j: int, normalised: bool) -> Any:
+    """:math:`f^{(j)}/j!` from part ``p`` (None for a number 0)."""
+    if isinstance(p, numbers.Number):
+        if p == 0:
+            return None
+        return float(p) if normalised else float(p) / math.factorial(j)  # type: ignore[arg-type]
+    return p if normalised or j == 1 else p * (1.0 / math.factorial(j))
+
+
+def compose(a: JetArray, derivatives: Derivatives, normalised: bool = False) -> JetArray:
     r""":math:`f(u)` elementwise by Faà di Bruno's formula.
 
     ``derivatives(z, K)`` returns :math:`(f(z), f'(z), \dots, f^{(K)}(z))` at the value (numbers
-    allowed, 0 for a derivative known to vanish).
+    allowed, 0 for a derivative known to vanish); with ``normalised`` it returns
+    :math:`c_j = f^{(j)}(z)/j!` instead (the rules' own functions, which fold the factorials
+    into their formulas).  Orders up to 2 (every first- and second-order operator) take the
+    formula written out, :math:`a_1 = c_1 z_1` and :math:`a_2 = c_1 z_2 + c_2\,(z_1 z_1)` with
+    the kind's pairing for :math:`z_1 z_1` and one fused multiply-add: two passes over the
+    first-order rows; higher orders :func:`xderiv.engine.series.compose`.
     """
     kind = a.kind
     order = kind.order
-    parts = list(derivatives(a.terms[0], order))
-    c: list[Any] = [None]
-    for j in range(1, order + 1):
-        p = parts[j]
-        if isinstance(p, numbers.Number):
-            c.append(None if p == 0 else float(p) / math.factorial(j))  # type: ignore[arg-type]
-        else:
-            c.append(p if j == 1 else p * (1.0 / math.factorial(j)))
-    rest = series_compose(c, list(a.terms), order, pair=kind.pair)
+    z = a.terms
+    parts = list(derivatives(z[0], order))
     value = parts[0]
     if isinstance(value, numbers.Number):
-        value = a.xp.zeros_like(a.terms[0]) + value
-    return JetArray((value,) + tuple(rest[1:]), kind)
+        value = a.xp.zeros_like(z[0]) + value
+    if order == 0:
+        return JetArray((value,), kind)
+    c: list[Any] = [None] + [_coefficient(parts[j], j, normalised) for j in range(1, order + 1)]
+    if order > 2:
+        rest = series_compose(c, list(z), order, pair=kind.pair)
+        return JetArray((value,) + tuple(rest[1:]), kind)
+    c1, z1 = c[1], z[1]
+    first = None if c1 is None or z1 is None else c1 * z1
+    if order == 1:
+        return JetArray((value, first), kind)
+    c2, z2 = c[2], z[2]
+    second = None if c1 is None or z2 is None else c1 * z2
+    if c2 is not None and z1 is not None:
+        square = kind.pair(z1, z1, 2)
+        if isinstance(c2, float):
+            second = c2 * square if second is None else second + c2 * square
+        elif second is None:
+            second = c2 * square
+        else:
+            second = ops_of(a.xp).fma(second, c2, square)
+    return JetArray((value, first, second), kind)
 
 
 def _cycle(values: Sequence[Any], order: int) -> list[Any]:
@@ -309,11 +412,40 @@ def _polynomial_parts(t: Array, order: int, square_sign: float) -> list[Any]:
             nxt[i] += c
             nxt[i + 2] += square_sign * c
         poly = nxt
-        acc: Any = 0.0
-        for c in reversed(poly):
-            acc = acc * t + c
+        while len(poly) > 1 and poly[-1] == 0.0:
+            poly.pop()
+        acc: Any = poly[-1]  # Horner's rule from the leading coefficient, zero coefficients skipped
+        for c in reversed(poly[:-1]):
+            acc = acc * t
+            if c:
+                acc = acc + c
         out.append(acc)
     return out
+
+
+def _low_order_coefficients(name: str, z: Array, order: int, xp: Any) -> list[Any] | None:
+    r"""Value and :math:`f^{(j)}/j!` for ``j <= order <= 2`` of the commonest functions, written out.
+
+    Each costs one evaluation of the function and a few passes over the value's shape (tanh:
+    :math:`t, 1 - t^2, -t (1 - t^2)`); None for a function or order not written out here.
+    """
+    if order > 2:
+        return None
+    if name == "tanh":
+        t = xp.tanh(z)
+        if order == 0:
+            return [t]
+        s = 1.0 - t * t
+        return [t, s] if order == 1 else [t, s, -(t * s)]
+    if name in ("sin", "cos"):
+        if order == 0:
+            return [xp.sin(z) if name == "sin" else xp.cos(z)]
+        s, c = xp.sin(z), xp.cos(z)
+        return ([s, c, -0.5 * s] if name == "sin" else [c, -s, -0.5 * c])[: order + 1]
+    if name == "exp":
+        e = xp.exp(z)
+        return [e, e, 0.5 * e][: order + 1]
+    return None
 
 
 def _elementwise_parts(name: str, z: Array, order: int, xp: Any) -> list[Any]:
@@ -379,6 +511,8 @@ ELEMENTWISE += ("sqrt", "square", "abs", "reciprocal")
 def elementwise(name: str, a: JetArray) -> JetArray:
     """The Array API's elementwise function ``name`` on a jet."""
     xp = a.xp
+    if a.kind.order <= 2 and name in ("tanh", "sin", "cos", "exp"):
+        return compose(a, lambda z, order: _low_order_coefficients(name, z, order, xp), normalised=True)
     return compose(a, lambda z, order: _elementwise_parts(name, z, order, xp)[: order + 1])
 
 
