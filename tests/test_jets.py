@@ -370,3 +370,11 @@ def test_memory_budget_chunks_a_graph(backend: Any) -> None:
             xd.hessian(f, x)
     finally:
         xd.set_memory_budget(before)
+
+
+def test_numpy_scalars_and_arrays_on_the_left_of_a_jet():
+    """``np.float64(c) * x`` and ``np.ones(k) * x`` with x a jet stay jets (NumPy defers to the jet's operators)."""
+    f = xd.function(lambda x: np.float64(2.0) * x[..., :1] ** 2 + np.ones(1) * x[..., 1:] - np.float64(1.0))
+    x = np.random.default_rng(0).standard_normal((4, 2))
+    assert np.allclose(xd.laplacian(f, x)[:, 0], 4.0, rtol=1e-14)
+    assert np.allclose(xd.gradient(f, x), np.stack([4.0 * x[:, 0], np.ones(4)], axis=-1), rtol=1e-14)

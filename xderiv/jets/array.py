@@ -76,6 +76,9 @@ class JetArray:
 
     __slots__ = ("terms", "kind", "seed", "shape")
 
+    __array_ufunc__ = None
+    """NumPy scalars and arrays defer to the jet's reflected operators (``np.float64(2) * jet`` is a jet)."""
+
     def __init__(self, terms: tuple[Array | None, ...], kind: Kind, seed: Seed | None = None) -> None:
         self.terms = tuple(terms)
         self.kind = kind
