@@ -867,7 +867,7 @@ _AFTER: dict[str, After] = {
 }
 _EVALUATED_AFTER = ("gelu", "gelu_tanh", "silu", "mish", "gaussian")
 # CuPy's one-kernel parts (Activation.kernel): the formulas above, operation for operation and in
-# their order, so that the kernel agrees with the operations to round-off (tests/test_primitives.py
+# their order, so that the kernel agrees with the operations to round-off (tests/internals/test_primitives.py
 # checks each as a kernel in the CuPy session, and as host C++ wherever a compiler is).
 _KERNELS: dict[str, str] = {
     "tanh": "T e = exp(-2 * fabs(z)); T q = 1 + e; s = tanh(z); d1 = 4 * e / (q * q); d2 = -2 * s * d1;",
