@@ -9,7 +9,7 @@ test session runs the same ``tests/`` through one ``backend`` fixture chosen by
 - Hypothesis: profile ``XDERIV_HYPOTHESIS_PROFILE`` (default ``ci``: 25
   derandomized examples per property; ``dev`` 100, ``thorough`` 1000).
 - JAX and dask run a representative subset (every test, operator and mode on
-  three zoo networks); ``nox -s tests-jax -- --full`` runs everything.
+  two zoo networks); ``nox -s tests-jax -- --full`` runs everything.
 - torch is pinned by ``XDERIV_TORCH`` (default ``torch==2.13.0``, the CPU
   build this project's machines carry on disk); the library itself only asks
   for ``torch>=2.1``.

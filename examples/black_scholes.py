@@ -44,16 +44,17 @@ D = 5
 T = 1.0
 R = 0.05
 LOW, HIGH = 0.5, 1.5
-VOL = torch.tensor([0.2, 0.25, 0.3, 0.35, 0.4], dtype=torch.float64)
-POWERS = torch.tensor([1.0, 0.5, 1.5, -0.5, 1.0], dtype=torch.float64)
-RHO = 0.5 * torch.eye(D, dtype=torch.float64) + 0.5  # correlation 1/2 between every pair
+# constants on the CPU whatever torch's default device; moved to the points' device where used
+VOL = torch.tensor([0.2, 0.25, 0.3, 0.35, 0.4], dtype=torch.float64, device="cpu")
+POWERS = torch.tensor([1.0, 0.5, 1.5, -0.5, 1.0], dtype=torch.float64, device="cpu")
+RHO = 0.5 * torch.eye(D, dtype=torch.float64, device="cpu") + 0.5  # correlation 1/2 between every pair
 CHOL = torch.linalg.cholesky(RHO)
 
 
 def rate() -> float:
     """λ of the closed-form price: ½ Σᵢⱼ ρᵢⱼ sᵢsⱼ pᵢ(pⱼ − δᵢⱼ) + r Σᵢ pᵢ − r."""
     p, s = POWERS, VOL
-    second = p[:, None] * (p[None, :] - torch.eye(D, dtype=torch.float64))
+    second = p[:, None] * (p[None, :] - torch.eye(D, dtype=torch.float64, device="cpu"))
     return float(0.5 * (RHO * s[:, None] * s[None, :] * second).sum() + R * p.sum() - R)
 
 
@@ -67,7 +68,7 @@ def exact(xt):
 def sigma(xt: torch.Tensor) -> torch.Tensor:
     """The per-point factor: σ(x) = diag(s x) C for the asset rows, zero for the time row; (..., d + 1, d)."""
     x = xt[..., :D]
-    rows = (VOL * x)[..., :, None] * CHOL  # diag(s x) C
+    rows = (VOL.to(x.device) * x)[..., :, None] * CHOL.to(x.device)  # diag(s x) C
     return torch.cat([rows, torch.zeros_like(rows[..., :1, :])], dim=-2)
 
 

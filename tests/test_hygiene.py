@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-SOURCES = sorted(p for p in TESTS.glob("*.py") if p.name != "conftest.py")
+SOURCES = sorted(p for p in TESTS.rglob("*.py") if p.name != "conftest.py")
 
 # Converting methods called without arguments: host copies that only work on CPU arrays
 # (torch .numpy()), or that belong in backend.to_numpy (.cpu(), .cuda(), CuPy's .get()).
@@ -95,3 +95,13 @@ def test_no_tracker_or_out_of_repo_references():
         if pattern.search(line)
     ]
     assert not hits, "\n".join(hits)
+
+
+def test_the_wheel_lists_every_subpackage():
+    """``[tool.setuptools] packages`` names every folder of ``xderiv/`` with an ``__init__.py``: a wheel ships them."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "xderiv").rglob("__init__.py")}
+    assert found <= listed, f"missing from pyproject.toml's packages: {sorted(found - listed)}"

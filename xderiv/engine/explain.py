@@ -292,18 +292,19 @@ def explain(op: Callable[..., Any], net: Any, x: Any, *args: Any, **kwargs: Any)
         )
         return Explanation(**head, parts=(part,), refusals=refusals)
     leaves = _leaves(network) if isinstance(network, Composite) else [network]
-    parts, refusals = [], []
+    parts: list[Part] = []
+    refused: list[str] = []
     for leaf in leaves:
         if getattr(leaf, "plan", None) is None:
             continue  # a constant or weightless part
         part, refusal = _chain_part(leaf, need, mode, n, itemsize, chunk_size)
         parts.append(part)
         if refusal:
-            refusals.append(refusal)
+            refused.append(refusal)
     combined = ""
     if isinstance(network, Composite):
         combined = (
             f"combined by the product rule over {len(parts)} part(s): each part's value, Jacobian and "
             f"{need.quantity.name} (products add their cross terms)"
         )
-    return Explanation(**head, parts=tuple(parts), combined=combined, refusals=tuple(refusals))
+    return Explanation(**head, parts=tuple(parts), combined=combined, refusals=tuple(refused))

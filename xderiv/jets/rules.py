@@ -512,7 +512,13 @@ def elementwise(name: str, a: JetArray) -> JetArray:
     """The Array API's elementwise function ``name`` on a jet."""
     xp = a.xp
     if a.kind.order <= 2 and name in ("tanh", "sin", "cos", "exp"):
-        return compose(a, lambda z, order: _low_order_coefficients(name, z, order, xp), normalised=True)
+
+        def low(z: Array, order: int) -> list[Any]:
+            coefficients = _low_order_coefficients(name, z, order, xp)
+            assert coefficients is not None  # written out for these names up to order 2
+            return coefficients
+
+        return compose(a, low, normalised=True)
     return compose(a, lambda z, order: _elementwise_parts(name, z, order, xp)[: order + 1])
 
 

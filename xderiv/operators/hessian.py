@@ -113,7 +113,7 @@ def hessian(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = 
     network = as_network(net)
     if isinstance(network, Composite):
         rule = Rule(
-            lambda part, x: value_jacobian_hessian(part, x, mode, chunk_size),
+            lambda part, x: tuple(value_jacobian_hessian(part, x, mode, chunk_size)),
             first_rank=1,
             second_rank=2,
             cross=outer_cross,

@@ -305,8 +305,8 @@ def _composite_trace(
 ) -> Array:
     """The trace of a composite by the product rule: one value sweep per leaf (value, Jacobian, trace)."""
 
-    def leaf(part: Any, x: Any) -> list:
-        return value_jacobian_trace(part, x, directions, coords, mode, chunk_size)
+    def leaf(part: Any, x: Any) -> tuple:
+        return tuple(value_jacobian_trace(part, x, directions, coords, mode, chunk_size))
 
     out = fold(network, x, Rule(leaf, first_rank=1, second_rank=0, cross=trace_cross(directions, coords))).second
     assert out is not None
@@ -429,7 +429,10 @@ def _plan_trace(d: int, a: dict) -> Need:
     directions, coords = a.get("directions"), a.get("coords")
     if (directions is None) == (coords is None):
         raise TypeError("trace_hessian takes exactly one of directions= or coords=")
-    return trace_need(len(list(coords)) if coords is not None else int(directions.shape[-1]))
+    if coords is not None:
+        return trace_need(len(list(coords)))
+    assert directions is not None
+    return trace_need(int(directions.shape[-1]))
 
 
 register_plan(laplacian, _plan_laplacian)

@@ -357,7 +357,7 @@ def _composite(network: Composite, x: Array, terms: _Terms, mode: str, chunk_siz
     rows, weights, pp = terms.rows, terms.weights, terms.per_point
     k, d = int(rows.shape[-2]), int(rows.shape[-1])
 
-    def leaf(part: Any, x: Any) -> list:
+    def leaf(part: Any, x: Any) -> tuple:
         jac_mode = part.plan.costs.mode(JACOBIAN, "auto")
 
         def kernel(call: Call, tape: Tape, rows: Array, weights: Array) -> tuple:
@@ -367,16 +367,18 @@ def _composite(network: Composite, x: Array, terms: _Terms, mode: str, chunk_siz
                 jac = jacobian_kernel(replace(call, mode=jac_mode), tape)
             return y, call.terms.add_jacobian(full_jacobian(call, jac), call.x), out
 
-        return run(
-            part,
-            x,
-            SECOND_ORDER,
-            kernel,
-            mode=mode,
-            trailing=[(), (d,), ()],
-            extras=lambda call: ((rows, pp), (weights, pp)),
-            rows=lambda rows, weights: rows.shape[-2],
-            chunk_size=chunk_size,
+        return tuple(
+            run(
+                part,
+                x,
+                SECOND_ORDER,
+                kernel,
+                mode=mode,
+                trailing=[(), (d,), ()],
+                extras=lambda call: ((rows, pp), (weights, pp)),
+                rows=lambda rows, weights: rows.shape[-2],
+                chunk_size=chunk_size,
+            )
         )
 
     s_pub = xp.reshape(rows, batch + (k, d)) if pp else rows  # rows S^T

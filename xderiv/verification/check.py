@@ -348,9 +348,9 @@ def _references(
         g, e = ref.taylor(P, xp.broadcast_to(V[None, ...], (n, d, len(coords))), 2)[2]
         return [(xp.sum(g, axis=-1), xp.sum(e, axis=-1) if e is not None else None)]
     if name == "trace_hessian":
-        S, coords = bound.get("directions"), bound.get("coords")
+        S, chosen = bound.get("directions"), bound.get("coords")
         if S is None:
-            cs = _coords(coords, d)
+            cs = _coords(chosen, d)
             S = xp.asarray([[float(k == c) for c in cs] for k in range(d)], dtype=P.dtype, device=dev)
         V = direction_rows(S, 2)
         g, e = ref.taylor(P, V, 2)[2]
@@ -367,6 +367,7 @@ def _references(
         eye = _eye(xp, d, P.dtype, dev)[None, ...] * a[:, None, None]  # a e_i as columns
         V = xp.concat([eye + v[:, :, None], eye - v[:, :, None]], axis=-1)  # (n, d, 2d)
         g, e = ref.taylor(P, V, 2)[2]
+        assert e is not None  # differences carry their error estimate
         ab = xp.reshape(a, (n,) + (1,) * (g.ndim - 1))
         return [((g[..., :d] - g[..., d:]) / (4.0 * ab), (e[..., :d] + e[..., d:]) / (4.0 * ab))]
     if name == "directional":
@@ -419,6 +420,7 @@ def _second_order_reference(
     A, factor = bound.get("A"), bound.get("factor")
     if factor is not None:
         S = at_points(factor, 2)  # (n, d, r)
+        assert S is not None
         r = int(S.shape[-1])
         signs = bound.get("signs")
         sv = xp.ones((r,), dtype=dtype) if signs is None else xp.asarray([float(v) for v in signs], dtype=dtype)
@@ -426,6 +428,7 @@ def _second_order_reference(
     elif A is not None:
         a0 = A(x) if callable(A) else A
         a = at_points(a0, 1) if a0.ndim == 1 else at_points(a0, 2)
+        assert a is not None
         if a.ndim == 2:  # a diagonal, (n, d)
             a = a[:, :, None] * _eye(xp, d, dtype, array_api_compat.device(P))
     else:

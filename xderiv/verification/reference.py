@@ -194,5 +194,5 @@ class Reference:
         if order == 0:
             return self.value(P)
         rows = _unit_rows(alpha)
-        gK = self.taylor(P, _shared(xp, P, [r for r, _ in rows]), order)[order]
+        gK = self.taylor(P, _shared(xp, P, [[float(v) for v in r] for r, _ in rows]), order)[order]
         return _weighted(xp, gK, [w for _, w in rows])
