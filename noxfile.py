@@ -1,7 +1,7 @@
 """Sessions: the suite once per backend, the dependency floors, lint, types, docs, packaging, benchmarks.
 
-``nox`` runs the default list below (what CI runs: 19 min 44 s on a fresh clone on 2 cores
-before the suite was trimmed; 50 min 35 s since, on a machine loaded 8-10: README.md); ``nox -s tests-numpy
+``nox`` runs the default list below (what CI runs: 18 min 44 s on a fresh clone on 2 cores,
+load 2-3: README.md); ``nox -s tests-numpy
 tests-torch`` is the fast subset (timings: CONTRIBUTING.md).  Every
 test session runs the same ``tests/`` through one ``backend`` fixture chosen by
 ``XDERIV_BACKEND``, in parallel on every core (pytest-xdist).
