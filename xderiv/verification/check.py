@@ -6,7 +6,7 @@ returns a :class:`CheckReport` (or raises :class:`CheckError` carrying it).  The
 knows nothing of xderiv's derivative recursions: it differentiates the network's *value*
 ``xd.value(net, p)`` at each point ``p`` alone,
 
-- by nested autodiff where the backend has it (:mod:`xderiv.verification.autodiff`):
+- by nested autodiff where the backend has it (:mod:`xderiv.interop.autodiff`):
   ``torch.func`` one point at a time, JAX's ``jacfwd``/``hessian``/``jvp`` under ``vmap``;
 - by central differences with Richardson extrapolation elsewhere (NumPy, array-api-strict,
   dask, CuPy), evaluated in float64 (:class:`Differences`).
@@ -32,6 +32,7 @@ from .. import operators as ops
 from ..models.composition import Product, Scaled, Sum
 from ..models.networks import quadratic
 from .reference import (
+    AUTODIFF,
     Array,
     Estimate,
     Reference,
@@ -284,9 +285,7 @@ def _reference(net: Any, xp: Any, x: Array, kind: str | None) -> Reference:
     if kind not in (None, "autodiff", "differences"):
         raise ValueError(f"xd.check: reference must be None, 'autodiff' or 'differences', got {kind!r}")
     if kind != "differences" and (array_api_compat.is_torch_array(x) or array_api_compat.is_jax_array(x)):
-        from . import autodiff
-
-        return autodiff.reference(net, x)
+        return AUTODIFF[0](net, x)
     if kind == "autodiff":
         raise ValueError(
             f"xd.check: no autodiff reference for {type(x).__module__}.{type(x).__name__} arrays "

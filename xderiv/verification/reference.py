@@ -2,7 +2,7 @@ r"""What an operator is checked against: the quantities of the one-point functio
 
 :class:`Reference` computes the value, and from the Jacobian and Hessian (which subclasses supply)
 the directional derivatives, the biharmonic and mixed partials; :mod:`~xderiv.verification.check`
-supplies finite differences, :mod:`~xderiv.verification.autodiff` nested autodiff.
+supplies finite differences, :mod:`~xderiv.interop.autodiff` nested autodiff.
 """
 
 from __future__ import annotations
@@ -20,6 +20,15 @@ from .. import operators as ops
 Array = Any
 Estimate = tuple[Array, Array | None]
 """A reference array and an estimate of its absolute error (``None``: exact up to round-off)."""
+
+AUTODIFF: list[Any] = []
+"""The nested-autodiff reference factory, ``(net, x) -> Reference`` for torch and JAX arrays: registered by
+:mod:`xderiv.interop.autodiff` (the array libraries are imported there, on use)."""
+
+
+def register_autodiff(factory: Any) -> None:
+    """Register the autodiff reference factory (once, at import of :mod:`xderiv.interop.autodiff`)."""
+    AUTODIFF[:] = [factory]
 
 
 def _namespace(a: Array) -> Any:
@@ -129,7 +138,7 @@ class Reference:
     """The quantities of the one-point function :math:`f(p) = ` ``xd.value(net, p)`` an operator is checked against.
 
     This base class computes them by central differences (:class:`Differences`); the autodiff
-    references of :mod:`xderiv.verification.autodiff` override each method with exact ones.  Every
+    references of :mod:`xderiv.interop.autodiff` override each method with exact ones.  Every
     method takes the checked points ``P`` of shape ``(P, d)`` (float64) and returns
     :data:`Estimate` pairs with the point axis first and ``out`` the value's trailing shape.
     """

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import operators as ops
-from .reference import Estimate, Reference
+from ..verification.reference import Estimate, Reference, register_autodiff
 
 Array = Any
 
@@ -214,3 +214,6 @@ class JaxReference(Reference):
             return jax.vmap(_along(self.f, units, jax.jvp))
 
         return self._jit(("partial", tuple(int(a) for a in alpha)), build)(P), None
+
+
+register_autodiff(reference)
