@@ -38,7 +38,7 @@ from array_api_compat import array_namespace
 import xderiv as xd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinn_common import Timer, fit, plot, relative_error  # noqa: E402
+from pinn_common import Timer, fit, plot, quick_args, relative_error, training_parser  # noqa: E402
 
 D = 5
 T = 1.0
@@ -135,33 +135,18 @@ def solve(
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    return training_parser(
+        __doc__,
+        adam=500,
+        lbfgs=500,
+        points="points of each kind (interior, maturity, faces)",
+        quick=(150, 100, 128),
+        out="black_scholes.png",
     )
-    p.add_argument("--adam", type=int, default=500, help="Adam steps, each on freshly drawn points")
-    p.add_argument("--lbfgs", type=int, default=500, help="L-BFGS iterations on one fixed sample of points")
-    p.add_argument(
-        "--points",
-        type=int,
-        default=256,
-        help="points of each kind (interior, maturity, faces) per Adam step; L-BFGS uses 4x as many",
-    )
-    p.add_argument("--width", type=int, default=32, help="hidden width")
-    p.add_argument("--depth", type=int, default=3, help="hidden layers")
-    p.add_argument(
-        "--quick", action="store_true", help="a seconds-long run: 150 Adam steps, 100 L-BFGS iterations, 128 points"
-    )
-    p.add_argument(
-        "--log-every", type=int, default=100, help="print step, loss and elapsed time every N steps (0: quiet)"
-    )
-    p.add_argument("--out", default="black_scholes.png", help="where to write the plot")
-    return p
 
 
 def main(argv: list[str] | None = None) -> float:
-    args = parser().parse_args(argv)
-    if args.quick:
-        args.adam, args.lbfgs, args.points = 150, 100, 128
+    args = quick_args(parser().parse_args(argv))
     with Timer() as t:
         net, history, err = solve(
             args.width,

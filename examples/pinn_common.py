@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 
 import torch
+
+
+def training_parser(
+    doc: str, *, adam: int, lbfgs: int, points: str, quick: tuple[int, int, int], out: str
+) -> argparse.ArgumentParser:
+    """The two-phase trainer's options (``--adam --lbfgs --points --width --depth --quick --log-every --out``).
+
+    ``points`` says what is drawn per Adam step; ``quick`` is ``(adam, lbfgs, points)`` of ``--quick``
+    (applied by :func:`quick_args`).
+    """
+    p = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--adam", type=int, default=adam, help="Adam steps, each on freshly drawn points")
+    p.add_argument("--lbfgs", type=int, default=lbfgs, help="L-BFGS iterations on one fixed sample of points")
+    p.add_argument("--points", type=int, default=256, help=f"{points} per Adam step; L-BFGS uses 4x as many")
+    p.add_argument("--width", type=int, default=32, help="hidden width")
+    p.add_argument("--depth", type=int, default=3, help="hidden layers")
+    a, b, n = quick
+    p.add_argument(
+        "--quick", action="store_true", help=f"a seconds-long run: {a} Adam steps, {b} L-BFGS iterations, {n} points"
+    )
+    p.add_argument(
+        "--log-every", type=int, default=100, help="print step, loss and elapsed time every N steps (0: quiet)"
+    )
+    p.add_argument("--out", default=out, help="where to write the plot")
+    p.set_defaults(quick_settings=quick)
+    return p
+
+
+def quick_args(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with ``--quick``'s Adam steps, L-BFGS iterations and points when it was given."""
+    if args.quick:
+        args.adam, args.lbfgs, args.points = args.quick_settings
+    return args
 
 
 class Progress:

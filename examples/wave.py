@@ -32,7 +32,7 @@ from array_api_compat import array_namespace
 import xderiv as xd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pinn_common import Timer, fit, plot, relative_error  # noqa: E402
+from pinn_common import Timer, fit, plot, quick_args, relative_error, training_parser  # noqa: E402
 
 T = 0.5
 
@@ -105,34 +105,20 @@ def solve(
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = training_parser(
+        __doc__,
+        adam=500,
+        lbfgs=1000,
+        points="points of each kind (interior, initial, boundary)",
+        quick=(200, 150, 128),
+        out="wave.png",
     )
     p.add_argument("--c", type=float, default=1.0, help="wave speed: u_tt = c² u_xx")
-    p.add_argument("--adam", type=int, default=500, help="Adam steps, each on freshly drawn points")
-    p.add_argument("--lbfgs", type=int, default=1000, help="L-BFGS iterations on one fixed sample of points")
-    p.add_argument(
-        "--points",
-        type=int,
-        default=256,
-        help="points of each kind (interior, initial, boundary) per Adam step; L-BFGS uses 4x as many",
-    )
-    p.add_argument("--width", type=int, default=32, help="hidden width")
-    p.add_argument("--depth", type=int, default=3, help="hidden layers")
-    p.add_argument(
-        "--quick", action="store_true", help="a seconds-long run: 200 Adam steps, 150 L-BFGS iterations, 128 points"
-    )
-    p.add_argument(
-        "--log-every", type=int, default=100, help="print step, loss and elapsed time every N steps (0: quiet)"
-    )
-    p.add_argument("--out", default="wave.png", help="where to write the plot")
     return p
 
 
 def main(argv: list[str] | None = None) -> float:
-    args = parser().parse_args(argv)
-    if args.quick:
-        args.adam, args.lbfgs, args.points = 200, 150, 128
+    args = quick_args(parser().parse_args(argv))
     with Timer() as t:
         net, history, err = solve(
             args.c,
