@@ -161,11 +161,14 @@ def value_jacobian_trace(
     coords: Sequence[int] | None = None,
     mode: str = "auto",
     chunk_size: int | None = None,
+    weighted: tuple[Array, Array, bool] | None = None,
 ) -> list:
-    r"""Value, full Jacobian and :math:`\mathrm{tr}(S^\top \nabla^2 y\, S)` of a chain from one value sweep.
+    r"""Value, full Jacobian and :math:`\sum_j \omega_j\, s_j^\top \nabla^2 y\, s_j` of a chain from one value sweep.
 
-    :math:`S` is ``directions``, the coordinates ``coords``, or (neither) the identity: the
-    Laplacian.  The trace runs in ``mode`` (forward: ``k`` rows; backward: the second-order
+    :math:`S` is ``directions`` (unit weights), the coordinates ``coords``, ``weighted`` =
+    ``(rows, weights, per_point)`` (:math:`S^\top` (k, d) or (n, k, d) and :math:`\omega` (k,) or
+    (n, k), as :func:`trace_kernel` takes them), or (none of them) the identity: the Laplacian.
+    The trace runs in ``mode`` (forward: ``k`` rows; backward: the second-order
     adjoint, which yields the Jacobian too).  Along ``directions`` a forward trace's rows are
     :math:`S^\top J`, so the Jacobian takes the cheaper sweep for it (the adjoint sweep for few
     outputs) instead of ``d`` more rows; with ``coords`` the forward mode carries all ``d`` rows.
@@ -174,15 +177,20 @@ def value_jacobian_trace(
 
     def kernel(call: Call, tape: Tape, *seed: Array) -> tuple:
         (y,) = value_kernel(call, tape)
-        if directions is None:
+        if not seed:
             jac, out = trace_kernel(call, tape, coord_rows=coordinate_rows(call, coords))
         else:
-            jac, out = trace_kernel(call, tape, seed[0])
+            jac, out = trace_kernel(call, tape, seed[0], weights=seed[1] if len(seed) > 1 else None)
             if call.mode == "forward":  # the forward trace's rows are S^T J, not J
                 jac = jacobian_kernel(replace(call, mode=jac_mode), tape)
         return y, call.terms.add_jacobian(full_jacobian(call, jac), call.x), out
 
-    along = directions is not None
+    extras: Any = None
+    if weighted is not None:
+        rows, weights, pp = weighted
+        extras = lambda call: ((rows, pp), (weights, pp))  # noqa: E731
+    elif directions is not None:
+        extras = lambda call: _directions_seed(call, directions, None)  # noqa: E731
     return run(
         network,
         x,
@@ -190,8 +198,8 @@ def value_jacobian_trace(
         kernel,
         mode=mode,
         trailing=[(), (network.in_features,), ()],
-        extras=(lambda call: _directions_seed(call, directions, None)) if along else None,
-        rows=(lambda seed: seed.shape[-2]) if along else None,
+        extras=extras,
+        rows=(lambda seed, *weights: seed.shape[-2]) if extras is not None else None,
         chunk_size=chunk_size,
     )
 

@@ -49,8 +49,8 @@ from ..jets.call import Setup
 from ..jets.kinds import Taylor
 from ..models.composition import Composite, Rule, fold
 from ..models.networks import as_network
-from .first_order import JACOBIAN, full_jacobian, jacobian_kernel, resolved
-from .laplacian import LAPLACIAN, trace_kernel
+from .first_order import full_jacobian, resolved
+from .laplacian import LAPLACIAN, trace_kernel, value_jacobian_trace
 
 
 def _array(a: Any) -> bool:
@@ -358,28 +358,7 @@ def _composite(network: Composite, x: Array, terms: _Terms, mode: str, chunk_siz
     k, d = int(rows.shape[-2]), int(rows.shape[-1])
 
     def leaf(part: Any, x: Any) -> tuple:
-        jac_mode = part.plan.costs.mode(JACOBIAN, "auto")
-
-        def kernel(call: Call, tape: Tape, rows: Array, weights: Array) -> tuple:
-            (y,) = value_kernel(call, tape)
-            jac, out = trace_kernel(call, tape, rows, weights=weights)
-            if call.mode == "forward":
-                jac = jacobian_kernel(replace(call, mode=jac_mode), tape)
-            return y, call.terms.add_jacobian(full_jacobian(call, jac), call.x), out
-
-        return tuple(
-            run(
-                part,
-                x,
-                SECOND_ORDER,
-                kernel,
-                mode=mode,
-                trailing=[(), (d,), ()],
-                extras=lambda call: ((rows, pp), (weights, pp)),
-                rows=lambda rows, weights: rows.shape[-2],
-                chunk_size=chunk_size,
-            )
-        )
+        return tuple(value_jacobian_trace(part, x, mode=mode, chunk_size=chunk_size, weighted=(rows, weights, pp)))
 
     s_pub = xp.reshape(rows, batch + (k, d)) if pp else rows  # rows S^T
     w_pub = xp.reshape(weights, batch + (1, k)) if pp else weights
