@@ -24,10 +24,10 @@ Hypothesis profiles
 
 Representative subset
     JAX (eager, op by op) and dask (a graph per call) are slow per test, so
-    their sessions run a representative subset by default: every test
-    function, every operator and every mode, but the zoo networks cut to
-    :data:`SUBSET_NETS` and a few other parameter grids thinned (see
-    :data:`SUBSET_RULES`).  ``--full`` or ``XDERIV_FULL=1`` runs everything;
+    their sessions run a representative subset by default: every operator
+    and every mode, but the zoo networks cut to :data:`SUBSET_NETS`, a few
+    other parameter grids thinned (see :data:`SUBSET_RULES`) and, on those two
+    backends, the tests of :data:`SUBSET_DROP_BY_BACKEND` left out.  ``--full`` or ``XDERIV_FULL=1`` runs everything;
     ``--subset`` or ``XDERIV_SUBSET=1`` asks for the subset on any backend.
     Dropped parametrizations are *deselected* (reported as such), not skipped.
 
@@ -490,11 +490,58 @@ CHECK_EXTRAS = (  # test_check beyond one operator: the report, every(), composi
     "test_generator_seed_draws_what_the_call_drew",
 )
 
+# JAX and dask arrays are immutable values with no strides: a view, a broadcast, a transposed copy
+# and a fresh array of the same numbers are the same thing to them, and no call can write into one.
+# What these tests check (layouts and zero strides read right, nothing written in place) is the
+# core's code, the same on every namespace; the numpy, torch and strict sessions, whose arrays have
+# views, strides and in-place writes, run them in full.
+VIEWS_AND_WRITES = (
+    "test_non_contiguous_and_broadcast_inputs",
+    "test_broadcast_weights",
+    "test_no_operator_mutates_inputs_weights_or_aliases_them",
+)
+
+# On JAX (a kernel compiled per operation and shape on first use) and dask (a graph per call) every
+# new shape or call is costly.  Their sessions keep what only they can check: every operator in every
+# mode against finite differences and the autodiff references, jit/grad/vmap/sharding and laziness,
+# weight gradients through every operator and estimator, dtypes, zero-size batches and the elementwise
+# accuracy of the activations on their own kernels.  They leave out the tests below, which check
+# xderiv's own argument handling, layouts and sampling statistics: code that reaches the namespace only
+# through calls the kept tests make, and that the numpy, torch and strict sessions run in full.
+GENERIC_ON_SLOW_BACKENDS = (
+    # hypothesis over architectures and batch shapes (every mode against finite differences is kept)
+    "test_every_mode_agrees_with_every_other_and_with_finite_differences",
+    "test_batch_is_a_map_over_points",
+    # batch layouts, d = 1, a shared direction, chunk boundaries of the Taylor sweep
+    "test_batch_shapes",
+    "test_one_input_dimension",
+    "test_directional_with_shared_direction_and_linear_term",
+    "test_chunks_give_the_same_derivatives",
+    # Leibniz and weighted sums of directions (the composites' product rule against the Hessian is kept)
+    "test_composites_by_leibniz_rule",
+    "test_weighted_top_derivative_is_the_weighted_sum",
+    "test_biharmonic_and_partials_agree_with_each_other_and_the_hessian",
+    "test_jacobian_and_hessian_match_finite_differences",
+    # the estimators' layouts and statistics (their known answers, convergence and weight gradients are kept)
+    "test_a_composite_randomizes_only_its_networks",
+    "test_stde_is_sdgd",
+    "test_directions_follow_the_documented_layout",
+    "test_shared_directions_are_those_of_a_single_point",
+    "test_biharmonic_estimate_converges_within_the_stated_standard_error",
+    "test_biharmonic_estimate_is_the_weighted_taylor_sweep",
+)
+
 SUBSET_DROP_BY_BACKEND = {
     # Every dask compute already runs on dask's own thread pool; six caller threads times every
     # operator and mode times dask's pool take minutes.  Threads still call xderiv concurrently in
     # test_concurrent_construction_and_evaluation and test_one_network_shared_by_threads_with_...
-    "dask": {"test_concurrent_evaluation_matches_sequential", *CHECK_EXTRAS},
+    "dask": {
+        "test_concurrent_evaluation_matches_sequential",
+        "test_one_network_shared_by_threads_with_different_input_dtypes",
+        *CHECK_EXTRAS,
+        *VIEWS_AND_WRITES,
+        *GENERIC_ON_SLOW_BACKENDS,
+    },
     # JAX compiles a kernel per operation and shape on first use, and its dispatch holds no
     # xderiv state: the numpy, torch and strict sessions run this test in full.
     # test_composition's shapes and test_threads' dtype mix are argument handling and locking, the same
@@ -504,6 +551,8 @@ SUBSET_DROP_BY_BACKEND = {
         "test_one_network_shared_by_threads_with_different_input_dtypes",
         "test_shapes_follow_the_parts",
         *CHECK_EXTRAS,
+        *VIEWS_AND_WRITES,
+        *GENERIC_ON_SLOW_BACKENDS,
     },
 }
 

@@ -65,22 +65,23 @@ def torch_on_cpu() -> Iterator[None]:
 
 
 # What torch.compile hands the traced graph to in the tests that check tracing (no graph break, no
-# warning, the eager results): inductor by default. The dependency-floor session sets "aot_eager":
-# there only array-api-compat, which Dynamo traces through, differs from the torch session, whose
-# inductor is the same torch and already compiles every case (cold, ~4x the tracing time).
-COMPILE_BACKEND = os.environ.get("XDERIV_TEST_COMPILE_BACKEND", "inductor")
+# warning, the eager results): "aot_eager", which runs Dynamo and AOT autograd (the forward and backward
+# graphs) as inductor does but skips its code generation (cold, ~4x the tracing time per case; what
+# xderiv hands it is the same traced graph). Inductor itself compiles the training step below and every
+# xd.compile test (its default backend); XDERIV_TEST_COMPILE_BACKEND=inductor compiles every case with it.
+COMPILE_BACKEND = os.environ.get("XDERIV_TEST_COMPILE_BACKEND", "aot_eager")
 
 
-def torch_compile(fn, **kw):
-    """``torch.compile(fn, fullgraph=True, backend=COMPILE_BACKEND, **kw)``."""
+def torch_compile(fn, *, backend: str | None = None, **kw):
+    """``torch.compile(fn, fullgraph=True, backend=backend or COMPILE_BACKEND, **kw)``."""
     import torch
 
-    return torch.compile(fn, fullgraph=True, backend=COMPILE_BACKEND, **kw)
+    return torch.compile(fn, fullgraph=True, backend=backend or COMPILE_BACKEND, **kw)
 
 
-def quiet_compile(fn, *args, **kw):
+def quiet_compile(fn, *args, backend: str | None = None, **kw):
     """``fn`` compiled (:func:`torch_compile`) and called; fails on any warning raised while tracing."""
-    compiled = torch_compile(fn, **kw)
+    compiled = torch_compile(fn, backend=backend, **kw)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = compiled(*args)
