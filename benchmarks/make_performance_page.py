@@ -72,15 +72,22 @@ def summary(groups: dict, only: list[str] | None = None) -> list[str]:
 
 
 def every_method(groups: dict) -> list[str]:
+    """Every method's times; ``÷ forward``: in forward passes of the network on the same library (time, flops)."""
+    value = {(r["label"], r["name"]): r["median"] for rs in groups.values() for r in rs if r["q"] == "value"}
     rows = []
     for rs in groups.values():
         peer = _best(rs, lambda r: not r["x"])
         for r in sorted(rs, key=lambda r: r["median"]):
-            cpu, passes = _ms(r["cpu"]) if "cpu" in r else "–", f"{r['passes']:.1f}" if "passes" in r else "–"
-            ratio = f"{r['median'] / peer['median']:.2f}" if peer else "–"
-            name = f"**{r['name']}**" if r["x"] else r["name"]
-            rows.append([r["label"], r["q"], name, _ms(r["median"]), cpu, str(r["rounds"]), ratio, passes])
-    return table(["problem", "quantity", "method", "median", "CPU", "rounds", "÷ best peer", "flops ÷ forward"], rows)
+            lib = "jax jit" if r["name"].endswith("jit") else "numpy eager" if "numpy" in r["name"] else "torch eager"
+            fwd, cpu = value.get((r["label"], lib)), _ms(r["cpu"]) if "cpu" in r else "–"
+            ratio, name = (
+                f"{r['median'] / peer['median']:.2f}" if peer else "–",
+                f"**{r['name']}**" * r["x"] or r["name"],
+            )
+            rows.append([r["label"], r["q"], name, _ms(r["median"]), cpu, str(r["rounds"]), ratio])
+            rows[-1] += [f"{r['median'] / fwd:.3g}" if fwd else "–", f"{r['passes']:.3g}" if "passes" in r else "–"]
+    header = ["problem", "quantity", "method", "median", "CPU", "rounds", "÷ best peer", "time ÷ forward"]
+    return table([*header, "flops ÷ forward"], rows)
 
 
 def plot(groups: dict, title: str, png: Path) -> None:
