@@ -335,8 +335,8 @@ def bench(session: nox.Session) -> None:
     """xderiv against torch.func, autograd, hessQuik, jax and folx (pytest-benchmark; peers installed here only).
 
     ``nox -s bench`` reruns the families chain, second_order, training and overhead into benchmarks/results/ and
-    regenerates the speed page (about 35 minutes on 2 shared cores); with arguments (``-- --quick``,
-    ``-- --family second_order -k "d5"``) they go to pytest and the JSON to a temporary folder.
+    regenerates the speed page; with arguments (``-- --quick``, ``-- --family second_order -k "d5"``) they go to
+    pytest and the JSON to a temporary folder.
     """
     session.install(TORCH)
     session.install("-r", "benchmarks/requirements.txt", "-e", ".")
@@ -352,9 +352,8 @@ def bench_graphs(session: nox.Session) -> None:
 
     Python 3.12: jet-for-pytorch needs it (a ``python3.12`` on the PATH: with pyenv,
     ``PATH=~/.pyenv/versions/3.12.1/bin:$PATH``).  ``nox -s bench-graphs`` rewrites
-    benchmarks/results/graphs_float64.json, each method's flops counted too, and the speed page (about
-    10 minutes on 2 shared cores); with arguments (``-- --quick``, ``-- -k "mMLP and d10"``) they go to pytest
-    and the JSON to a temporary folder.
+    benchmarks/results/graphs_float64.json, each method's flops counted too, and the speed page; with arguments
+    (``-- --quick``, ``-- -k "mMLP and d10"``) they go to pytest and the JSON to a temporary folder.
     """
     session.install(TORCH)
     session.install(*GRAPH_PEERS, "-e", ".")

@@ -1,7 +1,7 @@
 """Measurements that need a fresh process each: what ``xd.tune_host_allocator()`` changes, and the memory budget.
 
-    python benchmarks/fresh.py allocator [--repeats 2]   # results/host_allocator.json (about a minute)
-    python benchmarks/fresh.py memory [--quick]          # results/memory_budget.json (minutes; --quick: seconds)
+    python benchmarks/fresh.py allocator [--repeats 2]   # results/host_allocator.json
+    python benchmarks/fresh.py memory [--quick]          # results/memory_budget.json (--quick: 2000 points, unsaved)
 
 ``allocator``: one xderiv call in fresh processes without and with the tuning, alternated (each the median of a
 second's calls).  ``memory``: one step ``mean(laplacian(net, x)**2).backward()`` (torch float32) under each budget,

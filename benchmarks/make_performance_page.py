@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +35,7 @@ def _groups(run: dict) -> dict[str, list[dict]]:
     return out
 
 
-def _best(rs: list[dict], keep) -> dict | None:
+def _best(rs: list[dict], keep: Callable[[dict], bool]) -> dict | None:
     return min((r for r in rs if keep(r)), key=lambda r: r["median"], default=None)
 
 
@@ -148,7 +149,7 @@ def sections(args: argparse.Namespace) -> dict[str, list[str]]:
             plot(groups, f"{o['family']}, {o['dtype']}, {o['device']}: {m['cpu']}, {run['datetime'][:10]}", png)
         if o["family"] == "chain":
             out.setdefault("headline", []).extend([run_line(name, run), "", *summary(groups, HEADLINE), ""])
-        plot_line = f"![{o['family']}: xderiv against its peers]({png.relative_to(args.docs)})"
+        plot_line = f"![{o['family']}: xderiv against its peers]({png.relative_to(args.docs).as_posix()})"
         out.setdefault(o["family"], []).extend([run_line(name, run), "", plot_line, "", *summary(groups), ""])
         out[o["family"]] += ["Every method:", "", *every_method(groups), ""]
         not_timed += [[name, *r["group"].rsplit(" ", 1), r["name"], r["why"]] for r in run["not_timed"]]

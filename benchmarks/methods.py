@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -32,7 +33,7 @@ CONTRACTED = ("torch.func vmap(hessian) + contraction", "jax.hessian jit + contr
 Fns = dict[str, Callable]
 
 
-def to_numpy(a) -> np.ndarray:
+def to_numpy(a: Any) -> np.ndarray:
     """A result of any library as a flat NumPy float64 array."""
     a = a.detach().cpu() if hasattr(a, "detach") else a.get() if hasattr(a, "get") else a
     return np.asarray(a, dtype=np.float64).reshape(-1)
@@ -73,7 +74,7 @@ def reference_rank(name: str) -> int:
     return 0 if name.startswith(("torch.func", "torch autograd", "torch eager")) else 1 + (name[:12] != "xderiv-numpy")
 
 
-def chain_net(p: Problem, P: dict):
+def chain_net(p: Problem, P: dict) -> Any:
     """The chain as ``xd.Sequential`` of the arrays ``P`` (``xd.Potential`` with its quadratic part)."""
     layers = [
         xd.Residual(P[k]["W"], P[k]["b"], a, step=h) if kind == "r" else xd.Dense(P[k]["W"], P[k]["b"], a)
@@ -83,14 +84,14 @@ def chain_net(p: Problem, P: dict):
     return net if q is None else xd.Potential(net, q["w"], q["A"], q["c"], q["b0"])
 
 
-def _contract(q: str, H, e: dict):
+def _contract(q: str, H: Any, e: dict) -> Any:
     """The quantity from a full Hessian (..., d, d)."""
     if q in ("laplacian", "partial_laplacian"):
         return H.diagonal(0, -2, -1)[..., (q == "partial_laplacian") :].sum(-1)
     return (H * e["A"]).sum((-2, -1)) if q == "second_order" else ((H @ e["S"]) * e["S"]).sum((-2, -1))
 
 
-def _autodiff(ad, f: Callable, q: str, e: dict) -> Callable:
+def _autodiff(ad: Any, f: Callable, q: str, e: dict) -> Callable:
     """torch.func's or jax's own way to ``q`` of ``f`` (points (n, d) -> (n, 1)), as a function of the points."""
     one = lambda y: f(y).reshape(())  # noqa: E731
     vh = ad.vmap(ad.hessian(one))
@@ -133,12 +134,13 @@ def _xderiv(p: Problem, q: str, tag: str, P: dict, e: dict, modes=MODES, jit: st
     return out
 
 
-def _loss(lap: Callable, u: Callable, e: dict):
+def _loss(lap: Callable, u: Callable, e: dict) -> Any:
     """A PINN step's loss: mean((Δu - f)²) on the interior points + 100 mean(u²) on the boundary."""
     return ((lap(e["xi"]).reshape(-1) - e["f"]) ** 2).mean() + 100.0 * (u(e["xb"]) ** 2).mean()
 
 
-def _timed(fns: Fns, x, sync=None) -> Fns:
+def _timed(fns: Fns, x: Any, sync: Callable | None = None) -> Fns:
+    """The functions of the points as calls on ``x`` that return once the device (``sync``) is done."""
     return {k: (lambda g=g: (g(x), sync and sync())[0]) for k, g in fns.items()}
 
 

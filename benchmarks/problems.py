@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,8 @@ EPS = 1e-5  # LayerNorm
 
 @dataclass
 class Problem:
+    """A network (its weights, and its layers if it is a chain), its points, and the quantities timed on them."""
+
     label: str  # "P1 d=2 n=10": the first word names the family or network
     P: dict  # {layer: {"W", "b"}}; a potential's quadratic part under "pot": {"w", "A", "c", "b0"}
     x: np.ndarray  # (n, d)
@@ -30,7 +33,7 @@ class Problem:
     extra: dict = field(default_factory=dict)  # S (d, k), v (d,), A (d, d); training: xi, xb, f
 
 
-def _dense(rng, a: int, b: int) -> dict:
+def _dense(rng: np.random.Generator, a: int, b: int) -> dict:
     return {"W": rng.standard_normal((a, b)) / np.sqrt(a), "b": 0.1 * rng.standard_normal(b)}
 
 
@@ -38,7 +41,7 @@ ACT = {"tanh": lambda xp, z: xp.tanh(z), "identity": lambda xp, z: z}
 ACT["antitanh"] = lambda xp, z: xp.abs(z) + xp.log1p(xp.exp(-2.0 * xp.abs(z)))
 
 
-def forward(p: Problem, xp, P: dict, x):
+def forward(p: Problem, xp: Any, P: dict, x: Any) -> Any:
     """The network of ``p`` on ``x`` (..., d) through the namespace ``xp``, with ``P`` holding xp's arrays."""
     if p.chain is None:
         return _GRAPH[p.label.split()[0]](xp, P, x)
@@ -64,11 +67,11 @@ def torch_ops() -> SimpleNamespace:
     )
 
 
-def _lin(P, h, k):
+def _lin(P: dict, h: Any, k: str) -> Any:
     return h @ P[k]["W"] + P[k]["b"]
 
 
-def _mmlp(xp, P, x):
+def _mmlp(xp: Any, P: dict, x: Any) -> Any:
     """The modified MLP (Wang, Teng & Perdikaris 2021): U, V gates on x, three gated layers H = U + Z(V - U)."""
     U, V, H = (xp.tanh(_lin(P, x, k)) for k in ("U", "V", "L0"))
     for i in range(1, 4):
@@ -76,7 +79,7 @@ def _mmlp(xp, P, x):
     return _lin(P, H, "out")
 
 
-def _pirate(xp, P, x):
+def _pirate(xp: Any, P: dict, x: Any) -> Any:
     """PirateNet: Fourier features, U, V gates, two gated residual blocks x' = x + a(f(x) - x), a = 0.4, 0.6."""
     xb = x @ P["B"]["W"]
     H = xp.concat([xp.cos(xb), xp.sin(xb)], axis=-1)
@@ -88,7 +91,7 @@ def _pirate(xp, P, x):
     return _lin(P, H, "out")
 
 
-def _ln_mlp(xp, P, x):
+def _ln_mlp(xp: Any, P: dict, x: Any) -> Any:
     """Four tanh layers, each followed by an affine LayerNorm."""
     H = x
     for i in range(4):
@@ -120,7 +123,7 @@ def _problem(label, P, d, n, q, rng, nb=0, layers=None, graph=False, **extra) ->
     return Problem(label, P, x, q, layers, graph, {k: np.asarray(v) for k, v in extra.items() if np.ndim(v)})
 
 
-def resnet(label, d, n, w=16, q=ALL, **extra) -> Problem:
+def resnet(label: str, d: int, n: int, w: int = 16, q: tuple = ALL, **extra: Any) -> Problem:
     """hessQuik's timing net: antitanh d -> w, 4 residual tanh layers (h = ½), linear w -> 1."""
     return chain(label, (d, w, w, w, w, w, 1), n, q, "drrrr", first="antitanh", **extra)
 
@@ -153,14 +156,12 @@ def graph(name: str, d: int, n: int, w: int = 64) -> Problem:
     if name == "MLP":
         return dataclasses.replace(chain("MLP", (d, w, w, w, w, 1), n, q, nb=n // 2), graph=True)
     if name == "mMLP":
-        P = {"U": _dense(rng, d, w), "V": _dense(rng, d, w)} | {
-            f"L{i}": _dense(rng, w if i else d, w) for i in range(4)
-        }
+        P = {"U": _dense(rng, d, w), "V": _dense(rng, d, w), "L0": _dense(rng, d, w)}
+        P |= {f"L{i}": _dense(rng, w, w) for i in range(1, 4)}
     elif name == "PirateNet":
         P = {"B": {"W": rng.standard_normal((d, w // 2))}, "U": _dense(rng, w, w), "V": _dense(rng, w, w)}
-        P |= {f"B{k}L{j}": _dense(rng, w, w) for k in range(2) for j in range(3)} | {
-            "alpha": {"W": np.array([0.4, 0.6])}
-        }
+        P |= {f"B{k}L{j}": _dense(rng, w, w) for k in range(2) for j in range(3)}
+        P["alpha"] = {"W": np.array([0.4, 0.6])}
     else:
         P = {f"L{i}": _dense(rng, w if i else d, w) for i in range(4)}
         P |= {f"LN{i}": {"W": 1 + 0.1 * rng.standard_normal(w), "b": 0.1 * rng.standard_normal(w)} for i in range(4)}
@@ -171,7 +172,7 @@ def problems(family: str, quick: bool) -> list[Problem]:
     """The problems of one run (``--family``), at full size or ``quick`` (the same networks at fewer points)."""
     P2, OP, rng = (50, 768, 768, 512, 512, 1), ("trace_hessian", "partial_laplacian"), np.random.default_rng(1)
 
-    def size(full, fast):
+    def size(full: Any, fast: Any) -> Any:
         return fast if quick else full
 
     if family == "chain":  # P1-P4, the operators OP, Taylor mode T4, the biharmonic BH
@@ -184,7 +185,7 @@ def problems(family: str, quick: bool) -> list[Problem]:
         out += [
             resnet("OP", d, size(256, 16), 64, OP, k=k, S=rng.standard_normal((d, k)))
             for d, k in size(((64, 4), (256, 4), (256, 16)), ((64, 4),))
-        ]  # noqa: E501
+        ]
         return out + [resnet("BH", size(16, 4), size(200, 10), 64, ("biharmonic",))]
     if family == "second_order":
         return [second_order(d, r, size(1000, 16)) for d in size((5, 20, 100), (5, 20)) for r in (d, 2)]
@@ -195,7 +196,7 @@ def problems(family: str, quick: bool) -> list[Problem]:
         return [
             chain("TR", w, size(2000, 32), ("training",), nb=size(1200, 16))
             for w in ((3, 64, 64, 1), (10, 128, 128, 128, 1))
-        ]  # noqa: E501
+        ]
     if family == "overhead":  # tiny batches: per-call cost beside the forward pass written out in NumPy and torch
         return [resnet("OV", 16, n) for n in (1, 10)]
     if family == "gpu":  # hessQuik's net at three sizes and P2 (quick: the CPU dry run)
