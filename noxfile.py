@@ -336,59 +336,35 @@ def build(session: nox.Session) -> None:
 # --------------------------------------------------------------------------- benchmarks (not in the default list)
 
 
+BENCH = ["pytest", "benchmarks/test_bench.py", "-q", "-p", "no:cacheprovider", "--benchmark-disable-gc"]
+
+
+def _bench(session: nox.Session, families: list[str], *options: str) -> None:
+    """Each family into benchmarks/results/<family>_float64.json, then the page; with arguments, one run to /tmp."""
+    if session.posargs:
+        js = os.path.join(session.create_tmp(), "bench.json")
+        session.run(*BENCH, *options, f"--family={families[0]}", f"--benchmark-json={js}", *session.posargs)
+        return
+    for family in families:  # a failed check is listed on the page ("Not timed"): go on
+        js = f"--benchmark-json=benchmarks/results/{family}_float64.json"
+        session.run(*BENCH, *options, f"--family={family}", js, success_codes=[0, 1])
+    session.run("python", "benchmarks/make_performance_page.py")
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Side-by-side timings against torch.func, hessQuik, jax and folx (pytest-benchmark; peers installed here only).
+    """xderiv against torch.func, autograd, hessQuik, jax and folx (pytest-benchmark; peers installed here only).
 
-    ``nox -s bench`` rewrites benchmarks/results/ (JSON of the CPU problems and of the second_order rows,
-    results.md, PNGs); with arguments (``-- --quick``, ``-- --dtype float32 -k P4``) they go to pytest, the
-    CPU problems only, and the output to a temporary folder.
+    ``nox -s bench`` reruns the families chain, second_order, training and overhead into benchmarks/results/ and
+    regenerates the speed page; with arguments (``-- --quick``, ``-- --family second_order -k "d5"``) they go to
+    pytest and the JSON to a temporary folder.
     """
     session.install(TORCH)
     session.install("-r", "benchmarks/requirements.txt", "-e", ".")
-    out = session.create_tmp() if session.posargs else "benchmarks/results"
-    js = os.path.join(out, "bench.json" if session.posargs else "bench_float64.json")
-    session.run(
-        "pytest",
-        "benchmarks/test_bench.py",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--benchmark-disable-gc",
-        f"--benchmark-json={js}",
-        *session.posargs,
-        success_codes=[0, 1],  # a failed check is listed in results.md; still write the report
-    )
-    runs = [js]
-    if not session.posargs:  # the full rewrite: the second_order rows (family SO) too
-        runs.append(os.path.join(out, "bench_second_order_float64.json"))
-        session.run(
-            "pytest",
-            "benchmarks/test_bench.py",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--benchmark-disable-gc",
-            "--problems=second_order",
-            f"--benchmark-json={runs[-1]}",
-            success_codes=[0, 1],
-        )
-    session.run("python", "benchmarks/report.py", *runs, "--out", out)
-    session.run(
-        "pytest",
-        "benchmarks/test_training.py",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--benchmark-disable-gc",
-        "--benchmark-columns=median,min,rounds",
-        f"--benchmark-json={os.path.join(out, 'training.json')}",
-        *session.posargs,
-        success_codes=[0, 1],
-    )
+    _bench(session, ["chain", "second_order", "training", "overhead"])
 
 
-GRAPH_PEERS = ["jet-for-pytorch", "folx", "jax", "jaxlib", "array-api-compat", "numpy", "matplotlib"]
+GRAPH_PEERS = ["jet-for-pytorch", "folx", "jax", "jaxlib", "array-api-compat", "matplotlib", "pytest-benchmark"]
 
 
 @nox.session(name="bench-graphs", python="3.12")
@@ -397,19 +373,12 @@ def bench_graphs(session: nox.Session) -> None:
 
     Python 3.12: jet-for-pytorch needs it (a ``python3.12`` on the PATH: with pyenv,
     ``PATH=~/.pyenv/versions/3.12.1/bin:$PATH``).  ``nox -s bench-graphs`` rewrites
-    benchmarks/results/graphs_float64.json and the speed page (about 10 minutes on 2 shared cores);
-    with arguments (``-- --quick``, ``-- --networks mMLP --dims 10``) they go to the script and the
-    JSON to a temporary folder, the page untouched.
+    benchmarks/results/graphs_float64.json, each method's flops counted too, and the speed page; with arguments
+    (``-- --quick``, ``-- -k "mMLP and d10"``) they go to pytest and the JSON to a temporary folder.
     """
     session.install(TORCH)
     session.install(*GRAPH_PEERS, "-e", ".")
-    if session.posargs:
-        js = os.path.join(session.create_tmp(), "graphs.json")
-        session.run("python", "benchmarks/graphs.py", "--out", js, *session.posargs)
-        return
-    session.run("python", "benchmarks/graphs.py")
-    session.run("python", "benchmarks/graph_flops.py")
-    session.run("python", "benchmarks/make_performance_page.py")
+    _bench(session, ["graphs"], "--flops")
 
 
 # --------------------------------------------------------------------------- every session, side by side

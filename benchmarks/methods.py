@@ -1,519 +1,296 @@
-"""The timed methods: xderiv on each backend and mode, and every peer, built from one Problem.
+"""Every timed method of one problem and quantity: xderiv on each backend and every peer, on the same weights.
 
-``build(p, dtype, device)`` returns ``({(quantity, name): Method}, {peer: why unavailable})``.
-``Method.fn()`` computes the quantity on the problem's points and returns once the device
-is done; ``Method.conv`` turns the result into NumPy float64 in xderiv's shapes: value,
-Laplacian and the operators ``(n, m)``, gradient ``(n, d)``, Hessian ``(n, m, d, d)``
-(a potential drops the ``m`` axis).
+``build(p, q, dtype, device)`` returns ``{name: fn}``: ``fn()`` computes ``q`` on the problem's points, the device
+done; a ``training`` step returns the loss, then every weight's gradient in the order of ``p.P``.  Each library's
+methods are first functions of the points, so that a training step can take any Laplacian.  A peer that is not
+installed is left out (the run's ``versions`` show it missing).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
-from problems import Problem
+from array_api_compat import array_namespace
+from problems import Problem, forward, torch_ops
+
+import xderiv as xd
+from xderiv.operators.biharmonic import biharmonic_by_directions
 
 MODES = ("auto", "forward", "backward")
-# peers that get a quantity from the full Hessian: name per quantity
-HESS_NAMES = {
-    "torch.func": {"hessian": "vmap(hessian)", "laplacian": "tr(vmap(hessian))"},
-    "jax": {"hessian": "jax.hessian jit", "laplacian": "jax tr(hessian) jit"},
+AUTODIFF = {  # quantity: the names of torch.func's and jax's own derivative (jitted); others: the Hessian contracted
+    "value": ("torch eager", "jax jit"),
+    "gradient": ("torch.func vmap(grad)", "jax vmap(grad) jit"),
+    "hessian": ("torch.func vmap(hessian)", "jax.hessian jit"),
+    "laplacian": ("torch.func tr(vmap(hessian))", "jax tr(hessian) jit"),
+    "taylor4": ("torch.func jvp(jvp(jvp(jvp)))", "jax jvp(jvp(jvp(jvp))) jit"),
+    "biharmonic": ("torch.func vmap(hessian(laplacian))", "jax vmap(hessian(laplacian)) jit"),
 }
-PEERS = {
-    "value": ["torch eager", "jax jit"],
-    "gradient": ["torch autograd", "torch.func vmap(grad)", "hessQuik[forward]", "hessQuik[backward]",
-                 "jax vmap(grad) jit"],
-    "hessian": ["torch.func vmap(hessian)", "torch.func vmap(jacrev(jacrev))", "hessQuik[forward]",
-                "hessQuik[backward]", "jax.hessian jit"],
-    "laplacian": ["torch.func tr(vmap(hessian))", "torch autograd double-backward loop", "hessQuik[laplacian]",
-                  "jax tr(hessian) jit", "folx forward_laplacian jit"],
-}  # fmt: skip
-OPERATOR_PEERS = ["torch.func vmap(hessian) + contraction", "jax.hessian jit + contraction"]
-# Taylor mode: no forward/backward choice; the biharmonic also by its d^2-direction Taylor formula
-HIGHER_PEERS = {
-    "taylor4": ["torch.func jvp(jvp(jvp(jvp)))", "jax jvp(jvp(jvp(jvp))) jit"],
-    "biharmonic": ["torch.func vmap(hessian(laplacian))", "jax vmap(hessian(laplacian)) jit"],
-}
+CONTRACTED = ("torch.func vmap(hessian) + contraction", "jax.hessian jit + contraction")
+Fns = dict[str, Callable]
 
 
-@dataclass
-class Method:
-    fn: Callable[[], object]
-    conv: Callable[[object], np.ndarray]
-    mem: float = 0.0  # rough upper estimate of the memory one call needs (bytes)
+def to_numpy(a: Any) -> np.ndarray:
+    """A result of any library as a flat NumPy float64 array."""
+    a = a.detach().cpu() if hasattr(a, "detach") else a.get() if hasattr(a, "get") else a
+    return np.asarray(a, dtype=np.float64).reshape(-1)
 
 
-def backends(device: str):
-    return ("cupy", "torch") if device == "cuda" else ("numpy", "torch")
-
-
-CUPY_PLAIN = "xderiv-cupy[plain]"
-"""CuPy eager, mode auto, with the plain Array API expressions instead of CuPy's fused kernels (their baseline)."""
-
-SPLIT = "trace_hessian(S+) - trace_hessian(S-)"
-"""``second_order`` as a user writes it by hand: A = S+ S+^T - S- S-^T by ``eigh`` (once, untimed), two traces."""
-
-COMPILED = ("xderiv-torch xd.compile", "xderiv-jax xd.compile")
-"""xderiv traced by a compiler (torch.compile, plus CUDA graphs on a GPU; jax.jit): mode auto, Laplacian and Hessian."""
-
-
-def names(quantity: str, device: str = "cpu") -> list[str]:
-    """Every method name timed for ``quantity`` (xderiv first)."""
-    if quantity == "value" or quantity == "taylor4":
-        xs = [f"xderiv-{b}" for b in backends(device)]
-    elif quantity == "biharmonic":
-        xs = [f"xderiv-{b}{m}" for b in backends(device) for m in ("", "[directions]")]
-    else:
-        xs = [f"xderiv-{b}[{m}]" for b in backends(device) for m in MODES]
-    if quantity == "second_order":
-        xs += [f"xderiv-{b} {SPLIT}" for b in backends(device)]
-    if quantity in ("laplacian", "hessian"):
-        xs += list(COMPILED)
-        if device == "cuda":
-            xs.append(CUPY_PLAIN)
-    return xs + HIGHER_PEERS.get(quantity, PEERS.get(quantity, OPERATOR_PEERS))
-
-
-def reference_name(quantity: str) -> str:
-    """The xderiv method whose float64 NumPy answer every method of ``quantity`` is checked against."""
-    return "xderiv-numpy" if quantity in ("value", "taylor4", "biharmonic") else "xderiv-numpy[auto]"
-
-
-def _contract(q, H, S, diag, einsum, A=None):
-    """The operator applied to a full Hessian (..., d, d)."""
+def memory(p: Problem, q: str, name: str, itemsize: int) -> float:
+    """A rough upper estimate of one call's memory in bytes (``--mem-budget-gb`` skips what exceeds it)."""
+    n, d = p.x.shape
+    shapes = [v["W"].shape for v in p.P.values() if np.ndim(v.get("W")) == 2]
+    w, hess = max(b for _, b in shapes), n * d * d * itemsize
+    nested = 10.0 * n * d * w * len(shapes) * itemsize + 2 * hess  # autodiff's Hessian of the whole network
+    if "jvp" in name or "hessian(laplacian)" in name:
+        return nested * (16 if "jvp" in name else d * d)
+    if name.startswith("hessQuik") and q == "hessian":
+        return 4.0 * n * max(a * a * b for a, b in shapes) * itemsize + 4 * hess * w * ("forward" in name)
     if q == "hessian":
-        return H
-    if q == "laplacian":
-        return diag(H).sum(-1)
-    if q == "partial_laplacian":
-        return diag(H)[..., 1:].sum(-1)
-    if q == "second_order":
-        return einsum("...ij,ij->...", H, A)
-    return einsum("...ij,ik,jk->...", H, S, S)  # trace_hessian
+        return 2 * hess + 4.0 * n * d * w * itemsize if name.startswith("xderiv") else nested
+    return nested if "hessian" in name else 0.0
 
 
-def _act(name, lib):
-    if name == "identity":
-        return lambda z: z
-    if name == "tanh":
-        return lib.tanh
-    if name == "antitanh":
-        return lambda z: lib.abs(z) + lib.log1p(lib.exp(-2.0 * lib.abs(z)))
-    raise ValueError(name)
+def flops(fn: Callable) -> float | None:
+    """One call's flops: XLA's cost analysis of a jitted call, else torch's ``FlopCounterMode`` (products only)."""
+    if hasattr(fn, "lowered"):
+        cost = fn.lowered().compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost).get("flops")
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            fn()
+    except Exception:  # not torch, or what the counter refuses (torch.func's hessian, create_graph)
+        return None
+    return counter.get_total_flops() or None
 
 
-def _estimates(p: Problem, isz: int):
-    """Rough memory (bytes) of: xderiv's Hessian, nested autodiff, hessQuik's forward and backward Hessian."""
-    n, d, w, m = p.n, p.d, p.width, p.m
-    hess = 1.0 * n * m * d * d * isz
-    local = 4.0 * n * max(a * a * b for a, b in (L.W.shape for L in p.layers)) * isz
-    return 2 * hess + 4.0 * n * d * w * isz, 10.0 * n * d * w * p.depth * isz + 2 * hess, local + 4 * hess * w, local
+def reference_rank(name: str) -> int:
+    """The order in which methods are tried as the reference: torch's autodiff, then xderiv-numpy, then the rest."""
+    return 0 if name.startswith(("torch.func", "torch autograd", "torch eager")) else 1 + (name[:12] != "xderiv-numpy")
 
 
-# --------------------------------------------------------------------------- xderiv
-
-
-def _xderiv(p: Problem, dtype: str, backend: str, device: str, est_hess: float):
-    import xderiv as xd
-
-    if backend == "torch":
-        import torch
-
-        def arr(a):
-            return torch.tensor(np.asarray(a), dtype=getattr(torch, dtype), device=device)
-
-        def conv(a):
-            return a.detach().cpu().double().numpy()
-
-        sync = torch.cuda.synchronize if device == "cuda" else None
-    else:
-        lib = __import__(backend)
-
-        def arr(a):
-            return lib.asarray(np.asarray(a), dtype=dtype)
-
-        def conv(a):
-            return np.asarray(a.get() if hasattr(a, "get") else a, dtype=np.float64)
-
-        sync = lib.cuda.Device().synchronize if backend == "cupy" else None
-
+def chain_net(p: Problem, P: dict) -> Any:
+    """The chain as ``xd.Sequential`` of the arrays ``P`` (``xd.Potential`` with its quadratic part)."""
     layers = [
-        xd.Dense(arr(L.W), arr(L.b), activation=L.activation)
-        if L.kind == "dense"
-        else xd.Residual(arr(L.W), arr(L.b), activation=L.activation, step=L.step)
-        for L in p.layers
+        xd.Residual(P[k]["W"], P[k]["b"], a, step=h) if kind == "r" else xd.Dense(P[k]["W"], P[k]["b"], a)
+        for k, kind, a, h in p.chain
     ]
-    net = xd.Sequential(*layers)
-    if p.potential is not None:
-        q = p.potential
-        net = xd.Potential(net, arr(q["w"]), arr(q["A"]), arr(q["c"]), arr(np.asarray(q["b0"])))
-    x = arr(p.x)
-    S = None if p.S is None else arr(p.S)
-    A = None if p.A is None else arr(p.A)
-    coords = list(range(1, p.d))
-    ops = {
-        "gradient": lambda m: xd.gradient(net, x, mode=m),
-        "hessian": lambda m: xd.hessian(net, x, mode=m),
-        "laplacian": lambda m: xd.laplacian(net, x, mode=m),
-        "trace_hessian": lambda m: xd.trace_hessian(net, x, S, mode=m),
-        "partial_laplacian": lambda m: xd.laplacian(net, x, mode=m, coords=coords),
-        "second_order": lambda m: xd.second_order(net, x, A, mode=m),
-    }
+    net, q = xd.Sequential(*layers), P.get("pot")
+    return net if q is None else xd.Potential(net, q["w"], q["A"], q["c"], q["b0"])
 
-    def timed(f):
-        if sync is None:
-            return f
 
-        def g():
-            out = f()
-            sync()
-            return out
+def _contract(q: str, H: Any, e: dict) -> Any:
+    """The quantity from a full Hessian (..., d, d)."""
+    if q in ("laplacian", "partial_laplacian"):
+        return H.diagonal(0, -2, -1)[..., (q == "partial_laplacian") :].sum(-1)
+    return (H * e["A"]).sum((-2, -1)) if q == "second_order" else ((H @ e["S"]) * e["S"]).sum((-2, -1))
 
+
+def _autodiff(ad: Any, f: Callable, q: str, e: dict) -> Callable:
+    """torch.func's or jax's own way to ``q`` of ``f`` (points (n, d) -> (n, 1)), as a function of the points."""
+    one = lambda y: f(y).reshape(())  # noqa: E731
+    vh = ad.vmap(ad.hessian(one))
+    if q == "value":
+        return f
+    if q == "gradient":
+        return ad.vmap(ad.grad(one))
+    if q == "taylor4":  # four nested jvp along v
+        g = f
+        for _ in range(4):
+            g = (lambda h: lambda z: ad.jvp(h, (z,), (0 * z + e["v"],))[1])(g)
         return g
-
-    tag = f"xderiv-{backend}"
-    out = {("value", tag): Method(timed(lambda: net(x)), conv)}
-    if p.A is not None:
-        w, q = np.linalg.eigh(p.A)
-        tol = p.d * np.finfo(float).eps * np.abs(w).max()  # the null directions of a low-rank A dropped
-        pos, neg = arr(q[:, w > tol] * np.sqrt(w[w > tol])), arr(q[:, w < -tol] * np.sqrt(-w[w < -tol]))
-        split = lambda: xd.trace_hessian(net, x, pos) - xd.trace_hessian(net, x, neg)  # noqa: E731
-        out[("second_order", f"{tag} {SPLIT}")] = Method(timed(split), conv)
-    if p.v is not None:
-        v = arr(p.v)
-        out[("taylor4", tag)] = Method(timed(lambda: xd.taylor(net, x, v, order=4)[4]), conv)
-    from xderiv.operators.biharmonic import biharmonic_by_directions
-
-    out[("biharmonic", tag)] = Method(timed(lambda: xd.biharmonic(net, x)), conv)
-    out[("biharmonic", f"{tag}[directions]")] = Method(timed(lambda: biharmonic_by_directions(net, x)), conv)
-    for q, op in ops.items():
-        for m in MODES:
-            out[(q, f"{tag}[{m}]")] = Method(timed(lambda op=op, m=m: op(m)), conv, est_hess if q == "hessian" else 0)
-    if backend == "cupy":
-        for q in ("laplacian", "hessian"):
-            plain = _with_plain_primitives(type(x), ops[q])
-            mem = est_hess if q == "hessian" else 0
-            out[(q, CUPY_PLAIN)] = Method(timed(lambda plain=plain: plain("auto")), conv, mem)
-    return out
+    if q == "biharmonic":  # the Hessian of the Laplacian
+        return ad.vmap(lambda y: ad.hessian(lambda z: ad.hessian(one)(z).diagonal().sum())(y).diagonal().sum())
+    return vh if q == "hessian" else lambda z: _contract(q, vh(z), e)
 
 
-def _with_plain_primitives(array_type: type, fn: Callable[[str], object]) -> Callable[[str], object]:
-    """``fn`` run with the plain Array API expressions for ``array_type``, not its namespace's fused primitives."""
-    import dataclasses
-
-    from xderiv.backends import namespace as _namespace
-    from xderiv.backends.primitives import PLAIN
-
-    def run(mode: str) -> object:
-        fused = _namespace._KINDS[array_type]
-        _namespace._KINDS[array_type] = dataclasses.replace(fused, prims=PLAIN)
-        try:
-            return fn(mode)
-        finally:
-            _namespace._KINDS[array_type] = fused
-
-    return run
-
-
-def _compiled(p: Problem, dtype: str, device: str, est_hess: float):
-    """``xd.compile`` of the Laplacian and Hessian on torch (``torch.compile``; CUDA graphs on a GPU) and on jax."""
-    import xderiv as xd
-
-    out = {}
-    for lib in ("torch", "jax"):
-        try:
-            if lib == "torch":
-                import torch
-
-                def arr(a, torch=torch):
-                    return torch.tensor(np.asarray(a), dtype=getattr(torch, dtype), device=device)
-
-                def conv(a):
-                    return a.detach().cpu().double().numpy()
-
-                def done(a, torch=torch):
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-                    return a.clone() if device == "cuda" else a  # a replayed CUDA graph reuses its output
-
-            else:
-                import jax
-                import jax.numpy as jnp
-
-                jax.config.update("jax_enable_x64", True)
-                if device == "cuda" and jax.default_backend() != "gpu":
-                    continue
-
-                def arr(a, jnp=jnp):
-                    return jnp.asarray(np.asarray(a), dtype=dtype)
-
-                def conv(a):
-                    return np.asarray(a, dtype=np.float64)
-
-                def done(a):
-                    return a.block_until_ready()
-
-        except ImportError:
-            continue
-        layers = [
-            xd.Dense(arr(L.W), arr(L.b), activation=L.activation)
-            if L.kind == "dense"
-            else xd.Residual(arr(L.W), arr(L.b), activation=L.activation, step=L.step)
-            for L in p.layers
-        ]
-        net = xd.Sequential(*layers)
-        if p.potential is not None:
-            q = p.potential
-            net = xd.Potential(net, arr(q["w"]), arr(q["A"]), arr(q["c"]), arr(np.asarray(q["b0"])))
-        x = arr(p.x)
-        for q, op in (("laplacian", xd.laplacian), ("hessian", xd.hessian)):
-            f = xd.compile(op, net)
-            out[(q, f"xderiv-{lib} xd.compile")] = Method(
-                lambda f=f, x=x, done=done: done(f(x)), conv, est_hess if q == "hessian" else 0
-            )
-    return out
-
-
-# --------------------------------------------------------------------------- torch peers
-
-
-def _torch_function(p: Problem, dtype: str, device: str):
-    """The problem as a plain torch function f(x) of (..., d) or (d,) inputs."""
-    import torch
-
-    def t(a):
-        return torch.tensor(np.asarray(a), dtype=getattr(torch, dtype), device=device)
-
-    layers = [(L.kind, t(L.W), t(L.b), _act(L.activation, torch), L.step) for L in p.layers]
-    pot = None if p.potential is None else {k: t(v) for k, v in p.potential.items()}
-
-    def f(x):
-        u = x
-        for kind, W, b, act, h in layers:
-            a = act(u @ W + b)
-            u = u + h * a if kind == "residual" else a
-        if pot is None:
-            return u
-        return u @ pot["w"] + 0.5 * ((x @ pot["A"]) * x).sum(-1) + x @ pot["c"] + pot["b0"]
-
-    return f, t(p.x), t
-
-
-def _torch(p: Problem, dtype: str, device: str, est_nested: float):
-    import torch
-    from torch.func import grad, hessian, jacrev, vmap
-
-    f, x, t = _torch_function(p, dtype, device)
-    S = None if p.S is None else t(p.S)
-    A = None if p.A is None else t(p.A)
-    pot = p.potential is not None
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def conv(a):
-        return a.detach().cpu().double().numpy()
-
-    def timed(g):
-        def h():
-            out = g()
-            sync()
-            return out
-
-        return h
-
-    def autograd_grad():
-        xx = x.detach().requires_grad_(True)
-        return torch.autograd.grad(f(xx).sum(), xx)[0]
-
-    def double_backward_laplacian():
-        xx = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(f(xx).sum(), xx, create_graph=True)
-        lap = sum(torch.autograd.grad(g[:, i].sum(), xx, retain_graph=True)[0][:, i] for i in range(p.d))
-        return lap if pot else lap[:, None]
-
-    vh = vmap(hessian(f))
-    vjj = vmap(jacrev(jacrev(f)))
-    out = {
-        ("value", "torch eager"): Method(timed(lambda: f(x)), conv),
-        ("gradient", "torch autograd"): Method(timed(autograd_grad), conv),
-        ("gradient", "torch.func vmap(grad)"): Method(timed(lambda: vmap(grad(lambda xi: f(xi).sum()))(x)), conv),
-        ("hessian", "torch.func vmap(jacrev(jacrev))"): Method(timed(lambda: vjj(x)), conv, 1.5 * est_nested),
-        ("laplacian", "torch autograd double-backward loop"): Method(timed(double_backward_laplacian), conv),
-    }
-    if p.v is not None:
-        vt = t(p.v).expand(p.n, p.d)
-
-        def nested_jvp():
-            g = f
-            for _ in range(4):
-                g = (lambda prev: lambda x: torch.func.jvp(prev, (x,), (vt,))[1])(g)
-            return g(x)
-
-        out[("taylor4", "torch.func jvp(jvp(jvp(jvp)))")] = Method(timed(nested_jvp), conv, 16 * est_nested)
-
-    def one(xi):
-        return f(xi).reshape(())
-
-    def lap(xi):
-        return torch.diagonal(hessian(one)(xi)).sum()
-
-    bih = vmap(lambda xi: torch.diagonal(hessian(lap)(xi)).sum())
-    out[("biharmonic", "torch.func vmap(hessian(laplacian))")] = Method(
-        timed(lambda: bih(x).reshape(p.n, p.m)), conv, p.d * p.d * est_nested
+def _xderiv(p: Problem, q: str, tag: str, P: dict, e: dict, modes=MODES, jit: str = "", graph=True) -> Fns:
+    """xderiv's methods on one backend as functions of the points: the chain in each mode, ``xd.function``."""
+    net = None if p.chain is None else chain_net(p, P)
+    if q in ("value", "taylor4", "biharmonic"):
+        if net is None:
+            return {}
+        if q == "biharmonic":
+            by_directions = lambda z: biharmonic_by_directions(net, z)  # noqa: E731
+            return {tag + jit: lambda z: xd.biharmonic(net, z), f"{tag}[directions]{jit}": by_directions}
+        return {tag + jit: lambda z: net(z) if q == "value" else xd.taylor(net, z, e["v"], order=4)[4]}
+    forms = {} if net is None else {(f"{tag}[{m}]" if len(modes) > 1 else tag) + jit: (net, m) for m in modes}
+    if p.graph and graph:
+        forms[f"{tag} xd.function{jit}"] = (xd.function(lambda z: forward(p, array_namespace(z), P, z)), "auto")
+    op, args = (
+        getattr(xd, q.removeprefix("partial_")),
+        [e[k] for k in {"trace_hessian": "S", "second_order": "A"}.get(q, "")],
     )
-    for q in ("hessian", "laplacian", "trace_hessian", "partial_laplacian", "second_order"):
-        name = "torch.func " + HESS_NAMES["torch.func"].get(q, "vmap(hessian) + contraction")
-        diag = lambda H: torch.diagonal(H, dim1=-2, dim2=-1)  # noqa: E731
-        fn = timed(lambda q=q: _contract(q, vh(x), S, diag, torch.einsum, A))
-        out[(q, name)] = Method(fn, conv, est_nested)
+    kw = {"coords": list(range(1, p.x.shape[1]))} if q == "partial_laplacian" else {}  # the Laplacian over x[1:]
+    out = {k: (lambda z, n=n, m=m: op(n, z, *args, mode=m, **kw)) for k, (n, m) in forms.items()}
+    if q == "second_order" and net is not None:  # as a user splits it by hand: two trace_hessian calls
+        split = lambda z: xd.trace_hessian(net, z, e["Sp"]) - xd.trace_hessian(net, z, e["Sm"])  # noqa: E731
+        out[f"{tag} trace_hessian(S+) - trace_hessian(S-){jit}"] = split
     return out
 
 
-def _hessquik(p: Problem, dtype: str, device: str, est_fwd: float, est_bwd: float):
-    import hessQuik.activations as hact
-    import hessQuik.layers as hlay
-    import hessQuik.networks as hnet
+def _loss(lap: Callable, u: Callable, e: dict) -> Any:
+    """A PINN step's loss: mean((Δu - f)²) on the interior points + 100 mean(u²) on the boundary."""
+    return ((lap(e["xi"]).reshape(-1) - e["f"]) ** 2).mean() + 100.0 * (u(e["xb"]) ** 2).mean()
+
+
+def _timed(fns: Fns, x: Any, sync: Callable | None = None) -> Fns:
+    """The functions of the points as calls on ``x`` that return once the device (``sync``) is done."""
+    return {k: (lambda g=g: (g(x), sync and sync())[0]) for k, g in fns.items()}
+
+
+def _array_library(p: Problem, q: str, dtype: str, device: str) -> Fns:
+    """xderiv eager on NumPy, or on CuPy on cuda."""
+    b = "cupy" if device == "cuda" else "numpy"
+    lib = importlib.import_module(b)
+    arr = lambda a: lib.asarray(np.asarray(a), dtype=dtype)  # noqa: E731
+    P, e = {k: {kk: arr(v) for kk, v in d.items()} for k, d in p.P.items()}, {k: arr(v) for k, v in p.extra.items()}
+    fns = _xderiv(p, q, f"xderiv-{b}", P, e, graph=False) if q != "training" else {}
+    if q == "value" and b == "numpy":
+        fns["numpy eager"] = lambda z: forward(p, np, P, z)  # the forward pass written out: the unit
+    return _timed(fns, arr(p.x), lib.cuda.Device().synchronize if b == "cupy" else None)
+
+
+def _torch(p: Problem, q: str, dtype: str, device: str) -> Fns:
+    """xderiv on torch (each mode, ``xd.function``, ``graph_function``, ``xd.compile``) and torch's own ways."""
+    import torch
+    import torch.func as ad
+
+    from xderiv.interop.torch_graph import graph_function
+
+    arr = lambda a: torch.as_tensor(np.asarray(a), dtype=getattr(torch, dtype), device=device)  # noqa: E731
+    qq, ops = "laplacian" if q == "training" else q, torch_ops()
+    leaves = [torch.nn.Parameter(arr(v), requires_grad=q == "training") for d in p.P.values() for v in d.values()]
+    it = iter(leaves)
+    P, e = {k: {kk: next(it) for kk in d} for k, d in p.P.items()}, {k: arr(v) for k, v in p.extra.items()}
+    u = lambda z: forward(p, ops, P, z)  # noqa: E731
+    module = type("Net", (torch.nn.Module,), {"forward": lambda self, z: u(z)})()
+    module.w = torch.nn.ParameterList(leaves)  # graph_function reads the weights from the module
+    fns = _xderiv(p, qq, "xderiv-torch", P, e)
+    if p.graph and qq in ("laplacian", "hessian"):
+        gf = xd.function(graph_function(module))
+        fns["xderiv-torch graph_function"] = lambda z: getattr(xd, qq)(gf, z)
+    if p.graph and qq == "hessian":
+        fn = xd.function(lambda z: forward(p, array_namespace(z), P, z))  # in chunks of 100 points, each term small
+        fns["xderiv-torch xd.function chunk_size=100"] = lambda z: xd.hessian(fn, z, chunk_size=100)
+    if p.chain and qq in ("laplacian", "hessian"):
+        c = xd.compile(getattr(xd, qq), chain_net(p, P))
+        fns["xderiv-torch xd.compile"] = lambda z: c(z).clone() if device == "cuda" else c(z)  # a CUDA graph's output
+    fns[AUTODIFF.get(qq, CONTRACTED)[0]] = _autodiff(ad, u, qq, e)
+    if qq == "hessian":
+        fns["torch.func vmap(jacrev(jacrev))"] = ad.vmap(ad.jacrev(ad.jacrev(lambda y: u(y).reshape(()))))
+    if qq in ("gradient", "laplacian"):
+
+        def autograd(z):  # the gradient by one backward pass; the Laplacian by one more per coordinate
+            z = z.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(u(z).sum(), z, create_graph=qq == "laplacian")
+            grad = lambda y: torch.autograd.grad(y, z, retain_graph=True, create_graph=q == "training")[0]  # noqa: E731
+            return g if qq == "gradient" else sum(grad(g[:, i].sum())[:, i] for i in range(z.shape[1]))
+
+        fns["torch autograd" + " double-backward" * (qq == "laplacian")] = autograd
+    if p.graph and qq == "laplacian":
+        try:
+            import jet
+
+            fns["jet-for-pytorch collapsed"] = ad.vmap(jet.laplacian(module, (arr(p.x[0]),), collapsed=True))
+        except ImportError:
+            pass
+    if q == "training":
+
+        def step(lap):
+            loss = _loss(lap, u, e)
+            return torch.cat([loss.reshape(1), *(g.reshape(-1) for g in torch.autograd.grad(loss, leaves))])
+
+        return {k: (lambda lap=lap: step(lap)) for k, lap in fns.items()}
+    return _timed(fns, arr(p.x), torch.cuda.synchronize if device == "cuda" else None)
+
+
+def _hessquik(p: Problem, q: str, dtype: str, device: str) -> Fns:
+    """hessQuik's network of the same layers: gradient and Hessian in forward and backward mode, the Laplacian."""
+    if p.chain is None or q not in ("gradient", "hessian", "laplacian"):
+        return {}
+    import hessQuik.activations as ha
+    import hessQuik.layers as hl
+    import hessQuik.networks as hn
     import torch
 
-    tdt = getattr(torch, dtype)
+    dt = getattr(torch, dtype)
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=dt, device=device)  # noqa: E731
+    acts = {"identity": ha.identityActivation, "tanh": ha.tanhActivation, "antitanh": ha.antiTanhActivation}
+    pot, layers = p.P.get("pot"), []
+    for key, kind, act, h in p.chain + [("pot", "d", "identity", 1.0)] * (pot is not None):  # w·N(s) a last layer
+        W, b = (pot["w"][:, None], np.zeros(1)) if key == "pot" else (p.P[key]["W"], p.P[key]["b"])
+        make, shape = (hl.singleLayer, W.shape) if kind == "d" else (partial(hl.resnetLayer, h=h), W.shape[:1])
+        layers.append(make(*shape, act=acts[act](), dtype=dt, device=device))
+        target = layers[-1] if kind == "d" else layers[-1].layer
+        target.K.data, target.b.data = t(W), t(b)  # hessQuik's K is (in, out) as here
+    net, x = hn.NN(*layers).requires_grad_(False), t(p.x)
+    A, c = (t(pot["A"]), t(pot["c"])) if pot else (0.0, 0.0)  # a potential's quadratic part, added by hand
 
-    def t(a):
-        return torch.tensor(np.asarray(a), dtype=tdt, device=device)
+    def call(fwd: bool):
+        out = net(x, do_gradient=True, do_Hessian=q == "hessian", do_Laplacian=q == "laplacian", forward_mode=fwd)
+        if q == "laplacian":
+            return out[2].reshape(-1) + (float(np.trace(pot["A"])) if pot else 0.0)
+        return out[1][..., 0] + (x @ A + c if pot else 0.0) if q == "gradient" else out[2]
 
-    acts = {"identity": hact.identityActivation, "tanh": hact.tanhActivation, "antitanh": hact.antiTanhActivation}
-    mods = []
-    specs = [(L.kind, L.W, L.b, L.activation, L.step) for L in p.layers]
-    if p.potential is not None:  # w . N(s) as a last linear layer; the quadratic part is added analytically
-        specs.append(("dense", p.potential["w"][:, None], np.zeros(1), "identity", 1.0))
-    for kind, W, b, act, h in specs:
-        if kind == "dense":
-            lay = tgt = hlay.singleLayer(*W.shape, act=acts[act](), dtype=tdt, device=device)
-        else:
-            lay = hlay.resnetLayer(W.shape[0], h=h, act=acts[act](), dtype=tdt, device=device)
-            tgt = lay.layer
-        with torch.no_grad():
-            tgt.K.copy_(t(W))  # hessQuik's K is (in, out): the same convention
-            tgt.b.copy_(t(b))
-        mods.append(lay)
-    net = hnet.NN(*mods)
-    for prm in net.parameters():
-        prm.requires_grad_(False)
-    x, n, m = t(p.x), p.n, p.m
-    pot = p.potential
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def conv(a):
-        return a.detach().cpu().double().numpy()
-
-    def grad(fwd):
-        _, g, _ = net(x, do_gradient=True, forward_mode=fwd)  # (n, d, m)
-        sync()
-        return g[..., 0] if pot is None else g[..., 0] + x @ t(0.5 * (pot["A"] + pot["A"].T)) + t(pot["c"])
-
-    def hess(fwd):
-        _, _, H = net(x, do_gradient=True, do_Hessian=True, forward_mode=fwd)  # (n, d, d, m)
-        sync()
-        return H.permute(0, 3, 1, 2)
-
-    def lap():
-        _, _, L = net(x, do_gradient=True, do_Laplacian=True)  # (n, 1, m)
-        sync()
-        return L.reshape(n, m) if pot is None else L.reshape(n) + float(np.trace(pot["A"]))
-
-    return {
-        ("gradient", "hessQuik[forward]"): Method(lambda: grad(True), conv),
-        ("gradient", "hessQuik[backward]"): Method(lambda: grad(False), conv),
-        ("hessian", "hessQuik[forward]"): Method(lambda: hess(True), conv, est_fwd),
-        ("hessian", "hessQuik[backward]"): Method(lambda: hess(False), conv, est_bwd),
-        ("laplacian", "hessQuik[laplacian]"): Method(lap, conv),
-    }
+    names = {"forward": True, "backward": False} if q != "laplacian" else {"laplacian": True}
+    fns = {f"hessQuik[{k}]": (lambda z, fwd=fwd: call(fwd)) for k, fwd in names.items()}
+    return _timed(fns, x, torch.cuda.synchronize if device == "cuda" else None)
 
 
-# --------------------------------------------------------------------------- jax / folx
-
-
-def _jax(p: Problem, dtype: str, est_nested: float):
+def _jax(p: Problem, q: str, dtype: str, device: str) -> Fns:
+    """xderiv traced by ``jax.jit`` (the chain, ``xd.function``), jax's own ways and folx, all jitted."""
     import jax
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
-    jdt = getattr(jnp, dtype)
-    params = {"layers": [(jnp.asarray(L.W, dtype=jdt), jnp.asarray(L.b, dtype=jdt)) for L in p.layers]}
-    if p.potential is not None:
-        params["pot"] = {k: jnp.asarray(v, dtype=jdt) for k, v in p.potential.items()}
-    if p.S is not None:
-        params["S"] = jnp.asarray(p.S, dtype=jdt)
-    if p.A is not None:
-        params["A"] = jnp.asarray(p.A, dtype=jdt)
-    meta = [(L.kind, _act(L.activation, jnp), L.step) for L in p.layers]
-    x = jnp.asarray(p.x, dtype=jdt)
-
-    def f(prm, x):
-        u = x
-        for (kind, act, h), (W, b) in zip(meta, prm["layers"]):
-            a = act(u @ W + b)
-            u = u + h * a if kind == "residual" else a
-        if "pot" not in prm:
-            return u
-        q = prm["pot"]
-        return u @ q["w"] + 0.5 * jnp.sum((x @ q["A"]) * x, axis=-1) + x @ q["c"] + q["b0"]
-
-    def conv(a):
-        return np.asarray(a, dtype=np.float64)
-
-    def timed(g):
-        return lambda: g(params, x).block_until_ready()
-
-    vhess = jax.vmap(jax.hessian(f, argnums=1), in_axes=(None, 0))
-    gradient = jax.vmap(jax.grad(lambda prm, xi: f(prm, xi).sum(), argnums=1), in_axes=(None, 0))
-    out = {
-        ("value", "jax jit"): Method(timed(jax.jit(f)), conv),
-        ("gradient", "jax vmap(grad) jit"): Method(timed(jax.jit(gradient)), conv),
-    }
-    if p.v is not None:
-        params["v"] = jnp.broadcast_to(jnp.asarray(p.v, dtype=jdt), (p.n, p.d))
-
-        def nested_jvp(prm, x):
-            g = lambda z: f(prm, z)  # noqa: E731
-            for _ in range(4):
-                g = (lambda prev: lambda z: jax.jvp(prev, (z,), (prm["v"],))[1])(g)
-            return g(x)
-
-        out[("taylor4", "jax jvp(jvp(jvp(jvp))) jit")] = Method(timed(jax.jit(nested_jvp)), conv, 16 * est_nested)
-
-    def lap(prm, xi):
-        return jnp.trace(jax.hessian(lambda z: f(prm, z).reshape(()))(xi))
-
-    bih = jax.vmap(lambda prm, xi: jnp.trace(jax.hessian(lambda z: lap(prm, z))(xi)), in_axes=(None, 0))
-    out[("biharmonic", "jax vmap(hessian(laplacian)) jit")] = Method(
-        timed(jax.jit(lambda prm, x: bih(prm, x).reshape(p.n, p.m))), conv, p.d * p.d * est_nested
-    )
-    diag = lambda H: jnp.diagonal(H, axis1=-2, axis2=-1)  # noqa: E731
-    for q in ("hessian", "laplacian", "trace_hessian", "partial_laplacian", "second_order"):
-        g = jax.jit(lambda prm, x, q=q: _contract(q, vhess(prm, x), prm.get("S"), diag, jnp.einsum, prm.get("A")))
-        out[(q, HESS_NAMES["jax"].get(q, "jax.hessian jit + contraction"))] = Method(timed(g), conv, est_nested)
+    if device == "cuda" and jax.default_backend() != "gpu":
+        return {}
     try:
         from folx import forward_laplacian
     except ImportError:
+        forward_laplacian = None
+    arr = lambda a: jnp.asarray(np.asarray(a), dtype=dtype)  # noqa: E731
+    prm, e = {k: {kk: arr(v) for kk, v in d.items()} for k, d in p.P.items()}, {k: arr(v) for k, v in p.extra.items()}
+    qq = "laplacian" if q == "training" else q
+
+    def fns(prm: dict) -> Fns:  # the weights as arguments: jax.jit over them, jax.grad with respect to them
+        f = lambda z: forward(p, jnp, prm, z)  # noqa: E731
+        out = _xderiv(p, qq, "xderiv-jax", prm, e, ("auto",), " jit")
+        out[AUTODIFF.get(qq, CONTRACTED)[1]] = _autodiff(jax, f, qq, e)
+        if qq == "laplacian" and forward_laplacian is not None:
+            folx = lambda y: forward_laplacian(lambda z: f(z).reshape(()))(y).laplacian  # noqa: E731
+            out["folx forward_laplacian jit"] = jax.vmap(folx)
         return out
-    one = lambda prm, xi: forward_laplacian(lambda z: f(prm, z))(xi).laplacian  # noqa: E731
-    out[("laplacian", "folx forward_laplacian jit")] = Method(timed(jax.jit(jax.vmap(one, in_axes=(None, 0)))), conv)
-    return out
+
+    def flat(v, g):  # the loss, then every weight's gradient
+        return jnp.concatenate([v.ravel()] + [g[k][kk].ravel() for k in prm for kk in prm[k]]).block_until_ready()
+
+    if q == "training":
+        loss = lambda prm, k: _loss(fns(prm)[k], lambda z: forward(p, jnp, prm, z), e)  # noqa: E731
+        step = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+        return {k: (lambda k=k: flat(*step(prm, k))) for k in fns(prm)}
+    x = arr(p.x)
+
+    def run(j):  # a jitted call, and (for flops) its lowering
+        call = lambda: j(prm, x).block_until_ready()  # noqa: E731
+        call.lowered = lambda: j.lower(prm, x)
+        return call
+
+    return {k: run(jax.jit(lambda prm, z, k=k: fns(prm)[k](z))) for k in fns(prm)}
 
 
-def build(p: Problem, dtype: str, device: str = "cpu"):
-    """Every method for ``p`` that can be built here, and why the others cannot."""
-    est_hess, est_nested, est_hq_fwd, est_hq_bwd = _estimates(p, np.dtype(dtype).itemsize)
-    builders = {f"xderiv-{b}": (lambda b=b: _xderiv(p, dtype, b, device, est_hess)) for b in backends(device)}
-    builders["xderiv compiled"] = lambda: _compiled(p, dtype, device, est_hess)
-    builders["torch"] = lambda: _torch(p, dtype, device, est_nested)
-    builders["hessQuik"] = lambda: _hessquik(p, dtype, device, est_hq_fwd, est_hq_bwd)
-    builders["jax"] = lambda: _jax(p, dtype, est_nested)
-    methods, missing = {}, {}
-    for peer, make in builders.items():
+def build(p: Problem, q: str, dtype: str = "float64", device: str = "cpu") -> Fns:
+    """Every method for ``q`` on ``p`` that can be built here (NumPy's xderiv is CuPy's on cuda)."""
+    out: Fns = {}
+    for make in (_array_library, _torch, _hessquik, _jax):
         try:
-            methods.update(make())
-        except ImportError as exc:
-            missing[peer] = f"{type(exc).__name__}: {exc}"
-    return methods, missing
+            out.update(make(p, q, dtype, device))
+        except ImportError:
+            pass
+    return out

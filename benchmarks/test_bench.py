@@ -1,13 +1,14 @@
-"""xderiv against its peers: every problem x quantity x method, checked, then timed by pytest-benchmark.
+"""xderiv against its peers: each problem x quantity x method of one family, checked, then timed by pytest-benchmark.
 
-Each method's first call is compared with xderiv's float64 answer (NumPy, mode auto); a
-method that disagrees fails here and is never timed.  That first call is the warm-up
-(jit compilation included); the rounds that follow are timed one call each.
+Each method's first call (the warm-up, jit compilation included) is compared with the float64 answer of torch's
+autodiff (xderiv-NumPy's where that is over the memory budget); a method that disagrees fails here and is never
+timed.  Then one call per round, enough rounds for about a second (5 to 30, at most 20 s).
 """
 
 from __future__ import annotations
 
 import functools
+import statistics
 import time
 
 import methods as M
@@ -16,78 +17,59 @@ import problems as P
 import pytest
 
 TOL = {"float64": 1e-8, "float32": 2e-3}
-
-
-_SET = {"which": "cpu"}
-
-
-@functools.cache
-def _problems(quick):
-    return P.make_problems(quick, _SET["which"])
+problems = functools.cache(P.problems)
 
 
 def pytest_generate_tests(metafunc):
     if "case" in metafunc.fixturenames:
-        _SET["which"] = metafunc.config.getoption("--problems")
-        quick, device = metafunc.config.getoption("--quick"), metafunc.config.getoption("--device")
-        cases = [
-            (i, q, name) for i, p in enumerate(_problems(quick)) for q in p.quantities for name in M.names(q, device)
-        ]
-        ids = [f"{_problems(quick)[i].label.replace(' ', '_').replace('=', '')}-{q}-{name}" for i, q, name in cases]
+        opt = metafunc.config.getoption
+        ps, dev = problems(opt("--family"), opt("--quick")), opt("--device")
+        cases = [(i, q, m) for i, p in enumerate(ps) for q in p.quantities for m in M.build(p, q, device=dev)]
+        ids = [f"{ps[i].label.replace(' ', '_').replace('=', '')}-{q}-{m}" for i, q, m in cases]
         metafunc.parametrize("case", cases, ids=ids)
 
 
-@functools.lru_cache(maxsize=1)
-def _methods(quick, i, dtype, device):
-    return M.build(_problems(quick)[i], dtype, device)
+@functools.lru_cache(maxsize=2)
+def _methods(family: str, quick: bool, i: int, q: str, dtype: str, device: str) -> dict:
+    return M.build(problems(family, quick)[i], q, dtype, device)
 
 
-@functools.lru_cache(maxsize=8)
-def _reference(quick, i, q, budget):
-    name = M.reference_name(q)
-    ref = M.build(_problems(quick)[i], "float64", "cpu")[0][(q, name)]
-    if ref.mem > budget:
-        pytest.skip(f"no reference: xderiv's estimated memory {ref.mem / 2**30:.1f} GiB is over the budget")
-    return ref.conv(ref.fn())
-
-
-def _rounds(first, second, quick):
-    """Enough rounds for about ``target`` seconds, between ``lo`` and ``hi``, at most ``cap`` seconds."""
-    target, lo, hi, cap = (0.05, 3, 5, 0.5) if quick else (1.0, 5, 30, 20.0)
-    t = max(second or first, 1e-9)
-    return max(1, min(hi, max(lo, round(target / t)), int(cap // t)))
+@functools.lru_cache(maxsize=2)
+def _reference(family: str, quick: bool, i: int, q: str, budget: float) -> np.ndarray:
+    p, fns = problems(family, quick)[i], _methods(family, quick, i, q, "float64", "cpu")
+    name = next((k for k in sorted(fns, key=M.reference_rank) if M.memory(p, q, k, 8) <= budget), None)
+    if name is None:
+        pytest.skip("no reference within the memory budget")
+    return M.to_numpy(fns[name]())
 
 
 def test_bench(case, benchmark, request):
-    i, q, name = case
-    opt = request.config.getoption
-    quick, dtype, device, budget = opt("--quick"), opt("--dtype"), opt("--device"), opt("--mem-budget-gb") * 2**30
-    p = _problems(quick)[i]
-    info = {"order": i, "label": p.label, "problem": p.family, "n": p.n, "d": p.d, "quantity": q, "method": name}
-    request.node.user_properties.append(("case", info))
-    methods, missing = _methods(quick, i, dtype, device)
-    m = methods.get((q, name))
-    if m is None:
-        pytest.skip(next((why for peer, why in missing.items() if name.startswith(peer)), "not installed"))
-    if m.mem > budget:
-        pytest.skip(f"estimated memory {m.mem / 2**30:.1f} GiB > budget {budget / 2**30:g} GiB")
-    ref = _reference(quick, i, q, budget)
-
-    t0 = time.perf_counter()
-    got = m.fn()
-    first = time.perf_counter() - t0
-    got = m.conv(got)
-    assert got.shape == ref.shape, f"shape {got.shape}, expected {ref.shape}"
+    (i, q, name), opt = case, request.config.getoption
+    family, quick, dtype, device = opt("--family"), opt("--quick"), opt("--dtype"), opt("--device")
+    p, budget = problems(family, quick)[i], opt("--mem-budget-gb") * 2**30
+    request.node.user_properties.append(("case", {"group": f"{p.label} {q}", "name": name}))
+    if (mem := M.memory(p, q, name, np.dtype(dtype).itemsize)) > budget:
+        pytest.skip(f"estimated memory {mem / 2**30:.1f} GiB > budget {budget / 2**30:g} GiB")
+    ref, fn = _reference(family, quick, i, q, budget), _methods(family, quick, i, q, dtype, device)[name]
+    t = time.perf_counter()
+    got = M.to_numpy(fn())
+    t = first = time.perf_counter() - t
+    assert got.shape == ref.shape, f"{got.size} numbers, the reference has {ref.size}"
     err = float(np.max(np.abs(got - ref)) / max(float(np.max(np.abs(ref))), 1e-300))
-    assert err <= TOL[dtype], f"disagrees with xderiv's float64 answer: max rel err {err:.2e}"
-    del got
-    second = None
-    if first < (0.5 if quick else 20.0):  # a second call estimates the time without compilation
-        t0 = time.perf_counter()
-        m.fn()
-        second = time.perf_counter() - t0
+    assert err <= TOL[dtype], f"disagrees with the float64 reference: max rel err {err:.2e}"
+    if first < (0.5 if quick else 20.0):  # a second call: the time without compilation
+        t = time.perf_counter()
+        fn()
+        t = max(time.perf_counter() - t, 1e-9)
+    target, lo, hi, cap = (0.05, 3, 5, 0.5) if quick else (1.0, 5, 30, 20.0)
+    cpu: list[float] = []
+
+    def timed():  # the process's CPU time besides the wall clock: on a shared machine, what waits for a core
+        c = time.process_time()
+        fn()
+        cpu.append(time.process_time() - c)
 
     benchmark.group = f"{p.label} {q}"
-    benchmark.extra_info.update(info, dtype=dtype, device=device, max_rel_err=err, first_call_s=first)
-    benchmark.extra_info["is_xderiv"] = name.startswith("xderiv")
-    benchmark.pedantic(m.fn, rounds=_rounds(first, second, quick), iterations=1, warmup_rounds=0)
+    benchmark.extra_info.update(name=name, max_rel_err=err, first_call_s=first)
+    benchmark.pedantic(timed, rounds=max(1, min(hi, max(lo, round(target / t)), int(cap // t))), iterations=1)
+    benchmark.extra_info.update(cpu=statistics.median(cpu), flops=M.flops(fn) if opt("--flops") else None)
