@@ -457,14 +457,6 @@ SUBSET_RULES: dict[str, dict[str, frozenset[Any]]] = {
         "case": frozenset({"act-tanh", "act-gelu", "act-mish", "layers-point", "layers-multi-shared"}),
     },
     "test_composites_by_leibniz_rule": {"name": frozenset({"hard-bc", "nested"})},
-    # test_compile: Dynamo traces each activation's formulas through array-api-compat (the floors session);
-    # these call every namespace function the activations call (where, clip, sign, trunc, minimum/maximum, abs,
-    # exp, expm1, log1p, tanh, sinh, sin/cos, astype, the *_like), and one parametric rescaling
-    "test_torch_compile_traces_every_activation_with_dynamic_shapes": {
-        "spec": frozenset(
-            {"sigmoid", "softplus", "sin", "gelu", "elu", "mish", "relu2", "gaussian", "logcosh", "softplus(beta=2)"}
-        )
-    },
     "test_weighted_top_derivative_is_the_weighted_sum": {"order": frozenset({4})},
     # against nested Hessians (torch, jax): the smallest network, as the reference's fourth derivatives compile whole
     # on JAX; composites' biharmonic and partials are checked on every backend by the next test ("scalar")
@@ -560,23 +552,10 @@ SUBSET_DROP_BY_BACKEND = {
 
 
 # Test function -> {parameter: values kept}, on every backend, unless --exhaustive (or XDERIV_EXHAUSTIVE=1).
-# Each entry says why the values kept exercise every kind of what the whole sweep checks.
-def _compiled_activations() -> frozenset[str]:
-    """test_compile's activation sweep less the activations that trace the very code of one kept.
+# Each entry says why the values kept exercise every kind of what the whole sweep checks.  None today: the
+# sweeps that remain (test_taylor's live references, test_compile's activations) take the exhaustive fixture.
+EXHAUSTIVE_RULES: dict[str, dict[str, frozenset[Any]]] = {}
 
-    ``celu`` and ``selu`` are ``elu``'s function with other constants, and so are ``elu(0.5)`` and
-    ``celu(0.5)``; ``sine(3)`` and ``gaussian(0.5)`` are ``softplus(beta=2)``'s rescaling around a
-    built-in traced on its own.  Dynamo bakes the constants in: the same graph, other numbers.
-    """
-    import xderiv as xd
-
-    same_code = {"celu", "selu", "elu(0.5)", "celu(0.5)", "sine(3)", "gaussian(0.5)"}
-    return frozenset({*xd.available_activations(), "softplus(beta=2)"} - same_code)
-
-
-EXHAUSTIVE_RULES: dict[str, dict[str, frozenset[Any]]] = {
-    "test_torch_compile_traces_every_activation_with_dynamic_shapes": {"spec": _compiled_activations()},
-}
 
 # Hypothesis examples per property under the subset (unless XDERIV_HYPOTHESIS_EXAMPLES is set).
 SUBSET_HYPOTHESIS_EXAMPLES = 3
