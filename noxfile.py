@@ -194,10 +194,6 @@ def tests_gpu(session: nox.Session) -> None:
 
 # --------------------------------------------------------------------------- the dependency floors
 
-# Lowest NumPy that array-api-strict runs on: every array-api-strict release calls
-# np.asarray(..., copy=True), a NumPy 2 keyword (its to_device fails on NumPy 1.26).
-STRICT_NUMPY = "numpy==2.0.0"
-
 
 def _floors(*extras: str, skip: tuple[str, ...] = ("torch",)) -> list[str]:
     """``name==X`` for every ``name>=X`` in pyproject's dependencies and ``extras``: the floors, declared once.
@@ -232,14 +228,15 @@ sys.exit("not at the floor: " + ", ".join(bad) if bad else 0)
 
 @nox.session(name="tests-oldest")
 def tests_oldest(session: nox.Session) -> None:
-    """numpy, torch and strict with every declared ``>=`` floor installed exactly (pyproject is the one source).
+    """numpy and torch with every declared ``>=`` floor installed exactly (pyproject is the one source).
 
     array-api-compat, numpy and the test tools sit at their floors; torch at
     ``XDERIV_TORCH`` (the only CPU build this project's machines carry; set
     e.g. ``XDERIV_TORCH=torch==2.1.0`` where that wheel exists to test the
-    ``torch>=2.1`` floor).  The strict suite then runs at the array-api-strict
-    floor on the lowest NumPy it supports (``STRICT_NUMPY``).  The floors are
-    under test here, not the properties: the representative subset runs.
+    ``torch>=2.1`` floor).  The floors users meet (array-api-compat, NumPy,
+    torch) are under test here, not the properties: the representative subset
+    runs.  array-api-strict, a test tool that needs NumPy 2, runs at its newest
+    in ``tests-strict``.
 
     The torch subset runs with every tensor built without ``device=`` on torch's ``meta``
     device (the device-cleanliness pass, once for both sessions: what it checks, where
@@ -258,9 +255,6 @@ def tests_oldest(session: nox.Session) -> None:
     # and every activation traced whole (every namespace function the engine and the activations call);
     # what else the compile tests check (dynamic shapes, xd.compile, estimators) is the torch session's.
     _run_tests(session, "torch", "--subset", "-k", "traces_every_operator_whole or traces_every_activation")
-    session.install(STRICT_NUMPY)  # nothing else moves: every other floor already allows NumPy 2.0 (checked next)
-    session.run("python", "-c", _AT_FLOORS, *[p for p in floors if not p.startswith("numpy==")], STRICT_NUMPY)
-    _run_tests(session, "strict", "--subset")
 
 
 # --------------------------------------------------------------------------- lint, types, docs, packaging
