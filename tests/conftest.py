@@ -512,6 +512,7 @@ GENERIC_ON_SLOW_BACKENDS = (
     "test_batch_shapes",
     "test_one_input_dimension",
     "test_directional_with_shared_direction_and_linear_term",
+    "test_no_state_is_kept_on_the_network",
     "test_chunks_give_the_same_derivatives",
     # Leibniz and weighted sums of directions (the composites' product rule against the Hessian is kept)
     "test_composites_by_leibniz_rule",
