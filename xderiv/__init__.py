@@ -11,6 +11,7 @@ from .backends.compile import compile
 from .backends.host_memory import tune_host_allocator
 from .engine.call import get_memory_budget, memory_budget, set_memory_budget
 from .engine.explain import Explanation, explain
+from .interop import adapters as _adapters  # noqa: F401  (registers NumPy's generator, torch/JAX compile and checkpoint)
 from .interop import autodiff as _autodiff  # noqa: F401  (registers xd.check's torch.func/JAX references)
 from .jets import function
 from .models.composition import Product, Scaled, Sum

@@ -23,8 +23,8 @@ a value-and-gradient step of a second-order operator).
   is read when the call is traced: a function ``jax.jit`` already traced keeps what it saw.
 - any other namespace (NumPy, CuPy, array-api-strict, dask): None, nothing is differentiated.
 
-This module and :mod:`xderiv.backends.compile` are the only core modules that import torch or
-JAX, inside the function, when asked.
+The torch and JAX wrappers are :mod:`xderiv.interop.adapters`'s, registered when xderiv is
+imported (:func:`register_recomputer`): this module imports no array library.
 """
 
 from __future__ import annotations
@@ -59,54 +59,15 @@ def recomputing(xp: Any, arrays: Iterable[Any], *, opaque: bool = False) -> Wrap
         nothing is being differentiated, and the chunk runs as it is.
     """
     name = getattr(xp, "__name__", "")
-    if name in ("array_api_compat.torch", "torch"):
-        return _torch(arrays, opaque)
-    if name == "jax.numpy":
-        return _jax(arrays, opaque)
-    return None
+    library = "torch" if name in ("array_api_compat.torch", "torch") else "jax" if name == "jax.numpy" else None
+    recompute = _RECOMPUTERS.get(library) if library else None
+    return recompute(arrays, opaque) if recompute is not None else None
 
 
-def _torch(arrays: Iterable[Any], opaque: bool) -> Wrapper[Any] | None:
-    import torch
-    from torch.utils.checkpoint import checkpoint
-
-    if not torch.is_grad_enabled():
-        return None
-    if not opaque and not any(a is not None and a.requires_grad for a in arrays):
-        return None
-
-    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
-        def run(*args: Any) -> T:
-            # A chain's chunk draws no random numbers (xderiv's directions come from its
-            # counter-based generator, before the chunks); a function of x may (dropout), so
-            # torch's RNG state is restored for its recomputation.
-            return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=opaque)  # type: ignore[no-any-return]
-
-        return run
-
-    return wrap
+_RECOMPUTERS: dict[str, Callable[[Iterable[Any], bool], Wrapper[Any] | None]] = {}
 
 
-def _jax(arrays: Iterable[Any], opaque: bool) -> Wrapper[Any] | None:
-    import jax
-
-    traced = any(isinstance(a, jax.core.Tracer) for a in arrays if a is not None)
-    if not traced and not (opaque and _transforming()):
-        return None
-    return jax.checkpoint  # type: ignore[no-any-return]
-
-
-def _transforming() -> bool:
-    """Whether JAX is tracing (``grad``, ``jit``, ``vmap``...) rather than running eagerly.
-
-    A function of ``x`` may close over traced weights while ``x`` itself is concrete
-    (``jax.grad`` of a loss in the weights).  JAX's trace context says so; where this JAX has
-    none to read, the answer is yes (a checkpoint of an eager call costs a retrace, never a
-    wrong result).
-    """
-    try:
-        from jax._src import core
-
-        return not core.trace_ctx.is_top_level()
-    except (ImportError, AttributeError):  # pragma: no cover - other JAX versions
-        return True
+def register_recomputer(library: str, recompute: Callable[[Iterable[Any], bool], Wrapper[Any] | None]) -> None:
+    """Register ``library``'s (``"torch"``, ``"jax"``) ``recompute(arrays, opaque)``, which is
+    :func:`recomputing` for a call on that library's arrays."""
+    _RECOMPUTERS[library] = recompute

@@ -20,9 +20,7 @@ dtypes or devices change), later calls only the compiled kernels.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +29,24 @@ import array_api_compat
 
 from ..jets import is_graph
 from ..models.networks import as_network
-from .namespace import is_array
+
+_COMPILERS: dict[str, Callable[..., Callable[..., Any]]] = {}
+"""The compilers of the libraries that have one, by name: ``"torch"`` (``torch.compile``) and ``"jax"``
+(``jax.jit``), registered by :mod:`xderiv.interop.adapters` when xderiv is imported."""
+
+
+def register_compiler(library: str, compiler: Callable[..., Callable[..., Any]]) -> None:
+    """Register ``library``'s compiler (``"torch"``: ``compiler(call, net, device, dynamic, cuda_graphs)``;
+    ``"jax"``: ``compiler(operator, net, fixed)``), each returning the compiled ``f(x, *args, **kwargs)``."""
+    _COMPILERS[library] = compiler
+
+
+def _torch(call: Callable[..., Any], net: Any, device: Any, dynamic: bool | None, cuda_graphs: bool | None) -> Any:
+    return _COMPILERS["torch"](call, net, device, dynamic, cuda_graphs)
+
+
+def _jax(operator: Callable[..., Any], net: Any, fixed: dict[str, Any]) -> Any:
+    return _COMPILERS["jax"](operator, net, fixed)
 
 
 def compile(  # noqa: A001 - xd.compile mirrors torch.compile / jax.jit
@@ -127,84 +142,3 @@ def _eager_graph(call: Callable[..., Any], operator: Callable[..., Any]) -> Call
         stacklevel=3,
     )
     return functools.wraps(operator)(call)
-
-
-def _torch(call: Callable[..., Any], net: Any, device: Any, dynamic: bool | None, cuda_graphs: bool | None) -> Any:
-    import torch
-
-    on_cuda = getattr(device, "type", None) == "cuda"
-    graphs = (on_cuda and dynamic is False) if cuda_graphs is None else bool(cuda_graphs)
-    if graphs and not on_cuda:
-        raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, this one is on {device}")
-    compiled = torch.compile(
-        _own_code(call), fullgraph=True, dynamic=dynamic, mode="reduce-overhead" if graphs else None
-    )
-
-    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
-        net.resolve()  # a converted module re-reads its Parameters here, outside the trace
-        return compiled(x, *args, **kwargs)
-
-    return run
-
-
-def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with a code object of its own.
-
-    Dynamo keeps its compiled graphs, and its limit of recompilations (8), per
-    code object: every ``xd.compile`` shares the one of ``call`` above, so
-    without a copy the ninth network compiled in a process would fail
-    (``fullgraph=True`` turns the limit into an error).
-    """
-    code = fn.__code__.replace()  # a new code object, equal to the old one
-    return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-
-
-def _jax(operator: Callable[..., Any], net: Any, fixed: dict[str, Any]) -> Any:
-    """``jax.jit`` over the weights and the array arguments; every other argument is static.
-
-    Orders, multi-indices, coordinates and modes (``order=3``, ``(2, 1, 0)``, ``coords=[0, 2]``)
-    shape the trace, so they are not traced: each distinct set of them has a trace of its own.
-    """
-    import jax
-
-    traces: dict[Any, Callable[..., Any]] = {}
-    returned: dict[Any, type] = {}  # key -> the dataclass the operator returns (xd.derivatives), if any
-
-    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
-        at = tuple(i for i, a in enumerate(args) if is_array(a))
-        names = tuple(sorted(k for k, v in kwargs.items() if is_array(v)))
-        static_args = {i: a for i, a in enumerate(args) if i not in at}
-        static_kwargs = {k: v for k, v in kwargs.items() if k not in names}
-        key = (len(args), at, names, _frozen(static_args), _frozen(static_kwargs))
-        traced = traces.get(key)
-        if traced is None:
-
-            def call(arrays: list[Any], x: Any, positional: list[Any], named: dict[str, Any]) -> Any:
-                given = dict(zip(at, positional))
-                full = [given[i] if i in given else static_args[i] for i in range(len(args))]
-                out = operator(net.with_arrays(arrays), x, *full, **fixed, **static_kwargs, **named)
-                if dataclasses.is_dataclass(out):  # not a pytree: its fields cross the jit boundary
-                    returned[key] = type(out)
-                    return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
-                return out
-
-            traced = traces[key] = jax.jit(call)
-        out = traced(net.arrays(), x, [args[i] for i in at], {k: kwargs[k] for k in names})
-        return returned[key](**out) if key in returned else out
-
-    return run
-
-
-def _frozen(value: Any) -> Any:
-    """A hashable stand-in for a static argument (lists and dicts as tuples), or a TypeError naming it."""
-    if isinstance(value, dict):
-        return tuple((k, _frozen(v)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
-    if isinstance(value, (list, tuple)):
-        return (type(value).__name__, *(_frozen(v) for v in value))
-    try:
-        hash(value)
-    except TypeError:
-        raise TypeError(
-            f"xd.compile on JAX: argument {value!r} is neither an array (traced) nor hashable (static)"
-        ) from None
-    return (type(value).__name__, value)

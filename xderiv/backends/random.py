@@ -1,15 +1,29 @@
-"""Seeded weight draws with ``numpy.random.Generator``, placed on any namespace."""
+"""Seeded weight draws, placed on any namespace.
+
+The draws come from a host-side generator that :mod:`xderiv.interop.adapters` registers when
+xderiv is imported (NumPy's ``default_rng``, NumPy being the default backend too): this module
+imports no array library.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
-import numpy as np
+
+_GENERATOR: dict[str, Any] = {}
+
+
+def register_generator(make: Callable[[int | None], Any], default_xp: Any) -> None:
+    """Register the weights' generator: ``make(seed)`` returns an object whose
+    ``standard_normal(shape)`` draws host arrays in a fixed order; ``default_xp`` is the namespace
+    the weights go to when none is named."""
+    _GENERATOR.update(make=make, default_xp=default_xp)
 
 
 class WeightSampler:
-    """Draws arrays in a fixed order from ``numpy.random.default_rng(seed)``.
+    """Draws arrays in a fixed order from the registered generator (NumPy's ``default_rng(seed)``).
 
     Parameters
     ----------
@@ -25,8 +39,8 @@ class WeightSampler:
     """
 
     def __init__(self, seed: int | None, xp: Any = None, device: Any = None, dtype: Any = None):
-        self.rng = np.random.default_rng(seed)
-        module = np if xp is None else xp
+        self.rng = _GENERATOR["make"](seed)
+        module = _GENERATOR["default_xp"] if xp is None else xp
         probe = module.asarray([0.0]) if device is None else module.asarray([0.0], device=device)
         self.xp = array_api_compat.array_namespace(probe)
         self.device = array_api_compat.device(probe) if device is None else device

@@ -1,0 +1,172 @@
+"""What the core asks of particular array libraries, registered with it when xderiv is imported.
+
+- NumPy's ``default_rng`` draws the factories' weights (:mod:`xderiv.backends.random`), the same
+  numbers on every backend.
+- ``torch.compile`` and ``jax.jit`` are :func:`xderiv.compile`'s compilers
+  (:mod:`xderiv.backends.compile`).
+- ``torch.utils.checkpoint`` and ``jax.checkpoint`` recompute a chunk of points in the backward pass
+  under ``set_memory_budget(..., checkpoint=True)`` (:mod:`xderiv.backends.checkpoint`).
+
+torch and JAX are imported inside the functions, when a call on their arrays asks: importing this
+module imports neither.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..backends.checkpoint import Wrapper, register_recomputer
+from ..backends.compile import register_compiler
+from ..backends.namespace import is_array
+from ..backends.random import register_generator
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- xd.compile
+
+
+def _torch_compile(
+    call: Callable[..., Any], net: Any, device: Any, dynamic: bool | None, cuda_graphs: bool | None
+) -> Any:
+    import torch
+
+    on_cuda = getattr(device, "type", None) == "cuda"
+    graphs = (on_cuda and dynamic is False) if cuda_graphs is None else bool(cuda_graphs)
+    if graphs and not on_cuda:
+        raise ValueError(f"cuda_graphs=True needs a network on a CUDA device, this one is on {device}")
+    compiled = torch.compile(
+        _own_code(call), fullgraph=True, dynamic=dynamic, mode="reduce-overhead" if graphs else None
+    )
+
+    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
+        net.resolve()  # a converted module re-reads its Parameters here, outside the trace
+        return compiled(x, *args, **kwargs)
+
+    return run
+
+
+def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with a code object of its own.
+
+    Dynamo keeps its compiled graphs, and its limit of recompilations (8), per
+    code object: every ``xd.compile`` shares the one of its ``call``, so
+    without a copy the ninth network compiled in a process would fail
+    (``fullgraph=True`` turns the limit into an error).
+    """
+    code = fn.__code__.replace()  # a new code object, equal to the old one
+    return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+def _jax_compile(operator: Callable[..., Any], net: Any, fixed: dict[str, Any]) -> Any:
+    """``jax.jit`` over the weights and the array arguments; every other argument is static.
+
+    Orders, multi-indices, coordinates and modes (``order=3``, ``(2, 1, 0)``, ``coords=[0, 2]``)
+    shape the trace, so they are not traced: each distinct set of them has a trace of its own.
+    """
+    import jax
+
+    traces: dict[Any, Callable[..., Any]] = {}
+    returned: dict[Any, type] = {}  # key -> the dataclass the operator returns (xd.derivatives), if any
+
+    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
+        at = tuple(i for i, a in enumerate(args) if is_array(a))
+        names = tuple(sorted(k for k, v in kwargs.items() if is_array(v)))
+        static_args = {i: a for i, a in enumerate(args) if i not in at}
+        static_kwargs = {k: v for k, v in kwargs.items() if k not in names}
+        key = (len(args), at, names, _frozen(static_args), _frozen(static_kwargs))
+        traced = traces.get(key)
+        if traced is None:
+
+            def call(arrays: list[Any], x: Any, positional: list[Any], named: dict[str, Any]) -> Any:
+                given = dict(zip(at, positional))
+                full = [given[i] if i in given else static_args[i] for i in range(len(args))]
+                out = operator(net.with_arrays(arrays), x, *full, **fixed, **static_kwargs, **named)
+                if dataclasses.is_dataclass(out):  # not a pytree: its fields cross the jit boundary
+                    returned[key] = type(out)
+                    return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+                return out
+
+            traced = traces[key] = jax.jit(call)
+        out = traced(net.arrays(), x, [args[i] for i in at], {k: kwargs[k] for k in names})
+        return returned[key](**out) if key in returned else out
+
+    return run
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a static argument (lists and dicts as tuples), or a TypeError naming it."""
+    if isinstance(value, dict):
+        return tuple((k, _frozen(v)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, *(_frozen(v) for v in value))
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(
+            f"xd.compile on JAX: argument {value!r} is neither an array (traced) nor hashable (static)"
+        ) from None
+    return (type(value).__name__, value)
+
+
+# --------------------------------------------------------------------------- checkpointed chunks
+
+
+def _torch_recompute(arrays: Iterable[Any], opaque: bool) -> Wrapper[Any] | None:
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    if not torch.is_grad_enabled():
+        return None
+    if not opaque and not any(a is not None and a.requires_grad for a in arrays):
+        return None
+
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        def run(*args: Any) -> T:
+            # A chain's chunk draws no random numbers (xderiv's directions come from its
+            # counter-based generator, before the chunks); a function of x may (dropout), so
+            # torch's RNG state is restored for its recomputation.
+            return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=opaque)  # type: ignore[no-any-return]
+
+        return run
+
+    return wrap
+
+
+def _jax_recompute(arrays: Iterable[Any], opaque: bool) -> Wrapper[Any] | None:
+    import jax
+
+    traced = any(isinstance(a, jax.core.Tracer) for a in arrays if a is not None)
+    if not traced and not (opaque and _transforming()):
+        return None
+    return jax.checkpoint  # type: ignore[no-any-return]
+
+
+def _transforming() -> bool:
+    """Whether JAX is tracing (``grad``, ``jit``, ``vmap``...) rather than running eagerly.
+
+    A function of ``x`` may close over traced weights while ``x`` itself is concrete
+    (``jax.grad`` of a loss in the weights).  JAX's trace context says so; where this JAX has
+    none to read, the answer is yes (a checkpoint of an eager call costs a retrace, never a
+    wrong result).
+    """
+    try:
+        from jax._src import core
+
+        return not core.trace_ctx.is_top_level()
+    except (ImportError, AttributeError):  # pragma: no cover - other JAX versions
+        return True
+
+
+# --------------------------------------------------------------------------- registration
+
+register_generator(np.random.default_rng, np)
+register_compiler("torch", _torch_compile)
+register_compiler("jax", _jax_compile)
+register_recomputer("torch", _torch_recompute)
+register_recomputer("jax", _jax_recompute)
