@@ -35,9 +35,8 @@ Exhaustive sweeps
     A few sweeps repeat, case after case, a check whose every kind already
     runs on representative cases (and whose other cases are checked another
     way): they run only with ``--exhaustive`` or ``XDERIV_EXHAUSTIVE=1``
-    (which implies ``--full``).  :data:`EXHAUSTIVE_RULES` deselects their
-    extra parametrizations; tests that keep every case but do the costly part
-    on a few take the ``exhaustive`` fixture.
+    (which implies ``--full``): the tests take the ``exhaustive`` fixture and do
+    the costly part on a few cases without it.
 """
 
 from __future__ import annotations
@@ -264,7 +263,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--exhaustive",
         action="store_true",
-        help="also the opt-in exhaustive sweeps (EXHAUSTIVE_RULES, the exhaustive fixture); implies --full",
+        help="also the opt-in exhaustive sweeps (the exhaustive fixture); implies --full",
     )
 
 
@@ -553,15 +552,6 @@ SUBSET_DROP_BY_BACKEND = {
     },
 }
 
-# --------------------------------------------------------------------------- exhaustive sweeps
-
-
-# Test function -> {parameter: values kept}, on every backend, unless --exhaustive (or XDERIV_EXHAUSTIVE=1).
-# Each entry says why the values kept exercise every kind of what the whole sweep checks.  None today: the
-# sweeps that remain (test_taylor's live references, test_compile's activations) take the exhaustive fixture.
-EXHAUSTIVE_RULES: dict[str, dict[str, frozenset[Any]]] = {}
-
-
 # Hypothesis examples per property under the subset (unless XDERIV_HYPOTHESIS_EXAMPLES is set).
 SUBSET_HYPOTHESIS_EXAMPLES = 3
 
@@ -594,22 +584,13 @@ def _kept(item: pytest.Item, nets: frozenset[str]) -> bool:
     return True
 
 
-def _in_rules(item: pytest.Item, rules: dict[str, dict[str, frozenset[Any]]]) -> bool:
-    """Whether every parameter of ``item`` that ``rules`` names for its test function has a kept value."""
-    callspec = getattr(item, "callspec", None)
-    kept = rules.get(getattr(item, "originalname", item.name), {})
-    return callspec is None or all(value in kept[p] for p, value in callspec.params.items() if p in kept)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    subset, sweeps = subset_enabled(config), exhaustive_enabled(config)
-    if not subset and sweeps:
+    if not subset_enabled(config):
         return
-    nets = _network_names() if subset else frozenset()
+    nets = _network_names()
     keep, drop = [], []
     for item in items:
-        kept = (sweeps or _in_rules(item, EXHAUSTIVE_RULES)) and (not subset or _kept(item, nets))
-        (keep if kept else drop).append(item)
+        (keep if _kept(item, nets) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
