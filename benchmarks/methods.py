@@ -121,7 +121,7 @@ def _xderiv(p: Problem, q: str, tag: str, P: dict, e: dict, modes=MODES, jit: st
         return {tag + jit: lambda z: net(z) if q == "value" else xd.taylor(net, z, e["v"], order=4)[4]}
     forms = {} if net is None else {(f"{tag}[{m}]" if len(modes) > 1 else tag) + jit: (net, m) for m in modes}
     if p.graph and graph:
-        forms[f"{tag} xd.function{jit}"] = (xd.function(lambda z: forward(p, array_namespace(z), P, z)), "auto")
+        forms[f"{tag} xd.function{jit}"] = (_function(p, P), "auto")
     op, args = (
         getattr(xd, q.removeprefix("partial_")),
         [e[k] for k in {"trace_hessian": "S", "second_order": "A"}.get(q, "")],
@@ -132,6 +132,28 @@ def _xderiv(p: Problem, q: str, tag: str, P: dict, e: dict, modes=MODES, jit: st
         split = lambda z: xd.trace_hessian(net, z, e["Sp"]) - xd.trace_hessian(net, z, e["Sm"])  # noqa: E731
         out[f"{tag} trace_hessian(S+) - trace_hessian(S-){jit}"] = split
     return out
+
+
+def _function(p: Problem, P: dict) -> Any:
+    """The network of ``p`` as ``xd.function`` of the weights ``P``."""
+    return xd.function(lambda z: forward(p, array_namespace(z), P, z))
+
+
+def _fx_compiled(fn: Callable) -> Callable:
+    """``fn`` traced to aten by ``make_fx`` at its first points, then ``torch.compile``d (Dynamo cannot trace
+    torch.func's nested transforms in torch 2.13); the weights it closes over stay references."""
+    import torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    compiled: dict = {}
+
+    def run(z: Any) -> Any:
+        key = (tuple(z.shape), torch.is_grad_enabled())
+        if key not in compiled:
+            compiled[key] = torch.compile(make_fx(fn)(z), fullgraph=True)
+        return compiled[key](z)
+
+    return run
 
 
 def _loss(lap: Callable, u: Callable, e: dict) -> Any:
@@ -175,13 +197,16 @@ def _torch(p: Problem, q: str, dtype: str, device: str) -> Fns:
     if p.graph and qq in ("laplacian", "hessian"):
         gf = xd.function(graph_function(module))
         fns["xderiv-torch graph_function"] = lambda z: getattr(xd, qq)(gf, z)
-    if p.graph and qq == "hessian":
-        fn = xd.function(lambda z: forward(p, array_namespace(z), P, z))  # in chunks of 100 points, each term small
-        fns["xderiv-torch xd.function chunk_size=100"] = lambda z: xd.hessian(fn, z, chunk_size=100)
-    if p.chain and qq in ("laplacian", "hessian"):
-        c = xd.compile(getattr(xd, qq), chain_net(p, P))
-        fns["xderiv-torch xd.compile"] = lambda z: c(z).clone() if device == "cuda" else c(z)  # a CUDA graph's output
+    if p.graph and qq == "hessian":  # in chunks of 100 points, each term small
+        fns["xderiv-torch xd.function chunk_size=100"] = lambda z: xd.hessian(_function(p, P), z, chunk_size=100)
+    if qq in ("laplacian", "hessian"):  # the chain; a graph as xd.function (make_fx, then torch.compile)
+        nets = ([("", chain_net(p, P))] if p.chain else []) + ([(" xd.function", _function(p, P))] if p.graph else [])
+        for tag, net in nets:
+            c = xd.compile(getattr(xd, qq), net)
+            fns[f"xderiv-torch{tag} xd.compile"] = lambda z, c=c: c(z).clone() if device == "cuda" else c(z)
     fns[AUTODIFF.get(qq, CONTRACTED)[0]] = _autodiff(ad, u, qq, e)
+    if p.graph and qq in ("laplacian", "hessian"):  # compiled as xd.compile compiles a graph
+        fns[AUTODIFF[qq][0] + " make_fx+torch.compile"] = _fx_compiled(_autodiff(ad, u, qq, e))
     if qq == "hessian":
         fns["torch.func vmap(jacrev(jacrev))"] = ad.vmap(ad.jacrev(ad.jacrev(lambda y: u(y).reshape(()))))
     if qq in ("gradient", "laplacian"):

@@ -199,7 +199,8 @@ def problems(family: str, quick: bool) -> list[Problem]:
         ]
     if family == "overhead":  # tiny batches: per-call cost beside the forward pass written out in NumPy and torch
         return [resnet("OV", 16, n) for n in (1, 10)]
-    if family == "gpu":  # hessQuik's net at three sizes and P2 (quick: the CPU dry run)
+    if family == "gpu":  # hessQuik's net at three sizes, P2, last the modified MLP's Laplacian (quick: the CPU dry run)
         out = [resnet("HQ", 64, size(2000, 20), 64, ALL[2:]), resnet("HQ", 1024, 10, 16, ALL[2:])]
-        return out + [resnet("HQ", 3, size(100_000, 100), 128, ALL[2:]), chain("P2", P2, size(2048, 8), ALL[2:])]
+        out += [resnet("HQ", 3, size(100_000, 100), 128, ALL[2:]), chain("P2", P2, size(2048, 8), ALL[2:])]
+        return out + [dataclasses.replace(graph("mMLP", 2, size(100_000, 100)), quantities=("laplacian",))]
     raise ValueError(f"--family {family}: chain, second_order, graphs, training, overhead or gpu")

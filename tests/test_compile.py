@@ -9,7 +9,7 @@ import pytest
 
 import xderiv as xd
 
-from .helpers import quiet_compile, rel_err, torch_compile
+from .helpers import COMPILE_BACKEND, quiet_compile, rel_err, torch_compile
 
 OPS = {
     "value": lambda net, x, s, v, mode: xd.value(net, x),
@@ -297,3 +297,103 @@ def test_cuda_graph_capture_replays_the_operator(backend):
         want = OPS[op](resnet, 2.0 * x, s, v, "auto")
         assert rel_err(backend.to_numpy(out), backend.to_numpy(want)) < 1e-13
         static_x.copy_(x)
+
+
+def _graph_compile_backend(monkeypatch, backend=None):
+    """torch.compile as xd.compile calls it for graphs, with ``backend`` (default: the tests' COMPILE_BACKEND,
+    aot_eager: Dynamo and AOT autograd without inductor's code generation, which costs 25 s a graph here;
+    the graph benchmarks run inductor and check its results first); returns the list of graphs compiled."""
+    import torch
+
+    traces, compile_ = [], torch.compile
+
+    def counting(graph, **kw):
+        traces.append(graph)
+        return compile_(graph, **{**kw, "backend": backend or COMPILE_BACKEND})
+
+    monkeypatch.setattr(torch, "compile", counting)
+    return traces
+
+
+def test_xd_compile_of_a_graph_on_torch_gives_the_eager_derivatives(backend, monkeypatch):
+    """A converted modified MLP, traced to aten by make_fx and compiled: the eager Laplacian and the eager
+    weight gradients of a loss of it, in one trace, with no warning from xderiv."""
+    _torch_only(backend)
+    import warnings
+
+    import torch
+
+    from tests.test_interop_torch_graph import ModifiedMLP
+    from xderiv.interop.torch import from_torch
+
+    traces = _graph_compile_backend(monkeypatch)
+    torch.manual_seed(0)
+    with torch.device(backend.device):
+        model = ModifiedMLP(d=2, width=6, depth=1).double()
+    net, x = from_torch(model), torch.rand(5, 2, dtype=torch.float64, device=backend.device)
+    lap = xd.compile(xd.laplacian, net)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = lap(x)
+    assert not [w for w in caught if "xd." in str(w.message)]
+    want = xd.laplacian(net, x)
+    assert rel_err(backend.to_numpy(got), backend.to_numpy(want)) < 1e-13
+    params = [p for name, p in model.named_parameters() if name != "out.bias"]  # the Laplacian's weights
+    compiled = torch.autograd.grad((got**2).sum(), params)
+    eager = torch.autograd.grad((want**2).sum(), params)
+    for a, b in zip(compiled, eager):
+        assert (a - b).abs().max().item() <= 1e-12 * max(b.abs().max().item(), 1.0)
+    assert len(traces) == 1
+
+
+def test_xd_compile_of_a_graph_retraces_when_what_it_read_changes(backend, monkeypatch):
+    """The make_fx trace reads the module's own tensors: .data edits are seen without a new trace; a new
+    shape, a cast (model.double()), a new structure or a reassigned Parameter traces again; arguments pass
+    through (tensors traced, the rest keys of the trace); a NumPy generator as seed is refused (it would be
+    drawn once)."""
+    _torch_only(backend)
+    import functools
+
+    import torch
+    from array_api_compat import array_namespace
+
+    from tests.test_interop_torch_graph import ModifiedMLP
+    from xderiv.interop.torch import from_torch
+
+    traces = _graph_compile_backend(monkeypatch, "eager")  # Dynamo alone: the test is of the trace keys
+    torch.manual_seed(1)
+    with torch.device(backend.device):
+        model = ModifiedMLP(d=3, width=5, depth=1)
+    net, x = from_torch(model), torch.rand(4, 3, dtype=torch.float32, device=backend.device)
+    hess = xd.compile(xd.hessian, net)
+    assert (hess(x) - xd.hessian(net, x)).abs().max().item() < 1e-5
+    with torch.no_grad():
+        model.first.weight.data.mul_(2.0)
+    assert (hess(x) - xd.hessian(net, x)).abs().max().item() < 1e-5 and len(traces) == 1
+    assert (hess(x[:2]) - xd.hessian(net, x[:2])).abs().max().item() < 1e-5 and len(traces) == 2
+    model.double()
+    x64 = x.double()
+    assert (hess(x64) - xd.hessian(net, x64)).abs().max().item() < 1e-13 and len(traces) == 3
+    model.hidden[0] = torch.nn.Linear(5, 5, dtype=torch.float64, device=backend.device)
+    assert (hess(x64) - xd.hessian(net, x64)).abs().max().item() < 1e-13 and len(traces) == 4
+    model.out.bias = torch.nn.Parameter(model.out.bias.detach() + 1.0)  # a Parameter reassigned
+    assert (hess(x64) - xd.hessian(net, x64)).abs().max().item() < 1e-13 and len(traces) == 5
+    assert (xd.compile(xd.value, net)(x64) - model(x64)).abs().max().item() < 1e-13
+
+    w = model.first.weight.T.detach()  # (3, 5): a Hessian with off-diagonal terms, which Hutchinson samples
+    u = xd.function(lambda y: array_namespace(y).sum(array_namespace(y).sin(y @ w), axis=-1))
+    est = xd.compile(xd.laplacian, u, estimator="hutchinson", samples=3)
+    one, two = est(x64, seed=1), est(x64, seed=2)
+    assert (two - xd.laplacian(u, x64, estimator="hutchinson", samples=3, seed=2)).abs().max().item() < 1e-13
+    assert (one - two).abs().max().item() > 1e-3  # each seed its own directions, not the first trace's
+    s = torch.rand(3, 2, dtype=torch.float64, device=backend.device)
+    tr = xd.compile(xd.trace_hessian, u)
+    assert (tr(x64, s) - xd.trace_hessian(u, x64, s)).abs().max().item() < 1e-13
+    assert (tr(x64, 2 * s) - xd.trace_hessian(u, x64, 2 * s)).abs().max().item() < 1e-13
+    traced = len(traces)
+    w.mul_(0.5)  # a tensor the function closes over, edited in place: read by the same trace
+    assert (tr(x64, s) - xd.trace_hessian(u, x64, s)).abs().max().item() < 1e-13 and len(traces) == traced
+    with pytest.raises(TypeError, match="numpy.random.Generator"):
+        est(x64, seed=np.random.default_rng(0))
+    with pytest.warns(UserWarning, match="traced per batch shape"):
+        functools.partial(xd.compile, dynamic=True)(xd.laplacian, net)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from xderiv import get_activation
-from xderiv.backends.primitives import NUMPY, PLAIN, Primitives, _cupy_primitives, primitives
+from xderiv.backends.primitives import NUMPY, PLAIN, XLA, Primitives, _cupy_primitives, primitives
 
 TOL = {"float64": 1e-14, "float32": 1e-5}
 
@@ -42,8 +42,8 @@ def test_fused_primitives_equal_the_plain_expressions(backend, dtype):
     _close(backend, ops.addcmul(y, a, b), y + a * b, dtype)
     _close(backend, ops.axpy(y, 0.5, a), y + 0.5 * a, dtype)
     _close(backend, ops.axpy(y, 1.0, a), y + a, dtype)
-    for axis in (-2, 1, -1, 0):
-        _close(backend, ops.sum_squares(a, axis, xp), xp.sum(a * a, axis=axis), dtype)
+    for axis, form in [(axis, form) for axis in (-2, 1, -1, 0) for form in (ops, XLA)]:
+        _close(backend, form.sum_squares(a, axis, xp), xp.sum(a * a, axis=axis), dtype)
     transposed = xp.permute_dims(a, (0, 2, 1))  # not contiguous
     _close(backend, ops.sum_squares(transposed, -2, xp), xp.sum(transposed * transposed, axis=-2), dtype)
     u, w, bias = arr(6, 3), arr(3, 4), arr(4)
@@ -60,6 +60,15 @@ def test_fused_primitives_equal_the_plain_expressions(backend, dtype):
     lhs = arr(5, 3, 3)
     want = acc + xp.reshape(xp.reshape(lhs, (15, 3)) @ w, (5, 3, 4))
     _close(backend, ops.matmul_add(acc, lhs, w, xp), want, dtype)
+    # the jets' collapsed terms, here and in JAX's pairwise form (plain Array API code, run on every backend);
+    # odd counts leave a row out at some halving
+    for r, form in [(r, form) for r in (1, 2, 3, 5, 7, 8, 13) for form in (ops, XLA)]:
+        rows, other, weights = arr(r, 3, 4), arr(r, 3, 4), arr(r)
+        _close(backend, form.lead_sum(rows, xp), xp.sum(rows, axis=0, keepdims=True), dtype)
+        for w_ in (None, weights):
+            scale = 1.0 if w_ is None else xp.reshape(w_, (r, 1, 1))
+            want = xp.sum(scale * rows * other, axis=0, keepdims=True)
+            _close(backend, form.lead_dot(rows, other, w_, xp), want, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

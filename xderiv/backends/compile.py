@@ -8,7 +8,11 @@ best:
   chains of every layer (σ′ ⊙ (J W), squares, reductions, the residual add)
   into a few kernels; on CUDA with static shapes also
   ``mode="reduce-overhead"``, which replays the call from a CUDA graph (no
-  kernel-launch or Python cost per call).
+  kernel-launch or Python cost per call).  A graph (``xd.function``, a converted
+  module that is not a chain) is first traced to core aten operations by
+  ``make_fx`` (Dynamo cannot trace the jet engine's arrays), then compiled the
+  same way; a new input signature, or a converted module whose structure or
+  tensors' dtypes change, traces again.
 - **JAX**: ``jax.jit`` over the network's weights (so an optimizer's new
   weights are used without retracing) and the arguments.
 - **NumPy, CuPy, array-api-strict, dask**: the eager call (NumPy has nothing
@@ -21,7 +25,6 @@ dtypes or devices change), later calls only the compiled kernels.
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -31,13 +34,15 @@ from ..jets import is_graph
 from ..models.networks import as_network
 
 _COMPILERS: dict[str, Callable[..., Callable[..., Any]]] = {}
-"""The compilers of the libraries that have one, by name: ``"torch"`` (``torch.compile``) and ``"jax"``
-(``jax.jit``), registered by :mod:`xderiv.interop.adapters` when xderiv is imported."""
+"""The compilers of the libraries that have one, by name: ``"torch"`` (``torch.compile``), ``"torch-graph"``
+(``make_fx`` then ``torch.compile``, for graphs) and ``"jax"`` (``jax.jit``), registered by
+:mod:`xderiv.interop.adapters` when xderiv is imported."""
 
 
 def register_compiler(library: str, compiler: Callable[..., Callable[..., Any]]) -> None:
     """Register ``library``'s compiler (``"torch"``: ``compiler(call, net, device, dynamic, cuda_graphs)``;
-    ``"jax"``: ``compiler(operator, net, fixed)``), each returning the compiled ``f(x, *args, **kwargs)``."""
+    ``"torch-graph"``: ``compiler(call, net, dynamic, cuda_graphs)``; ``"jax"``: ``compiler(operator, net, fixed)``),
+    each returning the compiled ``f(x, *args, **kwargs)``."""
     _COMPILERS[library] = compiler
 
 
@@ -71,8 +76,11 @@ def compile(  # noqa: A001 - xd.compile mirrors torch.compile / jax.jit
         traced and all others (orders, multi-indices, ``coords``, ``mode``)
         are static: each distinct value of those compiles once.
     net : network
-        A Sequential, Potential, composite or converted torch module.  Its
-        weights are read at every call (optimizer steps are seen).
+        A Sequential, Potential, composite, converted torch module or
+        ``xd.function``.  Its weights are read at every call (optimizer steps
+        are seen).  A graph on torch is traced to core aten operations first;
+        a function that starts reading other tensor objects (a closure
+        variable rebound) must be compiled again.
     dynamic : bool or None, default False
         torch only: trace for varying batch sizes (``True``), specialise to
         each shape seen (``False``, fastest; a new shape recompiles), or let
@@ -102,9 +110,9 @@ def compile(  # noqa: A001 - xd.compile mirrors torch.compile / jax.jit
         return operator(net, x, *args, **fixed, **kwargs)
 
     if xp is None:  # a function of x without weights: the backend is the first x's
-        return _by_input(call, operator, net, fixed)
+        return _by_input(call, operator, net, fixed, dynamic, cuda_graphs)
     if array_api_compat.is_torch_namespace(xp) and is_graph(network):
-        return _eager_graph(call, operator)
+        return functools.wraps(operator)(_COMPILERS["torch-graph"](call, net, dynamic, cuda_graphs))
     if array_api_compat.is_torch_namespace(xp):
         return _torch(call, net, network.device, dynamic, cuda_graphs)
     if array_api_compat.is_jax_namespace(xp):
@@ -113,7 +121,12 @@ def compile(  # noqa: A001 - xd.compile mirrors torch.compile / jax.jit
 
 
 def _by_input(
-    call: Callable[..., Any], operator: Callable[..., Any], net: Any, fixed: dict[str, Any]
+    call: Callable[..., Any],
+    operator: Callable[..., Any],
+    net: Any,
+    fixed: dict[str, Any],
+    dynamic: bool | None,
+    cuda_graphs: bool | None,
 ) -> Callable[..., Any]:
     """The compiled call for the namespace of each ``x`` it meets, made on first use."""
     chosen: dict[int, Callable[..., Any]] = {}
@@ -123,7 +136,7 @@ def _by_input(
         fn = chosen.get(id(xp))
         if fn is None:
             if array_api_compat.is_torch_namespace(xp):
-                fn = _eager_graph(call, operator)
+                fn = _COMPILERS["torch-graph"](call, net, dynamic, cuda_graphs)
             elif array_api_compat.is_jax_namespace(xp):
                 fn = _jax(operator, net, fixed)
             else:
@@ -132,13 +145,3 @@ def _by_input(
         return fn(x, *args, **kwargs)
 
     return functools.wraps(operator)(run)
-
-
-def _eager_graph(call: Callable[..., Any], operator: Callable[..., Any]) -> Callable[..., Any]:
-    """A graph on torch runs eagerly: Dynamo does not trace the jet array (a Python object meeting tensors)."""
-    warnings.warn(
-        "xd.compile: a network that is not a chain of layers runs eagerly on torch (torch.compile cannot "
-        "trace the jet engine's arrays); on JAX it is traced by jax.jit",
-        stacklevel=3,
-    )
-    return functools.wraps(operator)(call)

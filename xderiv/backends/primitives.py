@@ -86,11 +86,53 @@ def _einsum_sum_squares(a: Array, axis: int, xp: Any) -> Array:
     return _plain_sum_squares(a, axis, xp)
 
 
-def _plain_lead_dot(a: Array, b: Array, w: Array | None, xp: Any) -> Array:
+def _plain_lead_sum(a: Array, xp: Any) -> Array:
+    return xp.sum(a, axis=0, keepdims=True)
+
+
+def _pairwise_sum(a: Array, axis: int) -> Array:
+    """``sum(a, axis=axis, keepdims=True)`` as halves added pairwise: ``a[:h] + a[h:2h]`` along ``axis``
+    until one row is left (an odd row out is kept aside and added at the end).
+
+    Elementwise additions only, about ``log2 r`` of them: XLA's CPU fusions (YNNPACK, the default in
+    jaxlib 0.8) run a reduction over the leading axis of an ``(r, n, w)`` array 10-50x slower than
+    any elementwise pass, and one over the middle axis of ``(n, k, w)`` 1.5-2x slower than these additions.
+    """
+    axis %= a.ndim
+
+    def part(start: int, stop: int) -> tuple[Any, ...]:
+        return (slice(None),) * axis + (slice(start, stop), Ellipsis)
+
+    rest = None
+    while a.shape[axis] > 1:
+        r, h = a.shape[axis], a.shape[axis] // 2
+        if r % 2:
+            rest = a[part(2 * h, r)] if rest is None else rest + a[part(2 * h, r)]
+        a = a[part(0, h)] + a[part(h, 2 * h)]
+    return a if rest is None else a + rest
+
+
+def _pairwise_lead_sum(a: Array, xp: Any) -> Array:
+    return _pairwise_sum(a, 0)
+
+
+def _pairwise_sum_squares(a: Array, axis: int, xp: Any) -> Array:
+    return xp.squeeze(_pairwise_sum(a * a, axis), axis=axis)
+
+
+def _weighted(a: Array, b: Array, w: Array | None, xp: Any) -> Array:
     out = a * b
     if w is not None:
         out = xp.reshape(w, (w.shape[0],) + (1,) * (out.ndim - 1)) * out
-    return xp.sum(out, axis=0, keepdims=True)
+    return out
+
+
+def _plain_lead_dot(a: Array, b: Array, w: Array | None, xp: Any) -> Array:
+    return xp.sum(_weighted(a, b, w, xp), axis=0, keepdims=True)
+
+
+def _pairwise_lead_dot(a: Array, b: Array, w: Array | None, xp: Any) -> Array:
+    return _pairwise_lead_sum(_weighted(a, b, w, xp), xp)
 
 
 def _same_lead(a: Array, b: Array) -> bool:
@@ -140,7 +182,8 @@ class Primitives:
     sum_squares : callable ``(a, axis, xp) -> sum(a * a, axis=axis)``
         The column sums of squares of the Jacobian rows (the forward Laplacian's
         curvature term), without the temporary ``a * a`` on NumPy (``einsum``) and
-        CuPy (a reduction kernel); torch fuses the standard form itself.
+        CuPy (a reduction kernel); torch fuses the standard form itself; JAX adds
+        halves pairwise (:func:`_pairwise_sum`).
     stacked_products : float
         How much slower than its multiply-add count a recursion made of stacks of small
         per-point matrix products (the sum-of-layers Hessian) runs here, relative to one made of
@@ -160,7 +203,11 @@ class Primitives:
         ``(r, ...)`` product and reads it again; NumPy contracts in one pass (``einsum``); torch,
         outside autograd, accumulates row by row with ``addcmul`` (the accumulator stays in cache),
         and where autograd records takes the plain form, whose reverse pass stacks no rows'
-        gradients.  ``r`` multiply-adds per element either way.
+        gradients; JAX adds halves pairwise (:func:`_pairwise_sum`).  ``r`` multiply-adds per
+        element either way.
+    lead_sum : callable ``(a, xp) -> sum(a, axis=0, keepdims=True)``
+        The same sum without the product (a collapsed term of any other bilinear map, such as
+        ``a @ b``): the reduction, or JAX's pairwise additions.
     """
 
     affine: Callable[[Array, Array, Array], Array] = _plain_affine
@@ -173,6 +220,7 @@ class Primitives:
     in_place: bool = False
     matmul: Callable[[Array, Array, Any], Array] = matmul_last
     lead_dot: Callable[[Array, Array, Array | None, Any], Array] = _plain_lead_dot
+    lead_sum: Callable[[Array, Any], Array] = _plain_lead_sum
 
     def times(self, owned: Array, a: Array) -> Array:
         """``owned * a``, where ``owned`` is a temporary of the caller's, read no more: with
@@ -223,11 +271,17 @@ NUMPY = Primitives(
 the temporaries the recursions hand over (:attr:`Primitives.in_place`), the jets' collapsed
 terms contracted by ``einsum`` (:attr:`Primitives.lead_dot`)."""
 
-XLA = Primitives(stacked_products=1.8)
+XLA = Primitives(
+    stacked_products=1.8,
+    lead_dot=_pairwise_lead_dot,
+    lead_sum=_pairwise_lead_sum,
+    sum_squares=_pairwise_sum_squares,
+)
 """JAX: the plain expressions (``jit`` fuses them); stacked per-point products weighed 1.8x
 their multiply-adds against 2-D ones (XLA's batched products of small matrices are slow, so the
 forward Hessian takes its forward-over-reverse form unless that needs more than 1.8x the
-multiply-adds)."""
+multiply-adds); the jets' collapsed terms and the chains' sums of squares added pairwise
+(:func:`_pairwise_sum`: XLA's CPU fusions reduce over a leading or middle axis slowly)."""
 
 
 def primitives(xp: Any) -> Primitives:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -49,6 +50,121 @@ def _torch_compile(
         return compiled(x, *args, **kwargs)
 
     return run
+
+
+def _torch_graph_compile(call: Callable[..., Any], net: Any, dynamic: bool | None, cuda_graphs: bool | None) -> Any:
+    """A graph's operator on torch, traced to core aten operations by ``make_fx`` and compiled by ``torch.compile``.
+
+    Dynamo cannot trace the jet engine's arrays (Python objects meeting tensors in ``x @ W``), so the
+    call is first run once under ``make_fx``: every jet rule becomes the aten operations it issues, and
+    the tensors the network reads (a converted module's Parameters and buffers, the tensors a function
+    closes over) stay in the graph as references to those very tensors.  ``torch.compile`` then fuses the
+    graph's elementwise chains; Parameters in it receive gradients as usual, and in-place updates
+    (optimizer steps, ``.data`` edits) are read at every call.
+
+    A trace is kept per input signature: the shapes (also with ``dynamic=True``, which warns so), dtypes
+    and devices of ``x`` and the array arguments, every other argument's value, grad mode, the tree and
+    attributes of every converted module in ``net``, and the dtype, device and shape of every tensor the
+    trace read, and which tensor objects a converted module holds.  A change in any of them traces again,
+    so a cast module (``model.double()``), a new activation or a reassigned buffer is never served a stale
+    graph.  What a trace cannot see is a function that starts reading *other* tensor objects
+    (a closure variable rebound to a new tensor): compile it again.
+    """
+    import torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    if dynamic:
+        warnings.warn(
+            "xd.compile(..., dynamic=True): a graph on torch is traced per batch shape (the jet engine computes "
+            "its shapes as Python integers), so each new shape traces and compiles again",
+            stacklevel=3,
+        )
+        dynamic = False
+    traces: dict[Any, tuple[Callable[..., Any], list[tuple[Any, tuple[Any, ...]]]]] = {}
+    returned: dict[Any, type] = {}  # key -> the dataclass the operator returns (xd.derivatives), if any
+
+    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
+        at = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
+        names = tuple(sorted(k for k, v in kwargs.items() if isinstance(v, torch.Tensor)))
+        static_args = {i: a for i, a in enumerate(args) if i not in at}
+        static_kwargs = {k: v for k, v in kwargs.items() if k not in names}
+        for value in (*static_args.values(), *static_kwargs.values()):
+            if hasattr(value, "bit_generator"):
+                raise TypeError(
+                    "xd.compile of a graph on torch: a numpy.random.Generator would be drawn once, when the call is "
+                    "traced; pass seed= as an int or a 0-d integer tensor (a new value per call draws anew)"
+                )
+        arrays = [x, *(args[i] for i in at), *(kwargs[k] for k in names)]
+        key = (
+            tuple(_signature(a) for a in arrays),
+            at,
+            names,
+            _frozen(static_args, "torch"),
+            _frozen(static_kwargs, "torch"),
+            torch.is_grad_enabled(),
+            _structure(net),
+        )
+        entry = traces.get(key)
+        if entry is not None and any(_signature(t) != sig for t, sig in entry[1]):
+            entry = None  # a tensor the trace reads changed dtype, device or shape: trace again
+        if entry is None:
+
+            def traced(x: Any, *given: Any) -> Any:
+                positional = dict(zip(at, given[: len(at)]))
+                named = dict(zip(names, given[len(at) :]))
+                full = [positional[i] if i in positional else static_args[i] for i in range(len(args))]
+                out = call(x, *full, **static_kwargs, **named)
+                if dataclasses.is_dataclass(out):  # not a pytree: its fields leave the trace as a dict
+                    returned[key] = type(out)
+                    return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+                return out
+
+            _probe_converted(net, x)  # outside the trace: the probe reads numbers back to the host
+            graph = make_fx(traced)(*arrays)
+            read = [getattr(graph, n.target) for n in graph.graph.nodes if n.op == "get_attr"]
+            tensors = [(t, _signature(t)) for t in read if isinstance(t, torch.Tensor)]
+            on_cuda = x.device.type == "cuda"
+            replay = (on_cuda and dynamic is False) if cuda_graphs is None else bool(cuda_graphs)
+            if replay and not on_cuda:
+                raise ValueError(f"cuda_graphs=True needs points on a CUDA device, these are on {x.device}")
+            compiled = torch.compile(graph, fullgraph=True, dynamic=False, mode="reduce-overhead" if replay else None)
+            entry = traces[key] = (compiled, tensors)
+        out = entry[0](*arrays)
+        return returned[key](**out) if key in returned else out
+
+    return run
+
+
+def _structure(net: Any) -> tuple[Any, ...]:
+    """What a trace follows in every converted torch module among ``net`` and its parts: the module tree and
+    attributes, and the identity of every tensor it holds (a reassigned buffer or Parameter traces again)."""
+    from .torch_graph import _fingerprint
+
+    module = getattr(net, "module", None)
+    own: tuple[Any, ...] = ()
+    if module is not None and hasattr(module, "named_modules"):
+        held = [
+            id(v)
+            for m in module.modules()
+            for v in (*m._parameters.values(), *m._buffers.values(), *m.__dict__.values())
+            if hasattr(v, "data_ptr")
+        ]
+        own = (_fingerprint(module), tuple(held))
+    return own + tuple(s for part in getattr(net, "parts", ()) for s in _structure(part))
+
+
+def _probe_converted(net: Any, x: Any) -> None:
+    """Run the conversion probe (``module(x) == translation(x)``) of every converted module among ``net``'s parts."""
+    check = getattr(net, "check", None)
+    if callable(check) and hasattr(getattr(net, "module", None), "named_modules"):
+        check(x.detach())
+    for part in getattr(net, "parts", ()):
+        _probe_converted(part, x)
+
+
+def _signature(t: Any) -> tuple[Any, ...]:
+    """What a trace depends on in a tensor: its shape, dtype, device and whether it requires gradients."""
+    return (tuple(t.shape), t.dtype, t.device, t.requires_grad)
 
 
 def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,17 +215,17 @@ def _jax_compile(operator: Callable[..., Any], net: Any, fixed: dict[str, Any]) 
     return run
 
 
-def _frozen(value: Any) -> Any:
+def _frozen(value: Any, library: str = "JAX") -> Any:
     """A hashable stand-in for a static argument (lists and dicts as tuples), or a TypeError naming it."""
     if isinstance(value, dict):
-        return tuple((k, _frozen(v)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+        return tuple((k, _frozen(v, library)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
     if isinstance(value, (list, tuple)):
-        return (type(value).__name__, *(_frozen(v) for v in value))
+        return (type(value).__name__, *(_frozen(v, library) for v in value))
     try:
         hash(value)
     except TypeError:
         raise TypeError(
-            f"xd.compile on JAX: argument {value!r} is neither an array (traced) nor hashable (static)"
+            f"xd.compile on {library}: argument {value!r} is neither an array (traced) nor hashable (static)"
         ) from None
     return (type(value).__name__, value)
 
@@ -168,5 +284,6 @@ def _transforming() -> bool:
 register_generator(np.random.default_rng, np)
 register_compiler("torch", _torch_compile)
 register_compiler("jax", _jax_compile)
+register_compiler("torch-graph", _torch_graph_compile)
 register_recomputer("torch", _torch_recompute)
 register_recomputer("jax", _jax_recompute)

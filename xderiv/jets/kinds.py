@@ -96,11 +96,11 @@ class Taylor:
             return ops_of(xp).lead_dot(a, b, None if self.unit else self.weights, xp)
         out = op(a, b)
         if self.unit:
-            return xp.sum(out, axis=0, keepdims=True)
+            return ops_of(xp).lead_sum(out, xp)
         w = self.weights
         assert w is not None
         w = xp.reshape(w, (w.shape[0],) + (1,) * (out.ndim - 1))
-        return xp.sum(w * out, axis=0, keepdims=True)
+        return ops_of(xp).lead_sum(w * out, xp)
 
 
 @dataclass(frozen=True)
