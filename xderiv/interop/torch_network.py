@@ -158,7 +158,8 @@ class AutogradGraph(_ModuleNetwork):
             y = f(point)
             d = shape[-1]
             first = torch.movedim(torch.reshape(jac, y.shape + (d,)), -1, 0)[:, None]
-            second = 0.5 * torch.movedim(torch.movedim(torch.reshape(hess, y.shape + (d, d)), -1, 0), -1, 0)
+            full = torch.movedim(torch.movedim(torch.reshape(hess, y.shape + (d, d)), -1, 0), -1, 0)
+            second = 0.5 * kind.pack(full, array_namespace(full))
             return JetArray((torch.reshape(y, (1, 1) + tuple(y.shape)), first, second), kind)
         seed: Any = terms[1] if kind.order >= 1 else None
         directions = torch.broadcast_to(seed, (seed.shape[0],) + shape) if seed is not None else None

@@ -209,8 +209,7 @@ class Setup:
 def _lead_shape(kind: Kind, k: int, seeds: tuple[Any, ...]) -> tuple[int, ...]:
     first = seeds[1]
     if isinstance(kind, Hessian):
-        d = int(first.shape[0])
-        return (d, 1) if k == 1 else (d, d)
+        return (int(first.shape[0]), 1) if k == 1 else (int(kind.pairs.first.shape[0]), 1)
     return (1,) if kind.collapsed(k) else (int(first.shape[0]),)
 
 

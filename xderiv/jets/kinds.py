@@ -11,8 +11,9 @@ kind                      lead axes             term ``k`` (``k >= 1``)
 :class:`Taylor` with      ``(r,)``, the top     the top one is :math:`\sum_\rho \omega_\rho\,
 ``weights``               one ``(1,)``          u_{K,\rho}` (a Laplacian is ``K = 2``,
                                                 :math:`\omega = 1`, directions :math:`e_i`)
-:class:`Hessian`          ``(D, 1)``, ``(D, D)``  :math:`u_1`: the ``D`` first derivatives;
-                                                :math:`u_2`: half the ``D x D`` Hessian
+:class:`Hessian`          ``(D, 1)``, ``(P, 1)``  :math:`u_1`: the ``D`` first derivatives;
+                                                :math:`u_2`: half the ``D x D`` Hessian, packed:
+                                                its ``P = D(D+1)/2`` entries ``i <= j``
 ========================  ====================  =============================================
 
 The value (term 0) has lead axes of length one.  ``None`` stands for a term that is exactly
@@ -30,6 +31,7 @@ collapsed top term; and for a Hessian the symmetrised outer product
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,11 +52,6 @@ def ops_of(xp: Any) -> Primitives:
     if hit is None or hit[0] is not xp:
         hit = _OPS[id(xp)] = (xp, primitives(xp))
     return hit[1]
-
-
-def swap_lead(a: Array, xp: Any) -> Array:
-    """``a`` with its first two axes exchanged."""
-    return xp.permute_dims(a, (1, 0) + tuple(range(2, a.ndim)))
 
 
 @dataclass(frozen=True)
@@ -105,11 +102,21 @@ class Taylor:
 
 @dataclass(frozen=True)
 class Hessian:
-    r"""Value, ``D`` first derivatives (lead ``(D, 1)``) and half the Hessian (lead ``(D, D)``).
+    r"""Value, ``D`` first derivatives (lead ``(D, 1)``) and half the Hessian, packed (lead ``(P, 1)``).
 
-    ``order`` is 2; there is no collapsed term.
+    ``order`` is 2; there is no collapsed term.  The second term holds the entries
+    :math:`i \le j` of the symmetric :math:`\tfrac12 \nabla^2 u` in the order of ``pairs``
+    (:class:`~xderiv.engine.higher_sweeps.Pairs`: ``first``/``second`` their :math:`i, j`, ``full`` the
+    stored row of every :math:`(i, j)`), ``P = D(D+1)/2`` rows instead of ``D^2`` through every linear
+    map and elementwise pass.
+
+    Attributes
+    ----------
+    pairs : Pairs
+        The packing, with its index arrays on the call's device.
     """
 
+    pairs: Any
     order: int = 2
     weights: None = None
     lead: int = 2
@@ -118,12 +125,31 @@ class Hessian:
         return False
 
     def pair(self, a: Array, b: Array, k: int, op: Op = operator.mul) -> Array:
-        r""":math:`\tfrac12 (\mathrm{op}(a_i, b_j) + \mathrm{op}(a_j, b_i))` for first-order rows ``a``, ``b``."""
+        r""":math:`\tfrac12 (\mathrm{op}(a_i, b_j) + \mathrm{op}(a_j, b_i))` for first-order rows ``a``, ``b``,
+        at the packed pairs :math:`i \le j` (``(D, 1, ...)`` rows in, ``(P, 1, ...)`` out)."""
         xp = array_namespace_of(a)
-        ab = op(a, swap_lead(b, xp))
+        ai, aj = self.rows(a, self.pairs.first, xp), self.rows(a, self.pairs.second, xp)
         if a is b and op is operator.mul:  # a_i a_j is symmetric already
-            return ab
-        return 0.5 * (ab + swap_lead(ab, xp))
+            return ai * aj
+        bi, bj = self.rows(b, self.pairs.first, xp), self.rows(b, self.pairs.second, xp)
+        return 0.5 * (op(ai, bj) + op(aj, bi))
+
+    @staticmethod
+    def rows(a: Array, index: Array, xp: Any) -> Array:
+        """Rows ``index`` of ``a`` along its first axis (a row broadcast over every direction stays one row)."""
+        return a if a.shape[0] == 1 else xp.take(a, index, axis=0)
+
+    def pack(self, full: Array, xp: Any) -> Array:
+        """A symmetric ``(D, D, ...)`` lead as the packed ``(P, 1, ...)`` one."""
+        d = int(full.shape[0])
+        flat = xp.reshape(full, (d * d,) + tuple(full.shape[2:]))
+        return xp.expand_dims(xp.take(flat, self.pairs.first * d + self.pairs.second, axis=0), axis=1)
+
+    def unpack(self, packed: Array, xp: Any) -> Array:
+        """The packed ``(P, 1, ...)`` lead as the full symmetric ``(D, D, ...)`` one."""
+        d = math.isqrt(int(self.pairs.full.shape[0]))
+        full = xp.take(packed[:, 0, ...], self.pairs.full, axis=0)
+        return xp.reshape(full, (d, d) + tuple(packed.shape[2:]))
 
 
 Kind = Taylor | Hessian

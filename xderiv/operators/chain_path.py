@@ -50,7 +50,7 @@ def chain_jet(network: Any, x: JetArray) -> JetArray | None:
         r = derivatives(network, pts, hessian=True)
         y, jac, hess = out_axis(r.value, 0), out_axis(r.jacobian, 1), out_axis(r.hessian, 2)
         first = xp.expand_dims(lead_first(jac, 1), axis=1)
-        return done([xp.reshape(y, (1, 1, n, -1)), first, 0.5 * lead_first(hess, 2)])
+        return done([xp.reshape(y, (1, 1, n, -1)), first, 0.5 * kind.pack(lead_first(hess, 2), xp)])
     order = kind.order
     if order == 0 or (kind.weights is not None and not getattr(kind, "unit", False)):
         return None

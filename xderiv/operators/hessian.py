@@ -25,6 +25,7 @@ from ..engine.call import Call, run, value_kernel
 from ..engine.cost import ELEMENTWISE, Dims, Quantity, hessian_forward_forms, register
 from ..engine.explain import Need, register_plan
 from ..engine.forward import Tape, forward_hessian
+from ..engine.higher_sweeps import Pairs
 from ..engine.potential import PotentialTerms
 from ..jets import is_graph
 from ..jets.call import Setup, lead_last
@@ -96,8 +97,9 @@ def value_jacobian_hessian(network: Any, x: Any, mode: str = "auto", chunk_size:
 
 def graph_hessian(s: Setup, chunk_size: int | None) -> tuple[Array, Array, Array]:
     """A graph's value ``(n, m)``, Jacobian ``(n, m, d)`` and Hessian ``(n, m, d, d)`` from one Hessian jet."""
-    y, first, second = s.run(Hessian(), None, chunk_size)
-    return y[0, 0, ...], lead_last(first[:, 0, ...], 1, s.xp), lead_last(2.0 * second, 2, s.xp)
+    kind = Hessian(Pairs.build(s.d, s.ctx))
+    y, first, second = s.run(kind, None, chunk_size)
+    return y[0, 0, ...], lead_last(first[:, 0, ...], 1, s.xp), lead_last(2.0 * kind.unpack(second, s.xp), 2, s.xp)
 
 
 def hessian(net: Any, x: Array, mode: str = "auto", *, chunk_size: int | None = None) -> Array:
@@ -131,7 +133,7 @@ def hessian_need() -> Need:
         "forward": "Jacobian rows and adjoints, then the sum of layers or forward-over-reverse, the cheaper",
         "backward": "the second-order adjoint, closed at the first layer",
     }
-    return Need(HESSIAN, None, recursions, "a Hessian jet along the d axes (d + d^2 terms)")
+    return Need(HESSIAN, None, recursions, "a Hessian jet along the d axes (d + d(d+1)/2 terms)")
 
 
 register_plan(hessian, lambda d, a: hessian_need())
