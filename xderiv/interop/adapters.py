@@ -14,6 +14,7 @@ module imports neither.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import warnings
 from collections.abc import Callable, Iterable
@@ -30,6 +31,54 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- xd.compile
+
+
+@dataclasses.dataclass(frozen=True)
+class _Arguments:
+    """A compiled call's extra arguments split in two: arrays (inputs of the trace) and the rest (static: each
+    distinct set of them has a trace of its own, ``key``).  Shared by the JAX and torch-graph compilers."""
+
+    count: int
+    at: tuple[int, ...]  # positions of the array positional arguments
+    names: tuple[str, ...]  # names of the array keyword arguments
+    static_args: dict[int, Any]
+    static_kwargs: dict[str, Any]
+    key: tuple[Any, ...]
+
+    @classmethod
+    def split(cls, args: tuple[Any, ...], kwargs: dict[str, Any], library: str) -> _Arguments:
+        at = tuple(i for i, a in enumerate(args) if is_array(a))
+        names = tuple(sorted(k for k, v in kwargs.items() if is_array(v)))
+        static_args = {i: a for i, a in enumerate(args) if i not in at}
+        static_kwargs = {k: v for k, v in kwargs.items() if k not in names}
+        key = (len(args), at, names, _frozen(static_args, library), _frozen(static_kwargs, library))
+        return cls(len(args), at, names, static_args, static_kwargs, key)
+
+    def arrays(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """The array arguments of a call: positional ones in order, keyword ones by name."""
+        return [args[i] for i in self.at], {k: kwargs[k] for k in self.names}
+
+    def call(self, fn: Callable[..., Any], x: Any, positional: list[Any], named: dict[str, Any]) -> Any:
+        """``fn(x, *args, **kwargs)`` with the arrays given here and the static arguments put back."""
+        given = dict(zip(self.at, positional))
+        full = [given[i] if i in given else self.static_args[i] for i in range(self.count)]
+        return fn(x, *full, **self.static_kwargs, **named)
+
+
+class _Results:
+    """A dataclass result (``xd.derivatives``) crossing a trace boundary as a dict of its fields, per trace key."""
+
+    def __init__(self) -> None:
+        self.types: dict[Any, type] = {}
+
+    def out(self, key: Any, value: Any) -> Any:
+        if dataclasses.is_dataclass(value):  # not a pytree
+            self.types[key] = type(value)
+            return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return value
+
+    def back(self, key: Any, value: Any) -> Any:
+        return self.types[key](**value) if key in self.types else value
 
 
 def _torch_compile(
@@ -81,56 +130,40 @@ def _torch_graph_compile(call: Callable[..., Any], net: Any, dynamic: bool | Non
         )
         dynamic = False
     traces: dict[Any, tuple[Callable[..., Any], list[tuple[Any, tuple[Any, ...]]]]] = {}
-    returned: dict[Any, type] = {}  # key -> the dataclass the operator returns (xd.derivatives), if any
+    results = _Results()
 
     def run(x: Any, *args: Any, **kwargs: Any) -> Any:
-        at = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
-        names = tuple(sorted(k for k, v in kwargs.items() if isinstance(v, torch.Tensor)))
-        static_args = {i: a for i, a in enumerate(args) if i not in at}
-        static_kwargs = {k: v for k, v in kwargs.items() if k not in names}
-        for value in (*static_args.values(), *static_kwargs.values()):
+        split = _Arguments.split(args, kwargs, "torch")
+        for value in (*split.static_args.values(), *split.static_kwargs.values()):
             if hasattr(value, "bit_generator"):
                 raise TypeError(
                     "xd.compile of a graph on torch: a numpy.random.Generator would be drawn once, when the call is "
                     "traced; pass seed= as an int or a 0-d integer tensor (a new value per call draws anew)"
                 )
-        arrays = [x, *(args[i] for i in at), *(kwargs[k] for k in names)]
-        key = (
-            tuple(_signature(a) for a in arrays),
-            at,
-            names,
-            _frozen(static_args, "torch"),
-            _frozen(static_kwargs, "torch"),
-            torch.is_grad_enabled(),
-            _structure(net),
-        )
+        positional, named = split.arrays(args, kwargs)
+        arrays = [x, *positional, *named.values()]
+        key = (split.key, tuple(_signature(a) for a in arrays), torch.is_grad_enabled(), _structure(net))
         entry = traces.get(key)
         if entry is not None and any(_signature(t) != sig for t, sig in entry[1]):
             entry = None  # a tensor the trace reads changed dtype, device or shape: trace again
         if entry is None:
 
             def traced(x: Any, *given: Any) -> Any:
-                positional = dict(zip(at, given[: len(at)]))
-                named = dict(zip(names, given[len(at) :]))
-                full = [positional[i] if i in positional else static_args[i] for i in range(len(args))]
-                out = call(x, *full, **static_kwargs, **named)
-                if dataclasses.is_dataclass(out):  # not a pytree: its fields leave the trace as a dict
-                    returned[key] = type(out)
-                    return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
-                return out
+                k = len(split.at)
+                out = split.call(call, x, list(given[:k]), dict(zip(split.names, given[k:])))
+                return results.out(key, out)
 
             _probe_converted(net, x)  # outside the trace: the probe reads numbers back to the host
             graph = make_fx(traced)(*arrays)
             read = [getattr(graph, n.target) for n in graph.graph.nodes if n.op == "get_attr"]
             tensors = [(t, _signature(t)) for t in read if isinstance(t, torch.Tensor)]
             on_cuda = x.device.type == "cuda"
-            replay = (on_cuda and dynamic is False) if cuda_graphs is None else bool(cuda_graphs)
+            replay = on_cuda if cuda_graphs is None else bool(cuda_graphs)
             if replay and not on_cuda:
                 raise ValueError(f"cuda_graphs=True needs points on a CUDA device, these are on {x.device}")
             compiled = torch.compile(graph, fullgraph=True, dynamic=False, mode="reduce-overhead" if replay else None)
             entry = traces[key] = (compiled, tensors)
-        out = entry[0](*arrays)
-        return returned[key](**out) if key in returned else out
+        return results.back(key, entry[0](*arrays))
 
     return run
 
@@ -188,29 +221,19 @@ def _jax_compile(operator: Callable[..., Any], net: Any, fixed: dict[str, Any]) 
     import jax
 
     traces: dict[Any, Callable[..., Any]] = {}
-    returned: dict[Any, type] = {}  # key -> the dataclass the operator returns (xd.derivatives), if any
+    results = _Results()
 
     def run(x: Any, *args: Any, **kwargs: Any) -> Any:
-        at = tuple(i for i, a in enumerate(args) if is_array(a))
-        names = tuple(sorted(k for k, v in kwargs.items() if is_array(v)))
-        static_args = {i: a for i, a in enumerate(args) if i not in at}
-        static_kwargs = {k: v for k, v in kwargs.items() if k not in names}
-        key = (len(args), at, names, _frozen(static_args), _frozen(static_kwargs))
-        traced = traces.get(key)
+        split = _Arguments.split(args, kwargs, "JAX")
+        traced = traces.get(split.key)
         if traced is None:
 
             def call(arrays: list[Any], x: Any, positional: list[Any], named: dict[str, Any]) -> Any:
-                given = dict(zip(at, positional))
-                full = [given[i] if i in given else static_args[i] for i in range(len(args))]
-                out = operator(net.with_arrays(arrays), x, *full, **fixed, **static_kwargs, **named)
-                if dataclasses.is_dataclass(out):  # not a pytree: its fields cross the jit boundary
-                    returned[key] = type(out)
-                    return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
-                return out
+                op = functools.partial(operator, net.with_arrays(arrays), **fixed)
+                return results.out(split.key, split.call(op, x, positional, named))
 
-            traced = traces[key] = jax.jit(call)
-        out = traced(net.arrays(), x, [args[i] for i in at], {k: kwargs[k] for k in names})
-        return returned[key](**out) if key in returned else out
+            traced = traces[split.key] = jax.jit(call)
+        return results.back(split.key, traced(net.arrays(), x, *split.arrays(args, kwargs)))
 
     return run
 
